@@ -1,0 +1,18 @@
+"""tflth model zoo: Keras models built from tflth masked layers, by name.
+
+    model = tflth.models.get("resnet20", seed=0)          # CIFAR-10 shape by default
+    model = tflth.models.get("lenet_500_200_100", (28, 28, 1), 10, seed=3)
+    tflth.models.names()              # canonical names; see registry for patterns
+    tflth.models.default_dataset("vgg16")   # 'cifar10'
+    tflth.models.count_params(model)  # parameters, masks excluded
+
+Conventions: every Dense / Conv2D is a ``MaskedDense`` / ``MaskedConv2D``; every layer
+has a fixed descriptive name and the logits layer is ``output``; kernels are He-normal
+with per-layer seeds derived from ``seed``, biases zero. One module per family
+(``lenet``, ``convnet``, ``cifar_resnet``, ``cifar_vgg``, ``imagenet_resnet``); the
+``registry`` module maps names to builders.
+"""
+
+from tflth.models.registry import DATASETS, count_params, dataset_info, default_dataset, get, names
+
+__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names"]
