@@ -1,0 +1,132 @@
+"""Pruning strategies: trained weights + current mask → next mask.
+
+Every strategy prunes a fraction of the weights that are still *remaining* (so density
+after L levels at fraction p is (1-p)^L), never re-grows a pruned weight, and breaks
+ties deterministically (by magnitude, then by position in the flattened layer order).
+
+* :class:`MagnitudePruning` — smallest |w|, one threshold across all layers
+  (``scope="global"``) or the same fraction within each layer (``"layerwise"``). Layers
+  matching a ``layer_rates`` glob are pruned within themselves at their own rate (0
+  excludes them) in either scope.
+* :class:`RandomPruning` — the same counts as magnitude pruning, chosen at random.
+* :func:`random_like` — a random mask with the same per-layer survivor counts as a
+  given mask (the random-pruning control of the papers).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Mapping
+
+import numpy as np
+
+from tflth.hparams import HparamError, PruningHparams
+
+__all__ = ["MagnitudePruning", "RandomPruning", "random_like", "check_layer_rates", "strategy_for"]
+
+Masks = dict[str, np.ndarray]
+
+
+def check_layer_rates(layer_rates, paths) -> None:
+    """Every ``layer_rates`` pattern must match at least one prunable layer."""
+    for pattern, _ in layer_rates:
+        if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
+            raise HparamError(
+                f"--layer_rates: '{pattern}' matches no prunable layer; the layers are {sorted(paths)}."
+            )
+
+
+def _rate_for(path: str, layer_rates, default: float | None) -> float | None:
+    for pattern, rate in layer_rates:
+        if fnmatch.fnmatchcase(path, pattern):
+            return rate
+    return default
+
+
+def _prune_smallest(scores: np.ndarray, alive: np.ndarray, fraction: float) -> np.ndarray:
+    """Flat ``alive`` with the ``round(fraction · alive)`` lowest-scoring alive entries dropped."""
+    alive = alive.copy()
+    idx = np.flatnonzero(alive)
+    k = int(round(fraction * idx.size))
+    if k:
+        order = np.argsort(scores[idx], kind="stable")  # ties: lower position first
+        alive[idx[order[:k]]] = False
+    return alive
+
+
+class _FractionPruning:
+    """Shared level logic; subclasses give the per-weight scores (lower = pruned first)."""
+
+    def __init__(self, hparams: PruningHparams):
+        self.hparams = hparams
+
+    def scores(self, weights: Mapping[str, np.ndarray], paths: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, weights: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray]) -> Masks:
+        paths = list(mask)
+        check_layer_rates(self.hparams.layer_rates, paths)
+        for p in paths:
+            if np.shape(weights[p]) != np.shape(mask[p]):
+                raise HparamError(f"Weights of '{p}' have shape {np.shape(weights[p])}; mask {np.shape(mask[p])}.")
+        scores = self.scores(weights, paths)
+        default = None if self.hparams.scope == "global" else self.hparams.fraction
+        new = {}
+        pooled = []
+        for p in paths:
+            rate = _rate_for(p, self.hparams.layer_rates, default)
+            if rate is None:
+                pooled.append(p)
+                continue
+            alive = np.asarray(mask[p], bool).ravel()
+            new[p] = _prune_smallest(scores[p].ravel(), alive, rate).reshape(np.shape(mask[p]))
+        if pooled:
+            alive = np.concatenate([np.asarray(mask[p], bool).ravel() for p in pooled])
+            flat = np.concatenate([scores[p].ravel() for p in pooled])
+            kept = _prune_smallest(flat, alive, self.hparams.fraction)
+            offset = 0
+            for p in pooled:
+                n = np.size(mask[p])
+                new[p] = kept[offset:offset + n].reshape(np.shape(mask[p]))
+                offset += n
+        return {p: new[p] for p in paths}
+
+
+class MagnitudePruning(_FractionPruning):
+    """Prune the smallest-magnitude remaining weights (global or layerwise)."""
+
+    def scores(self, weights, paths):
+        return {p: np.abs(np.asarray(weights[p], np.float64)) for p in paths}
+
+
+class RandomPruning(_FractionPruning):
+    """Prune as many remaining weights as magnitude pruning would, chosen at random."""
+
+    def __init__(self, hparams: PruningHparams, seed: int = 0):
+        super().__init__(hparams)
+        self.seed = seed
+
+    def scores(self, weights, paths):
+        rng = np.random.default_rng(self.seed)
+        return {p: rng.random(np.shape(weights[p])) for p in paths}
+
+
+def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
+    """A random mask with exactly the per-layer survivor counts of ``mask``."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for p, m in mask.items():
+        m = np.asarray(m, bool)
+        flat = np.zeros(m.size, bool)
+        flat[rng.permutation(m.size)[: int(m.sum())]] = True
+        out[p] = flat.reshape(m.shape)
+    return out
+
+
+def strategy_for(hparams: PruningHparams, kind: str = "magnitude", seed: int = 0):
+    """The strategy object for ``kind`` (``magnitude`` or ``random``)."""
+    if kind == "magnitude":
+        return MagnitudePruning(hparams)
+    if kind == "random":
+        return RandomPruning(hparams, seed)
+    raise HparamError(f"Unknown pruning kind '{kind}': expected 'magnitude' or 'random'.")
