@@ -202,3 +202,15 @@ def test_masks_identical_across_mirrored_replicas():
         assert np.array_equal(mask_copies[0] != 0, masks[path]), path
         assert np.array_equal(kernel_copies[0], kernel_copies[1]), path
         assert np.all(kernel_copies[0][~masks[path]] == 0.0), path
+
+
+def test_unmasked_round_trip_gives_plain_layers_and_same_function():
+    keras.utils.set_random_seed(4)
+    model = _conv_model()
+    masks = _random_masks(model, 0.3, seed=5)
+    masks_lib.set_masks(model, masks)
+    plain = tflth.unmasked(model)
+    assert type(plain.get_layer("conv1")) is keras.layers.Conv2D and type(plain.get_layer("output")) is keras.layers.Dense
+    assert np.all(plain.get_layer("conv1").kernel.numpy()[~masks["conv1"]] == 0.0)
+    x = np.random.default_rng(6).normal(size=(3, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(plain(x), model(x), rtol=1e-6, atol=1e-6)

@@ -1,8 +1,14 @@
 """tflth: lottery-ticket research for TensorFlow 2 / Keras 3."""
 
+from tflth import _startup
+
+_startup.import_tensorflow()
+
+# Importing the layers registers them with Keras, so .keras files load without custom_objects.
+
 from tflth.layers import MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
-from tflth.convert import masked
+from tflth.convert import masked, unmasked
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "masked", "__version__"]
+__all__ = ["MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "masked", "unmasked", "__version__"]

@@ -8,7 +8,7 @@ import keras
 
 from tflth.layers import MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D, is_masked
 
-__all__ = ["masked", "MASKED_EQUIVALENTS"]
+__all__ = ["masked", "unmasked", "MASKED_EQUIVALENTS"]
 
 # Exact Keras type -> masked equivalent. Subclasses of these are not converted (they may
 # override call), and are reported like any other unmaskable kernel-bearing layer.
@@ -75,4 +75,31 @@ def masked(model: keras.Model) -> keras.Model:
             UserWarning,
             stacklevel=2,
         )
+    return clone
+
+
+def unmasked(model: keras.Model) -> keras.Model:
+    """A copy of ``model`` with every masked layer replaced by its plain Keras parent.
+
+    Kernels are copied as ``kernel * mask`` (pruned entries are zero), so the copy
+    computes the same function with standard layers only.
+    """
+    plain = {masked_cls: keras_cls for keras_cls, masked_cls in MASKED_EQUIVALENTS.items()}
+
+    def clone_layer(layer):
+        cls = plain.get(type(layer), layer.__class__)
+        return cls.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    originals = {layer.name: layer for layer in _all_layers(model)}
+    for new in _all_layers(clone):
+        old = originals.get(new.name)
+        if old is None or isinstance(new, keras.Model):
+            continue
+        if is_masked(old):
+            new.kernel.assign(old.masked_kernel)
+            if old.bias is not None:
+                new.bias.assign(old.bias)
+        else:
+            new.set_weights(old.get_weights())
     return clone

@@ -1,0 +1,114 @@
+"""bin/prune.py: bad flags are one line / exit 2 / nothing touched; SIGKILL in level 2 resumes."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from absl.testing import flagsaver
+
+from tflth.cli import prune as prune_cli
+
+from helpers import write_synthetic_npz
+from test_cli_train import _snapshot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRUNE = os.path.join(ROOT, "bin", "prune.py")
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    return write_synthetic_npz(tmp_path_factory.mktemp("data") / "synthetic.npz")
+
+
+def _flags(data_path, output_dir, **extra):
+    values = dict(model="lenet_32_16", dataset="mnist", data_dir=data_path, output_dir=str(output_dir),
+                  batch_size=32, training_steps="16it", eval_every="8it", checkpoint_every="8it", levels=1,
+                  rewind_step="0it", pruning_fraction=0.2, pruning_scope="global", controls=["random_reinit"])
+    values.update(extra)
+    return values
+
+
+def test_prune_prints_progress_and_table_and_writes_report(data_path, tmp_path, capsys):
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path)):
+        prune_cli.main(["prune"])
+    out = capsys.readouterr().out
+    assert re.search(r"replicate 0 level  1 imp\s+density  80\.00%", out), out
+    assert "random_reinit" in out and "report:" in out
+    exp = [d for d in os.listdir(tmp_path) if d.startswith("lottery_")][0]
+    assert {"results.csv", "results.md", "results.png", "hparams.json"} <= set(os.listdir(tmp_path / exp))
+
+
+BAD = [
+    ({"pruning_fraction": 1.5}, r"fraction=1\.5 is invalid: expected a number in \(0, 1\)"),
+    ({"pruning_fraction": 0.0}, r"fraction=0\.0 is invalid"),
+    ({"rewind_step": "3ep"}, r"--rewind_step=3ep is iteration 24, beyond the end of training at iteration 16"),
+    ({"layer_rates": ["fc7:0.1"]}, r"'fc7' matches no prunable layer"),
+    ({"layer_rates": ["fc1=0.1"]}, r"--layer_rates entry 'fc1=0.1' is invalid"),
+    ({"levels": -1}, r"--levels=-1 is invalid"),
+    ({"controls": ["random_magic"]}, r"unknown control 'random_magic'"),
+    ({"replicates": 0}, r"--replicates=0"),
+]
+
+
+@pytest.mark.parametrize("override,pattern", BAD, ids=[f"{k}={v}" for o, _ in BAD for k, v in o.items()])
+def test_bad_flags_one_line_exit_2_untouched(data_path, tmp_path, capsys, override, pattern):
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path)):
+        prune_cli.main(["prune"])
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path, **override)):
+        with pytest.raises(SystemExit) as info:
+            prune_cli.main(["prune"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+    assert _snapshot(tmp_path) == before
+
+
+def _cmd(data_path, output_dir):
+    return [sys.executable, PRUNE, "--model=lenet_300_100", "--dataset=mnist", f"--data_dir={data_path}",
+            f"--output_dir={output_dir}", "--batch_size=8", "--training_steps=600it", "--checkpoint_every=50it",
+            "--eval_every=300it", "--levels=3", "--rewind_step=20it", "--pruning_scope=layerwise",
+            "--layer_rates=output:0.1", "--deterministic"]
+
+
+def _table(stdout):
+    """The final summary table: the lines between the last progress line and 'report:'."""
+    lines = stdout.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("report:"))
+    start = max(i for i, line in enumerate(lines) if line.startswith("replicate ")) + 1
+    assert end - start >= 4, stdout
+    return lines[start:end]
+
+
+def test_sigkill_during_level_2_resumes_to_the_same_table(data_path, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full = subprocess.run(_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    proc = subprocess.Popen(_cmd(data_path, tmp_path / "killed"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    level2 = None
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        found = [r for r, _, files in os.walk(tmp_path / "killed")
+                 if r.endswith(os.path.join("level_2", "checkpoints")) and len(files) >= 2]
+        if found:
+            level2 = os.path.dirname(found[0])
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert level2 is not None, "never caught the run inside level 2"
+    assert not os.path.exists(os.path.join(level2, "result.json"))
+    level1_result = os.path.join(os.path.dirname(level2), "level_1", "result.json")
+    stamp = os.stat(level1_result).st_mtime_ns
+    resumed = subprocess.run(_cmd(data_path, tmp_path / "killed"), env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "replicate 0 level 2: resuming from the checkpoint at step" in resumed.stderr
+    assert os.stat(level1_result).st_mtime_ns == stamp  # level 1 not recomputed
+    assert _table(resumed.stdout) == _table(full.stdout)

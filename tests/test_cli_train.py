@@ -1,0 +1,131 @@
+"""bin/train.py: bad input is one line and exit 2 with nothing touched; kill and resume."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+
+from tflth.cli import train as train_cli
+from tflth.training import checkpoint
+
+from helpers import write_synthetic_npz
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "bin", "train.py")
+
+
+def _snapshot(directory):
+    out = {}
+    for root, _, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, directory)] = (os.stat(p).st_mtime_ns, hashlib.md5(open(p, "rb").read()).hexdigest())
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    return write_synthetic_npz(tmp_path_factory.mktemp("data") / "synthetic.npz")
+
+
+def _base(data_path, output_dir, **extra):
+    flags = dict(model="lenet_32_16", dataset="mnist", data_dir=data_path, output_dir=str(output_dir),
+                 batch_size=32, training_steps="16it", eval_every="8it", checkpoint_every="8it")
+    flags.update(extra)
+    return flags
+
+
+def test_finished_run_is_reported_not_retrained(data_path, tmp_path, capsys):
+    with flagsaver.flagsaver(**_base(data_path, tmp_path)):
+        train_cli.main(["train"])
+        first = capsys.readouterr().out
+        before = _snapshot(tmp_path)
+        train_cli.main(["train"])
+        second = capsys.readouterr().out
+    assert "step=16" in first and first.split("run_dir=")[1].split()[0] == second.split("run_dir=")[1].split()[0]
+    assert _snapshot(tmp_path) == before
+    run_dir = first.split("run_dir=")[1].split()[0]
+    hp = json.load(open(os.path.join(run_dir, "hparams.json")))
+    assert hp["model"]["name"] == "lenet_32_16" and hp["training"]["batch_size"] == 32
+
+
+BAD = [
+    ({"preset": "nope", "model": None}, r"Unknown preset 'nope'"),
+    ({"model": "lenet_zz"}, r"lenet_zz"),
+    ({"dataset": "svhn"}, r"--dataset='svhn' is unknown"),
+    ({"lr": -1.0}, r"lr=-1.0 is invalid"),
+    ({"training_steps": "abc"}, r"Invalid step 'abc'"),
+    ({"save_steps": ["40it"]}, r"--save_steps=40it is iteration 40, beyond the end of training at iteration 16"),
+    ({"milestones": ["3ep"]}, r"--milestones=3ep"),
+    ({"data_dir": "/nonexistent/dir"}, r"/nonexistent/dir does not exist"),
+    ({"optimizer": "rmsprop"}, r"optimizer='rmsprop'"),
+]
+
+
+@pytest.mark.parametrize("override,pattern", BAD, ids=[next(iter(o)) + "-" + str(next(iter(o.values()))) for o, _ in BAD])
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(data_path, tmp_path, capsys, override, pattern):
+    with flagsaver.flagsaver(**_base(data_path, tmp_path)):
+        train_cli.main(["train"])  # an existing finished run that must stay untouched
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    with flagsaver.flagsaver(**_base(data_path, tmp_path, **override)):
+        with pytest.raises(SystemExit) as exit_info:
+            train_cli.main(["train"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert __import__("re").search(pattern, err), err
+    assert _snapshot(tmp_path) == before
+
+
+def test_unparseable_flag_value_in_a_real_process(tmp_path):
+    out = subprocess.run([sys.executable, TRAIN, "--model=lenet_32_16", "--batch_size=abc",
+                          f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "batch_size" in lines[0] and "Traceback" not in out.stderr, out.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def _train_cmd(data_path, output_dir):
+    return [sys.executable, TRAIN, "--model=lenet_300_100", "--dataset=mnist", f"--data_dir={data_path}",
+            f"--output_dir={output_dir}", "--batch_size=8", "--training_steps=3000it", "--checkpoint_every=100it",
+            "--eval_every=1000it", "--deterministic"]
+
+
+def test_sigkill_then_rerun_equals_uninterrupted_run(data_path, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full = subprocess.run(_train_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    proc = subprocess.Popen(_train_cmd(data_path, tmp_path / "killed"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    ckpt_dir = None
+    while time.time() < deadline and proc.poll() is None:
+        found = [os.path.join(r, "") for r, d, _ in os.walk(tmp_path / "killed") if r.endswith("checkpoints")]
+        if found and any(s >= 300 for s in checkpoint.list_steps(found[0])):
+            ckpt_dir = found[0]
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt_dir is not None, "the run finished or never checkpointed before it could be killed"
+    assert checkpoint.latest(ckpt_dir) < 3000 and not os.path.exists(os.path.join(ckpt_dir, "..", "result.json"))
+    resumed = subprocess.run(_train_cmd(data_path, tmp_path / "killed"), env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from the checkpoint at step" in resumed.stderr
+    full_dir = [r for r, _, _ in os.walk(tmp_path / "full") if r.endswith("checkpoints")][0]
+    _, a, opt_a = checkpoint.load(checkpoint.path_for(full_dir, 3000))
+    _, b, opt_b = checkpoint.load(checkpoint.path_for(ckpt_dir, 3000))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for x, y in zip(opt_a, opt_b):
+        np.testing.assert_array_equal(x, y)

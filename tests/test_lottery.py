@@ -1,0 +1,153 @@
+"""IMP with rewinding: the reset is exact, levels resume and extend, controls are what they claim."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from tflth import data as data_lib
+from tflth import masks as masks_lib
+from tflth.hparams import DatasetHparams, HparamError, ModelHparams, PruningHparams, RunHparams, TrainingHparams
+from tflth.lottery import LotteryHparams, LotteryJob
+from tflth.training import checkpoint
+
+from helpers import write_synthetic_npz
+
+KERNELS = ("fc1", "fc2", "output")
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    return write_synthetic_npz(tmp_path_factory.mktemp("data") / "synthetic.npz")
+
+
+@pytest.fixture(scope="module")
+def dataset(data_path):
+    return data_lib.load("mnist", data_dir=data_path)
+
+
+def _job(data_path, output_dir, levels=2, reset="rewind", rewind="5it", controls=(), replicates=1, **pruning):
+    run = RunHparams(DatasetHparams("mnist"), ModelHparams("lenet_32_16"),
+                     TrainingHparams(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=32, training_steps="16it",
+                                     milestones=("12it",), seed=1, data_order_seed=2))
+    return LotteryJob(run=run, pruning=PruningHparams(**(pruning or {"fraction": 0.2, "scope": "global"})),
+                      lottery=LotteryHparams(levels=levels, rewind_step=rewind, reset=reset, controls=controls,
+                                             replicates=replicates),
+                      output_dir=str(output_dir), data_dir=data_path, eval_every="8it", checkpoint_every="4it")
+
+
+def _ckpt(level_dir, step=None):
+    d = os.path.join(level_dir, "checkpoints")
+    return checkpoint.load(checkpoint.path_for(d, checkpoint.list_steps(d)[0] if step is None else step))
+
+
+def test_rewind_reset_is_exact(data_path, dataset, tmp_path):
+    job = _job(data_path, tmp_path, levels=1)
+    rows = job.run_all(dataset)
+    assert [(r["level"], r["method"]) for r in rows] == [(0, "imp"), (1, "imp")]
+    k_step, w_k, opt_k = _ckpt(job.level_dir(0, 0), 5)
+    start, w_1, opt_1 = _ckpt(job.level_dir(0, 1))
+    mask = masks_lib.load_masks(os.path.join(job.level_dir(0, 1), "mask.npz"))
+    assert start == k_step == 5
+    for name, value in w_k.items():
+        layer = name.split("/")[0]
+        if name.endswith("/kernel"):
+            m = mask[layer]
+            assert np.array_equal(w_1[name][m], value[m]), name  # survivors: exactly W_k
+            assert np.all(w_1[name][~m] == 0.0), name  # pruned: exactly 0
+        elif name.endswith("/mask"):
+            assert np.array_equal(w_1[name] != 0, mask[layer])
+        else:
+            assert np.array_equal(w_1[name], value), name
+    assert len(opt_1) == len(opt_k) and all(np.array_equal(a, b) for a, b in zip(opt_1, opt_k))
+    # The mask came from level 0's final weights: the 20% smallest |w| across all layers went.
+    _, final0, _ = _ckpt(job.level_dir(0, 0), 16)
+    magnitudes = np.concatenate([np.abs(final0[f"{l}/kernel"]).ravel() for l in KERNELS])
+    kept = np.concatenate([mask[l].ravel() for l in KERNELS])
+    assert kept.sum() == len(kept) - round(0.2 * len(kept))
+    assert magnitudes[~kept].max() <= magnitudes[kept].min()
+    _, final1, _ = _ckpt(job.level_dir(0, 1), 16)
+    assert all(np.all(final1[f"{l}/kernel"][~mask[l]] == 0.0) for l in KERNELS)
+
+
+def test_levels_resume_extend_and_are_not_recomputed(data_path, dataset, tmp_path):
+    job = _job(data_path, tmp_path, levels=1)
+    first = job.run_all(dataset)
+    stamp = os.stat(os.path.join(job.level_dir(0, 1), "result.json")).st_mtime_ns
+    longer = dataclasses.replace(job, lottery=dataclasses.replace(job.lottery, levels=3))
+    assert longer.experiment_dir == job.experiment_dir
+    rows = longer.run_all(dataset)
+    assert rows[:2] == first
+    assert os.stat(os.path.join(job.level_dir(0, 1), "result.json")).st_mtime_ns == stamp
+    densities = [r["density"] for r in rows]
+    n = sum(m.size for m in masks_lib.load_masks(os.path.join(job.level_dir(0, 1), "mask.npz")).values())
+    expected, remaining = [1.0], n
+    for _ in range(3):
+        remaining -= round(0.2 * remaining)
+        expected.append(remaining / n)
+    assert densities == pytest.approx(expected)
+    # A level killed mid-way (only its start checkpoint left) resumes to the same result.
+    level3 = job.level_dir(0, 3)
+    final3 = _ckpt(level3, 16)[1]
+    os.unlink(os.path.join(level3, "result.json"))
+    os.unlink(checkpoint.path_for(os.path.join(level3, "checkpoints"), 16))
+    again = longer.run_all(dataset)
+    assert again[3]["test_accuracy"] == rows[3]["test_accuracy"]
+    assert all(np.array_equal(final3[k], v) for k, v in _ckpt(level3, 16)[1].items())
+
+
+def test_lr_rewind_and_finetune_resets(data_path, dataset, tmp_path):
+    lr_job = _job(data_path, tmp_path / "lr", levels=1, reset="lr_rewind")
+    lr_job.run_all(dataset)
+    _, final0, _ = _ckpt(lr_job.level_dir(0, 0), 16)
+    _, _, opt_k = _ckpt(lr_job.level_dir(0, 0), 5)
+    start, w, opt = _ckpt(lr_job.level_dir(0, 1))
+    mask = masks_lib.load_masks(os.path.join(lr_job.level_dir(0, 1), "mask.npz"))
+    assert start == 5 and all(np.array_equal(a, b) for a, b in zip(opt, opt_k))
+    assert np.array_equal(w["fc1/kernel"], final0["fc1/kernel"] * mask["fc1"])
+
+    ft_job = _job(data_path, tmp_path / "ft", levels=1, reset="finetune")
+    rows = ft_job.run_all(dataset)
+    start, w, opt = _ckpt(ft_job.level_dir(0, 1))
+    assert start == 0 and rows[1]["step"] == 16 - 5  # T - k steps at the final rate
+    assert all(not np.any(v) for v in opt)  # a fresh optimizer
+    assert np.array_equal(w["fc1/kernel"], _ckpt(ft_job.level_dir(0, 0), 16)[1]["fc1/kernel"] * mask["fc1"])
+
+
+def test_controls(data_path, dataset, tmp_path):
+    job = _job(data_path, tmp_path, levels=1, controls=("random_reinit", "random_prune"), replicates=2)
+    rows = job.run_all(dataset)
+    assert [(r["replicate"], r["level"], r["method"]) for r in rows] == [
+        (r, lvl, m) for r in (0, 1) for lvl, m in [(0, "imp"), (1, "imp"), (1, "random_reinit"), (1, "random_prune")]]
+    mask = masks_lib.load_masks(os.path.join(job.level_dir(0, 1), "mask.npz"))
+    _, w_k, opt_k = _ckpt(job.level_dir(0, 0), 5)
+    _, reinit, opt_r = _ckpt(job.level_dir(0, 1, "random_reinit"))
+    assert np.array_equal(reinit["fc1/mask"] != 0, mask["fc1"])
+    assert not np.array_equal(reinit["fc1/kernel"][mask["fc1"]], w_k["fc1/kernel"][mask["fc1"]])
+    assert all(np.array_equal(a, b) for a, b in zip(opt_r, opt_k))
+    _, rprune, _ = _ckpt(job.level_dir(0, 1, "random_prune"))
+    rmask = rprune["fc1/mask"] != 0
+    assert rmask.sum() == mask["fc1"].sum() and not np.array_equal(rmask, mask["fc1"])
+    assert np.array_equal(rprune["fc1/kernel"][rmask], w_k["fc1/kernel"][rmask])
+    # Replicates differ in seeds.
+    assert not np.array_equal(_ckpt(job.level_dir(0, 0), 0)[1]["fc1/kernel"], _ckpt(job.level_dir(1, 0), 0)[1]["fc1/kernel"])
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"rewind": "40it"}, r"--rewind_step=40it is iteration 40, beyond the end of training at iteration 16"),
+    ({"rewind": "16it"}, r"is the end of training"),
+    ({"fraction": 0.2, "scope": "global", "layer_rates": (("fc9", 0.1),)}, r"'fc9' matches no prunable layer"),
+])
+def test_prepare_rejects_bad_settings(data_path, tmp_path, kwargs, pattern):
+    with pytest.raises(HparamError, match=pattern):
+        _job(data_path, tmp_path, **kwargs).prepare()
+    assert os.listdir(tmp_path) == []
+
+
+def test_lottery_hparams_validation():
+    for kwargs, pattern in [({"levels": -1}, r"--levels=-1"), ({"reset": "x"}, r"--reset='x'"),
+                            ({"controls": ("magic",)}, r"unknown control 'magic'"), ({"replicates": 0}, "replicates"),
+                            ({"rewind_step": "k"}, r"Invalid step 'k'")]:
+        with pytest.raises(HparamError, match=pattern):
+            LotteryHparams(**kwargs)

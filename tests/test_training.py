@@ -1,0 +1,126 @@
+"""The training engine: replica invariance, step-exact resume and rewind, outputs."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflth import data as data_lib
+from tflth import masks as masks_lib
+from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams
+from tflth.training import Trainer, TrainingDiverged, checkpoint
+
+from helpers import write_synthetic_npz
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = write_synthetic_npz(tmp_path_factory.mktemp("data") / "synthetic.npz")
+    return data_lib.load("mnist", data_dir=path)
+
+
+def _hparams(**training):
+    base = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=32,
+                training_steps="60it", seed=1, data_order_seed=2)
+    base.update(training)
+    return RunHparams(DatasetHparams("mnist"), ModelHparams("lenet_32_16"), TrainingHparams(**base))
+
+
+def _close(a, b, rtol):
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=rtol * max(1.0, float(np.abs(a[k]).max())), err_msg=k)
+
+
+def test_two_replicas_match_one_device(dataset):
+    hp = _hparams(training_steps="20it")
+    single = Trainer(hp, dataset=dataset, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored = Trainer(hp, dataset=dataset, strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    assert mirrored.strategy.num_replicas_in_sync == 2
+    np.testing.assert_array_equal(single.get_weights()["fc1/kernel"], mirrored.get_weights()["fc1/kernel"])
+    a = single.train()
+    b = mirrored.train()
+    assert single.step == mirrored.step == 20
+    _close(single.get_weights(), mirrored.get_weights(), 1e-5)
+    assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=1e-6)
+
+
+def test_weight_changes_and_learning(dataset):
+    trainer = Trainer(_hparams(training_steps="4ep", lr=0.1), dataset=dataset, strategy=tf.distribute.get_strategy())
+    before, _ = trainer.evaluate()
+    result = trainer.train()
+    assert result.step == 4 * trainer.iterations_per_epoch == 32
+    assert result.test_loss < before
+    assert result.test_accuracy > 0.5
+
+
+def test_resume_after_interruption_is_exact(dataset, tmp_path):
+    hp = _hparams(training_steps="40it")
+    full = Trainer(hp, dataset=dataset)
+    full.train(str(tmp_path / "full"))
+    # Interrupted run: stop at 25, then a fresh process-equivalent Trainer resumes from disk.
+    part = Trainer(hp, dataset=dataset)
+    part.train(str(tmp_path / "part"), end_step=25, checkpoint_every="10it")
+    assert checkpoint.list_steps(str(tmp_path / "part" / "checkpoints")) == [0, 20, 25]
+    os.unlink(checkpoint.path_for(str(tmp_path / "part" / "checkpoints"), 25))  # killed before 25 was written
+    resumed = Trainer(hp, dataset=dataset)
+    resumed.train(str(tmp_path / "part"))
+    assert resumed.step == 40
+    for k, v in full.get_weights().items():
+        np.testing.assert_array_equal(resumed.get_weights()[k], v, err_msg=k)
+    for a, b in zip(full.get_optimizer_state(), resumed.get_optimizer_state()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_start_from_step_k_of_another_run_reproduces_it(dataset, tmp_path):
+    k = 13
+    hp = _hparams(training_steps=f"{k + 50}it", milestones=("30it",), optimizer="adam", lr=1e-3)
+    a = Trainer(hp, dataset=dataset)
+    a.train(str(tmp_path / "a"), save_steps=[f"{k}it"])
+    b = Trainer(hp, dataset=dataset)
+    assert b.load_checkpoint(checkpoint.path_for(str(tmp_path / "a" / "checkpoints"), k)) == k
+    assert b.step == k and b.optimizer.learning_rate.numpy() == pytest.approx(1e-3)
+    b.train(end_step=k + 50)
+    for key, v in a.get_weights().items():
+        np.testing.assert_array_equal(b.get_weights()[key], v, err_msg=key)
+    # A different data order from the same W_k diverges: the copy really is a new SGD noise draw.
+    c = Trainer(dataclasses.replace(hp, training=dataclasses.replace(hp.training, data_order_seed=99)), dataset=dataset)
+    c.load_checkpoint(checkpoint.path_for(str(tmp_path / "a" / "checkpoints"), k))
+    c.train(end_step=k + 50)
+    assert not np.array_equal(c.get_weights()["fc1/kernel"], a.get_weights()["fc1/kernel"])
+
+
+def test_masks_survive_training_and_checkpoints(dataset, tmp_path):
+    trainer = Trainer(_hparams(training_steps="30it"), dataset=dataset)
+    rng = np.random.default_rng(0)
+    masks = {p: rng.random(m.shape) < 0.2 for p, m in masks_lib.get_masks(trainer.model).items()}
+    masks_lib.set_masks(trainer.model, masks)
+    trainer.train(str(tmp_path / "run"))
+    for p, kernel in masks_lib.get_kernels(trainer.model).items():
+        assert np.all(kernel[~masks[p]] == 0.0)
+    other = Trainer(_hparams(training_steps="30it"), dataset=dataset)
+    other.load_checkpoint(checkpoint.path_for(str(tmp_path / "run" / "checkpoints"), 30))
+    assert all(np.array_equal(masks_lib.get_masks(other.model)[p], masks[p]) for p in masks)
+
+
+def test_outputs_metrics_and_result(dataset, tmp_path):
+    trainer = Trainer(_hparams(training_steps="3ep"), dataset=dataset)
+    result = trainer.train(str(tmp_path / "run"), eval_every="1ep", save_steps=["5it"])
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [8, 16, 24]
+    assert {"train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "epoch"} <= set(records[0])
+    stored = json.load(open(tmp_path / "run" / "result.json"))
+    assert stored["step"] == 24 and stored["test_accuracy"] == pytest.approx(result.test_accuracy)
+    assert checkpoint.list_steps(str(tmp_path / "run" / "checkpoints")) == [0, 5, 24]
+    assert os.listdir(tmp_path / "run" / "tensorboard")
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(dataset, tmp_path):
+    trainer = Trainer(_hparams(training_steps="40it", lr=1e30, momentum=0.0, weight_decay=0.0), dataset=dataset)
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf).*last good checkpoint is step \d+"):
+        trainer.train(str(tmp_path / "run"), checkpoint_every="1it")
+    for step in checkpoint.list_steps(str(tmp_path / "run" / "checkpoints")):
+        _, weights, _ = checkpoint.load(checkpoint.path_for(str(tmp_path / "run" / "checkpoints"), step))
+        assert all(np.all(np.isfinite(v)) for v in weights.values())

@@ -1,0 +1,1 @@
+"""Command-line front ends (absl): flags → hyperparameters → library call."""

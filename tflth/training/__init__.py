@@ -1,0 +1,9 @@
+"""The training engine (see :mod:`tflth.training.trainer`)."""
+
+from tflth.training.checkpoint import CheckpointError
+from tflth.training.schedule import StepSchedule, make_optimizer
+from tflth.training.strategy import STRATEGIES, get_strategy, is_chief
+from tflth.training.trainer import Trainer, TrainingDiverged, TrainResult
+
+__all__ = ["CheckpointError", "StepSchedule", "make_optimizer", "STRATEGIES", "get_strategy", "is_chief",
+           "Trainer", "TrainingDiverged", "TrainResult"]

@@ -1,0 +1,118 @@
+"""Run outputs: ``metrics.jsonl``, TensorBoard summaries, progress lines, atomic JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+
+from absl import logging
+
+__all__ = ["write_json", "read_json", "MetricsLog", "Progress"]
+
+
+def write_json(path: str, data) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temp file + rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl`` (one record per evaluation) plus TensorBoard.
+
+    On resume from step ``s`` records after ``s`` (written before a kill, after the
+    last checkpoint) are dropped, so the log matches an uninterrupted run.
+    """
+
+    def __init__(self, run_dir: str, resume_step: int = 0, enabled: bool = True, tensorboard: bool = True):
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.enabled = enabled
+        self._writer = None
+        if not enabled:
+            return
+        kept = [r for r in self.read(run_dir) if r["step"] <= resume_step]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        os.replace(tmp, self.path)
+        if tensorboard:
+            import tensorflow as tf
+
+            self._writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+
+    @staticmethod
+    def read(run_dir: str) -> list[dict]:
+        path = os.path.join(run_dir, "metrics.jsonl")
+        if not os.path.exists(path):
+            return []
+        records = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line torn by a kill
+                    break
+        return records
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        if self._writer is not None:
+            import tensorflow as tf
+
+            with self._writer.as_default(step=record["step"]):
+                for k, v in record.items():
+                    if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+                        tf.summary.scalar(k, v)
+            self._writer.flush()
+
+    def close(self):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class Progress:
+    """Progress lines on stderr (absl logging) at most every ``interval`` seconds."""
+
+    def __init__(self, start: int, end: int, label: str = "train", interval: float = 10.0):
+        self.start, self.end, self.label, self.interval = start, end, label, interval
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, step: int, loss: float | None = None, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        done = step - self.start
+        rate = done / max(now - self.t0, 1e-9)
+        eta = (self.end - step) / rate if rate > 0 else float("inf")
+        loss_text = f" loss {loss:.4f}" if loss is not None else ""
+        logging.info("%s step %d/%d (%.1f%%) %.1f steps/s ETA %s%s", self.label, step, self.end,
+                     100.0 * step / max(self.end, 1), rate, _duration(eta), loss_text)
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"

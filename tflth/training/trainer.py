@@ -1,0 +1,319 @@
+"""The training engine: a custom loop under ``tf.distribute`` with step-exact state.
+
+One :class:`Trainer` owns one model and one optimizer, built once inside the strategy's
+scope. Everything an experiment needs is an operation on that pair, never a rebuild:
+
+* ``train(run_dir, end_step)`` trains from the current step to ``end_step`` in compiled
+  chunks of many steps per ``tf.function`` call, saving checkpoints at requested steps
+  and resuming from ``run_dir``'s latest checkpoint if there is one;
+* ``load_checkpoint(path)`` restores weights, masks and optimizer state (including the
+  step, hence the learning-rate schedule position and the data-order position) from
+  any checkpoint — of this run or of another one (the rewind operation);
+* ``get_weights`` / ``set_weights`` assign weights into the same model repeatedly.
+
+The input pipeline is a pure function of (data_order_seed, augment_seed, step), so a
+checkpoint's step alone positions the data stream: a copy started from step k of
+another run with a different ``data_order_seed`` sees its own order from step k on.
+Losses are summed per replica and divided by the number of examples in the *global*
+batch, so results do not depend on the number of replicas beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tflth import data as data_lib
+from tflth import models, steps
+from tflth.hparams import RunHparams
+from tflth.training import checkpoint
+from tflth.training.metrics import MetricsLog, Progress, write_json
+from tflth.training.schedule import StepSchedule, make_optimizer
+from tflth.training.strategy import get_strategy, is_chief
+
+__all__ = ["Trainer", "TrainingDiverged", "TrainResult"]
+
+_SUM = tf.distribute.ReduceOp.SUM
+MAX_STEPS_PER_CALL = 250
+EVAL_BATCH_SIZE = 1000
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    step: int
+    test_loss: float
+    test_accuracy: float
+    train_loss: float | None
+    train_accuracy: float | None
+    seconds: float
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+class Trainer:
+    """Trains one model under one strategy; see the module docstring."""
+
+    def __init__(self, hparams: RunHparams, dataset=None, data_dir: str | None = None,
+                 strategy: tf.distribute.Strategy | None = None, model: keras.Model | None = None):
+        self.hparams = hparams
+        th = hparams.training
+        self.strategy = strategy or get_strategy("auto")
+        self.dataset = dataset if dataset is not None else data_lib.load(hparams.dataset.name, data_dir)
+        self.iterations_per_epoch = data_lib.iterations_per_epoch(self.dataset.num_train, th.batch_size)
+        self.end_step = self.to_iterations(th.training_steps)
+        self.schedule = StepSchedule(
+            th.lr, [self.to_iterations(m) for m in th.milestones], th.gamma, self.to_iterations(th.warmup)
+        )
+        with self.strategy.scope():
+            self.model = model if model is not None else self.build_model(th.seed)
+            self.optimizer = make_optimizer(th, self.schedule)
+            self.optimizer.build(self.model.trainable_variables)
+        self._model_vars = {v.path: v for v in self.model.variables}
+        if len(self._model_vars) != len(self.model.variables):
+            raise ValueError("Model variable paths are not unique; give the layers distinct names.")
+        self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
+        self._train_chunk = self._make_train_chunk()
+        self._eval_fn = self._make_eval_fn()
+        self._eval_data = {}
+
+    # ----------------------------------------------------------------- building
+
+    def to_iterations(self, step: str | int) -> int:
+        """A step string (``500it``, ``2ep``) or int as an absolute iteration."""
+        return int(step) if isinstance(step, (int, np.integer)) else steps.to_iterations(step, self.iterations_per_epoch)
+
+    def build_model(self, seed: int) -> keras.Model:
+        mh = self.hparams.model
+        overrides = {"width": mh.width} if mh.width else {}
+        return models.get(mh.name, input_shape=self.dataset.input_shape,
+                          num_classes=self.dataset.num_classes, seed=seed, **overrides)
+
+    def _augment(self) -> bool:
+        a = self.hparams.dataset.augment
+        return data_lib.augments(self.dataset.name) if a is None else bool(a)
+
+    def _distribute(self, ds: tf.data.Dataset):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.deterministic = True
+        return self.strategy.experimental_distribute_dataset(ds.with_options(options))
+
+    def _make_train_chunk(self):
+        strategy, model, optimizer = self.strategy, self.model, self.optimizer
+        variables = model.trainable_variables
+        decay = self._coupled_decay
+        xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+        def replica_step(x, y):
+            ctx = tf.distribute.get_replica_context()
+            replicas = ctx.num_replicas_in_sync
+            global_count = ctx.all_reduce(_SUM, tf.cast(tf.shape(y)[0], tf.float32))
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                per_example = xent(y, logits)
+                loss = tf.reduce_sum(per_example) / global_count
+                if model.losses:
+                    loss += tf.add_n(model.losses) / replicas
+            grads = tape.gradient(loss, variables)
+            if decay:
+                grads = [g + (decay / replicas) * v.value for g, v in zip(grads, variables)]
+            optimizer.apply(grads, variables)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                     tf.cast(y, tf.int32)), tf.float32))
+            return tf.stack([tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)])
+
+        @tf.function
+        def train_chunk(iterator, num_steps):
+            totals = tf.zeros([3], tf.float32)
+            for _ in tf.range(num_steps):
+                x, y = next(iterator)
+                totals += strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y)), axis=None)
+            return totals
+
+        return train_chunk
+
+    def _make_eval_fn(self):
+        strategy, model = self.strategy, self.model
+        xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+        def replica_eval(x, y):
+            logits = model(x, training=False)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                     tf.cast(y, tf.int32)), tf.float32))
+            return tf.stack([tf.reduce_sum(xent(y, logits)), correct, tf.cast(tf.shape(y)[0], tf.float32)])
+
+        @tf.function
+        def eval_fn(dist_ds):
+            totals = tf.zeros([3], tf.float32)
+            for x, y in dist_ds:
+                totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
+            return totals
+
+        return eval_fn
+
+    # -------------------------------------------------------------------- state
+
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Every model variable (kernels, biases, masks, BN statistics) by path."""
+        return {k: v.numpy() for k, v in self._model_vars.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray], strict: bool = True) -> None:
+        """Assign weights by variable path (cross-replica; no rebuild)."""
+        unknown = sorted(set(weights) - set(self._model_vars))
+        missing = sorted(set(self._model_vars) - set(weights))
+        if unknown or (strict and missing):
+            raise checkpoint.CheckpointError(
+                f"Weights do not fit model '{self.model.name}': unknown {unknown[:5]}, missing {missing[:5]}."
+            )
+        for k, value in weights.items():
+            var = self._model_vars[k]
+            if tuple(var.shape) != tuple(np.shape(value)):
+                raise checkpoint.CheckpointError(
+                    f"Variable '{k}' has shape {tuple(var.shape)}; the weights give {tuple(np.shape(value))}."
+                )
+            var.assign(value)
+
+    def get_optimizer_state(self) -> list[np.ndarray]:
+        return [v.numpy() for v in self.optimizer.variables]
+
+    def set_optimizer_state(self, values: list[np.ndarray]) -> None:
+        variables = self.optimizer.variables
+        if len(values) != len(variables) or any(tuple(v.shape) != np.shape(x) for v, x in zip(variables, values)):
+            raise checkpoint.CheckpointError(
+                f"Optimizer state does not fit: {len(values)} saved values for {len(variables)} variables "
+                f"of a {type(self.optimizer).__name__}."
+            )
+        for v, x in zip(variables, values):
+            v.assign(x)
+
+    def reset_optimizer(self, step: int = 0) -> None:
+        """Zero every optimizer slot and set the step counter (fresh optimizer state)."""
+        for v in self.optimizer.variables:
+            v.assign(np.zeros(v.shape, v.dtype))
+        self.optimizer.iterations.assign(step)
+
+    def save_checkpoint(self, path: str) -> None:
+        checkpoint.save(path, self.step, self.get_weights(), self.get_optimizer_state())
+
+    def load_checkpoint(self, path: str, weights: bool = True, optimizer: bool = True) -> int:
+        """Restore from a checkpoint of this or another run; returns its step."""
+        step, model_vars, opt = checkpoint.load(path)
+        if weights:
+            self.set_weights(model_vars)
+        if optimizer:
+            self.set_optimizer_state(opt)
+        return step
+
+    # -------------------------------------------------------------- evaluation
+
+    def evaluate(self, split: str = "test") -> tuple[float, float]:
+        """``(mean loss, accuracy)`` over a whole split (``test`` or ``train``)."""
+        if split not in self._eval_data:
+            ds = data_lib.eval_batches(self.dataset, split=split, batch_size=EVAL_BATCH_SIZE)
+            self._eval_data[split] = self._distribute(ds)
+        loss, correct, count = self._eval_fn(self._eval_data[split]).numpy()
+        return float(loss / count), float(correct / count)
+
+    # ---------------------------------------------------------------- training
+
+    def train(self, run_dir: str | None = None, end_step: int | str | None = None, save_steps=(),
+              checkpoint_every: int | str | None = None, eval_every: int | str | None = None,
+              progress_interval: float = 10.0, label: str = "train") -> TrainResult:
+        """Train from the current step to ``end_step`` (default: the full length).
+
+        With a ``run_dir``: resume from its latest checkpoint if any, checkpoint the
+        start, every ``save_steps`` entry (kept), every ``checkpoint_every`` steps (the
+        latest kept) and the end; write ``metrics.jsonl``, TensorBoard summaries and
+        ``result.json``. A NaN/inf loss raises :class:`TrainingDiverged` before any
+        later checkpoint is written.
+        """
+        t0 = time.perf_counter()
+        end = self.end_step if end_step is None else self.to_iterations(end_step)
+        chief = is_chief()
+        ckpt_dir = os.path.join(run_dir, "checkpoints") if run_dir else None
+        keep = {self.to_iterations(s) for s in save_steps}
+        if run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+        if ckpt_dir and (latest := checkpoint.latest(ckpt_dir)) is not None:
+            self.load_checkpoint(checkpoint.path_for(ckpt_dir, latest))
+            logging.info("%s: resuming from the checkpoint at step %d in %s", label, latest, ckpt_dir)
+        start = self.step
+        if start > end:
+            raise ValueError(f"The run is at step {start}, past the requested end step {end}.")
+        metrics = MetricsLog(run_dir, resume_step=start, enabled=chief) if run_dir else None
+        if ckpt_dir and chief and checkpoint.latest(ckpt_dir) is None:
+            self.save_checkpoint(checkpoint.path_for(ckpt_dir, start))
+        periodic = self.to_iterations(checkpoint_every) if checkpoint_every else 0
+        evaluate_every = self.to_iterations(eval_every) if eval_every else 0
+        stops = {end} | {s for s in keep if start < s < end}
+        for every in (periodic, evaluate_every):
+            if every:
+                stops |= set(range((start // every + 1) * every, end, every))
+        iterator = iter(self._distribute(data_lib.train_batches(
+            self.dataset, self.hparams.training.batch_size, self.hparams.training.data_order_seed,
+            self.hparams.training.augment_seed, start_step=start, augment=self._augment())))
+        progress = Progress(start, end, label, progress_interval)
+        running = np.zeros(3)
+        train_loss = train_acc = None
+        last_periodic = None
+        step = start
+        for stop in sorted(stops):
+            while step < stop:
+                n = min(MAX_STEPS_PER_CALL, stop - step)
+                totals = self._train_chunk(iterator, tf.constant(n, tf.int64)).numpy()
+                if not math.isfinite(float(totals[0])):
+                    good = checkpoint.latest(ckpt_dir) if ckpt_dir else None
+                    raise TrainingDiverged(
+                        f"{label}: the training loss became {totals[0]} between steps {step} and {step + n}; "
+                        + (f"the last good checkpoint is step {good} in {ckpt_dir}." if good is not None
+                           else "no checkpoint was kept.")
+                    )
+                running += totals
+                step += n
+                progress.update(step, float(totals[0] / totals[2]))
+            if running[2]:
+                train_loss, train_acc = float(running[0] / running[2]), float(running[1] / running[2])
+            if step == end or (metrics and evaluate_every and step % evaluate_every == 0):
+                test_loss, test_acc = self.evaluate("test")
+                if metrics:
+                    metrics.write({"step": step, "epoch": step / self.iterations_per_epoch,
+                                   "lr": self.schedule.value_at(max(step - 1, 0)),
+                                   "train_loss": train_loss, "train_accuracy": train_acc,
+                                   "test_loss": test_loss, "test_accuracy": test_acc})
+                running[:] = 0
+            if ckpt_dir and chief and (step in keep or step == end or (periodic and step % periodic == 0)):
+                self.save_checkpoint(checkpoint.path_for(ckpt_dir, step))
+                if periodic and step % periodic == 0 and step not in keep and step != end:
+                    if last_periodic is not None and last_periodic not in keep and last_periodic != start:
+                        _remove(checkpoint.path_for(ckpt_dir, last_periodic))
+                    last_periodic = step
+        progress.update(step, train_loss, force=True)
+        result = TrainResult(step, test_loss, test_acc, train_loss, train_acc, time.perf_counter() - t0)
+        if run_dir and chief:
+            write_json(os.path.join(run_dir, "result.json"), result.to_dict())
+        if metrics:
+            metrics.close()
+        return result
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
