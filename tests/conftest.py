@@ -14,3 +14,12 @@ tf.config.set_logical_device_configuration(
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One MirroredStrategy over the two logical CPUs for the whole session: two strategy
+    objects over the same devices in one process hand out colliding collective keys."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

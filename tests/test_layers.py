@@ -181,8 +181,8 @@ def test_masked_rejects_subclassed_model():
         tflth.masked(net)
 
 
-def test_masks_identical_across_mirrored_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_masks_identical_across_mirrored_replicas(mirrored_strategy):
+    strategy = mirrored_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         keras.utils.set_random_seed(7)

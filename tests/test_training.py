@@ -34,10 +34,12 @@ def _close(a, b, rtol):
         np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=rtol * max(1.0, float(np.abs(a[k]).max())), err_msg=k)
 
 
-def test_two_replicas_match_one_device(dataset):
-    hp = _hparams(training_steps="20it")
+@pytest.mark.parametrize("batch_size", [32, 239], ids=["short-last-batch", "one-replica-empty"])
+def test_two_replicas_match_one_device(dataset, mirrored_strategy, batch_size):
+    # 240 examples: batch 32 ends each epoch with 16; batch 239 with 1 (one replica gets none).
+    hp = _hparams(training_steps="20it", batch_size=batch_size)
     single = Trainer(hp, dataset=dataset, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
-    mirrored = Trainer(hp, dataset=dataset, strategy=tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    mirrored = Trainer(hp, dataset=dataset, strategy=mirrored_strategy)
     assert mirrored.strategy.num_replicas_in_sync == 2
     np.testing.assert_array_equal(single.get_weights()["fc1/kernel"], mirrored.get_weights()["fc1/kernel"])
     a = single.train()

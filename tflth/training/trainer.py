@@ -116,10 +116,11 @@ class Trainer:
         decay = self._coupled_decay
         xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
-        def replica_step(x, y):
-            ctx = tf.distribute.get_replica_context()
-            replicas = ctx.num_replicas_in_sync
-            global_count = ctx.all_reduce(_SUM, tf.cast(tf.shape(y)[0], tf.float32))
+        batch_size = self.hparams.training.batch_size
+        num_train, per_epoch = self.dataset.num_train, self.iterations_per_epoch
+
+        def replica_step(x, y, global_count):
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
                 per_example = xent(y, logits)
@@ -136,10 +137,17 @@ class Trainer:
 
         @tf.function
         def train_chunk(iterator, num_steps):
+            # The global batch of step s holds min(B, N - (s mod epoch) * B) examples (the
+            # last batch of an epoch is short): the loss is averaged over exactly those,
+            # without a collective to count them.
+            start = tf.identity(optimizer.iterations)
             totals = tf.zeros([3], tf.float32)
-            for _ in tf.range(num_steps):
+            for i in tf.range(num_steps):
                 x, y = next(iterator)
-                totals += strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y)), axis=None)
+                position = (tf.cast(start, tf.int64) + tf.cast(i, tf.int64)) % per_epoch
+                remaining = tf.constant(num_train, tf.int64) - position * batch_size
+                global_count = tf.cast(tf.minimum(tf.constant(batch_size, tf.int64), remaining), tf.float32)
+                totals += strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y, global_count)), axis=None)
             return totals
 
         return train_chunk
