@@ -63,7 +63,8 @@ BAD = [
     ({"lr": -1.0}, r"lr=-1.0 is invalid"),
     ({"training_steps": "abc"}, r"Invalid step 'abc'"),
     ({"save_steps": ["40it"]}, r"--save_steps=40it is iteration 40, beyond the end of training at iteration 16"),
-    ({"milestones": ["3ep"]}, r"--milestones=3ep"),
+    ({"eval_every": "0it"}, r"--eval_every=0it is invalid: expected a positive interval"),
+    ({"checkpoint_every": "often"}, r"--checkpoint_every: Invalid step 'often'"),
     ({"data_dir": "/nonexistent/dir"}, r"/nonexistent/dir does not exist"),
     ({"optimizer": "rmsprop"}, r"optimizer='rmsprop'"),
 ]

@@ -50,6 +50,7 @@ import gzip
 import math
 import operator
 import os
+import weakref
 import zlib
 from typing import Any
 
@@ -531,9 +532,18 @@ def random_crop_flip(images, seed, padding: int = CROP_PADDING) -> tf.Tensor:
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
-def _host_tensor(array: np.ndarray, dtype=None) -> tf.Tensor:
-    with tf.device("/cpu:0"):
-        return tf.convert_to_tensor(array, dtype=dtype)
+_HOST_TENSORS: "weakref.WeakKeyDictionary[ArrayDataset, dict]" = weakref.WeakKeyDictionary()
+
+
+def _host_tensors(ds: ArrayDataset, split: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(images, int32 labels)`` of a split as host tensors, converted once per dataset
+    (a trainer builds a new pipeline for every ``train`` call: every IMP level)."""
+    cache = _HOST_TENSORS.setdefault(ds, {})
+    if split not in cache:
+        x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+        with tf.device("/cpu:0"):
+            cache[split] = (tf.convert_to_tensor(x), tf.convert_to_tensor(y, dtype=tf.int32))
+    return cache[split]
 
 
 def _finish(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -569,8 +579,7 @@ def _array_train_batches(ds: ArrayDataset, batch_size: int, data_order_seed: int
     n = ds.num_train
     ipe = iterations_per_epoch(n, batch_size)
     start_epoch, offset = divmod(start_step, ipe)
-    x_all = _host_tensor(ds.x_train)
-    y_all = _host_tensor(ds.y_train, tf.int32)
+    x_all, y_all = _host_tensors(ds, "train")
     order_seed = tf.constant(data_order_seed, tf.int64)
     aug_seed = tf.constant(augment_seed, tf.int64)
 
@@ -597,9 +606,8 @@ def eval_batches(ds: ArrayDataset | StreamDataset, split: str = "test", batch_si
         raise DataError(f"split must be 'test' or 'train', got {split!r}.")
     if isinstance(ds, StreamDataset):
         return _stream_eval_batches(ds, split, batch_size)
-    x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
-    x_all, y_all = _host_tensor(x), _host_tensor(y, tf.int32)
-    batches = tf.data.Dataset.range(iterations_per_epoch(len(x), batch_size))
+    x_all, y_all = _host_tensors(ds, split)
+    batches = tf.data.Dataset.range(iterations_per_epoch(int(x_all.shape[0]), batch_size))
 
     def make_batch(b):
         window = slice(b * batch_size, (b + 1) * batch_size)

@@ -22,10 +22,12 @@ store written by the plain Keras layer (no mask) loads too, with an all-ones mas
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 from keras import ops
 
-__all__ = ["MaskedDense", "MaskedConv2D", "MaskedDepthwiseConv2D", "MaskedLayer", "is_masked"]
+__all__ = ["MaskedDense", "MaskedConv2D", "MaskedDepthwiseConv2D", "MaskedLayer", "is_masked", "masking_deferred"]
 
 
 class _MaskConstraint:
@@ -75,6 +77,11 @@ class MaskedLayer:
             aggregation="only_first_replica",
         )
         kernel.constraint = _MaskConstraint(self.kernel_mask, kernel.constraint)
+
+    def apply_mask(self) -> None:
+        """Zero the pruned kernel entries: ``kernel.assign(kernel * mask)``."""
+        kernel = self._kernel_variable()
+        kernel.assign(kernel * ops.cast(self.kernel_mask, kernel.dtype))
 
     def _check_supported(self):
         if getattr(self, "quantization_mode", None) is not None:
@@ -183,3 +190,25 @@ class MaskedDepthwiseConv2D(_MaskedConv, keras.layers.DepthwiseConv2D):
 def is_masked(layer) -> bool:
     """True for tflth masked layers (the prunable ones)."""
     return isinstance(layer, MaskedLayer)
+
+
+@contextlib.contextmanager
+def masking_deferred(layers):
+    """Within the block, optimizer updates skip the per-step mask constraint of ``layers``.
+
+    For a training loop that re-applies the masks itself (:meth:`MaskedLayer.apply_mask`)
+    after every compiled run of several steps. Exactness is kept: the forward pass uses
+    ``kernel * mask``, so pruned entries get zero gradient and never affect outputs, and
+    optimizers update elementwise, so surviving weights follow the same trajectory; a
+    pruned entry may drift inside the block (optimizer history) and is zeroed again by
+    ``apply_mask``. A user's own kernel constraint still runs every step.
+    """
+    kernels = [layer._kernel_variable() for layer in layers]
+    saved = [k.constraint for k in kernels]
+    try:
+        for k, c in zip(kernels, saved):
+            k.constraint = c.inner if isinstance(c, _MaskConstraint) else c
+        yield
+    finally:
+        for k, c in zip(kernels, saved):
+            k.constraint = c

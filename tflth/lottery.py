@@ -37,7 +37,7 @@ from tflth import models, pruning, steps
 from tflth import data as data_lib
 from tflth.hparams import HparamError, PruningHparams, RunHparams, run_hash, to_dict
 from tflth.training import checkpoint
-from tflth.training.job import check_step_in_run, open_run_dir
+from tflth.training.job import check_schedule_steps, check_step_in_run, open_run_dir
 from tflth.training.metrics import read_json, write_json
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer
@@ -125,11 +125,7 @@ class LotteryJob:
         if k == end:
             raise HparamError(f"--rewind_step={self.lottery.rewind_step} is the end of training; "
                               f"expected a step before iteration {end}.")
-        for m in self.run.training.milestones:
-            check_step_in_run("--milestones", m, ipe, end)
-        for label, s in (("--eval_every", self.eval_every), ("--checkpoint_every", self.checkpoint_every)):
-            if s:
-                check_step_in_run(label, s, ipe, end)
+        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
         overrides = {"width": self.run.model.width} if self.run.model.width else {}
         model = models.get(self.run.model.name, dataset.input_shape, dataset.num_classes, **overrides)
         pruning.check_layer_rates(self.pruning.layer_rates, list(masks_lib.prunable_layers(model)))

@@ -18,7 +18,7 @@ from tflth.training.metrics import read_json, write_json
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer, TrainResult
 
-__all__ = ["TrainJob", "check_step_in_run", "open_run_dir"]
+__all__ = ["TrainJob", "check_schedule_steps", "check_step_in_run", "open_run_dir"]
 
 
 def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int) -> int:
@@ -33,6 +33,21 @@ def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int
             f"({iterations_per_epoch} iterations per epoch)."
         )
     return it
+
+
+def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_epoch: int, end: int) -> None:
+    """Intervals must parse and be positive; milestones/warmup past the end only warn."""
+    for label, s in (("--eval_every", eval_every), ("--checkpoint_every", checkpoint_every)):
+        if s:
+            try:
+                every = steps.to_iterations(s, iterations_per_epoch)
+            except steps.StepError as e:
+                raise HparamError(f"{label}: {e}") from None
+            if every <= 0:
+                raise HparamError(f"{label}={s} is invalid: expected a positive interval.")
+    for label, s in [("--warmup", training.warmup)] + [("--milestones", m) for m in training.milestones]:
+        if steps.to_iterations(s, iterations_per_epoch) > end:
+            logging.warning("%s=%s is past the end of training (iteration %d); it has no effect.", label, s, end)
 
 
 def open_run_dir(path: str, hparams: dict) -> None:
@@ -69,12 +84,7 @@ class TrainJob:
         end = steps.to_iterations(self.hparams.training.training_steps, ipe)
         for s in self.save_steps:
             check_step_in_run("--save_steps", s, ipe, end)
-        for label, s in (("--eval_every", self.eval_every), ("--checkpoint_every", self.checkpoint_every),
-                         ("--warmup", self.hparams.training.warmup)):
-            if s:
-                check_step_in_run(label, s, ipe, end)
-        for m in self.hparams.training.milestones:
-            check_step_in_run("--milestones", m, ipe, end)
+        check_schedule_steps(self.hparams.training, self.eval_every, self.checkpoint_every, ipe, end)
         return dataset
 
     def finished_result(self) -> dict | None:

@@ -31,7 +31,9 @@ import tensorflow as tf
 from absl import logging
 
 from tflth import data as data_lib
+from tflth import masks as masks_lib
 from tflth import models, steps
+from tflth.layers import masking_deferred
 from tflth.hparams import RunHparams
 from tflth.training import checkpoint
 from tflth.training.metrics import MetricsLog, Progress, write_json
@@ -84,6 +86,8 @@ class Trainer:
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
+        self._masked_layers = list(masks_lib.prunable_layers(self.model).values())
+        self._apply_masks = tf.function(lambda: [layer.apply_mask() for layer in self._masked_layers])
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
@@ -284,7 +288,10 @@ class Trainer:
         for stop in sorted(stops):
             while step < stop:
                 n = min(MAX_STEPS_PER_CALL, stop - step)
-                totals = self._train_chunk(iterator, tf.constant(n, tf.int64)).numpy()
+                with masking_deferred(self._masked_layers):  # masks re-applied once per chunk
+                    totals = self._train_chunk(iterator, tf.constant(n, tf.int64)).numpy()
+                if self._masked_layers:
+                    self._apply_masks()
                 if not math.isfinite(float(totals[0])):
                     good = checkpoint.latest(ckpt_dir) if ckpt_dir else None
                     raise TrainingDiverged(
