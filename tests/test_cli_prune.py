@@ -112,3 +112,24 @@ def test_sigkill_during_level_2_resumes_to_the_same_table(data_path, tmp_path):
     assert "replicate 0 level 2: resuming from the checkpoint at step" in resumed.stderr
     assert os.stat(level1_result).st_mtime_ns == stamp  # level 1 not recomputed
     assert _table(resumed.stdout) == _table(full.stdout)
+
+
+def test_report_binary_combines_experiments(data_path, tmp_path, capsys):
+    from tflth.cli import report as report_cli
+
+    for seed in (1, 2):
+        with flagsaver.flagsaver(**_flags(data_path, tmp_path / "runs", seed=seed, controls=[])):
+            prune_cli.main(["prune"])
+    capsys.readouterr()
+    experiments = sorted(str(p) for p in (tmp_path / "runs").iterdir())
+    assert len(experiments) == 2
+    with flagsaver.flagsaver(experiments=experiments, report_dir=str(tmp_path / "rep")):
+        report_cli.main(["report"])
+    out = capsys.readouterr().out
+    assert out.count("lottery_") >= 2 or out.count("lenet_32_16") >= 2, out
+    assert sorted(os.listdir(tmp_path / "rep")) == ["results.csv", "results.md", "results.png"]
+    with flagsaver.flagsaver(experiments=[str(tmp_path / "nothing")], report_dir=str(tmp_path / "rep2")):
+        with pytest.raises(SystemExit) as info:
+            report_cli.main(["report"])
+    assert info.value.code == 2 and "not an experiment directory" in capsys.readouterr().err
+    assert not (tmp_path / "rep2").exists()

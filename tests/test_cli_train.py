@@ -1,6 +1,7 @@
 """bin/train.py: bad input is one line and exit 2 with nothing touched; kill and resume."""
 
 import hashlib
+import re
 import json
 import os
 import signal
@@ -82,7 +83,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(data_path, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert __import__("re").search(pattern, err), err
+    assert re.search(pattern, err), err
     assert _snapshot(tmp_path) == before
 
 
@@ -130,3 +131,13 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(data_path, tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     for x, y in zip(opt_a, opt_b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_nan_loss_exits_1_with_the_last_good_checkpoint(data_path, tmp_path, capsys):
+    with flagsaver.flagsaver(**_base(data_path, tmp_path, lr=1e30, optimizer="sgd", momentum=0.0,
+                                     checkpoint_every="1it")):
+        with pytest.raises(SystemExit) as info:
+            train_cli.main(["train"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1
+    assert len(err) == 1 and re.search(r"loss became (nan|inf).*last good checkpoint is step \d+", err[0]), err

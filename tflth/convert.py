@@ -27,6 +27,20 @@ def _all_layers(model):
     return model._flatten_layers(include_self=False, recursive=True)
 
 
+def _clone_with_classes(model, classes):
+    """Clone ``model`` with layers of exact type ``k`` rebuilt as ``classes[k]`` (same
+    config); returns the clone and its ``(original, new)`` leaf-layer pairs by name."""
+
+    def clone_layer(layer):
+        return classes.get(type(layer), layer.__class__).from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    originals = {layer.name: layer for layer in _all_layers(model)}
+    pairs = [(originals[new.name], new) for new in _all_layers(clone)
+             if new.name in originals and not isinstance(new, keras.Model)]
+    return clone, pairs
+
+
 def masked(model: keras.Model) -> keras.Model:
     """Return a copy of a Sequential or functional ``model`` with masked layers.
 
@@ -48,26 +62,16 @@ def masked(model: keras.Model) -> keras.Model:
     if not model.built:
         raise ValueError(f"Model '{model.name}' is not built; call it on an input first.")
 
-    def clone_layer(layer):
-        cls = MASKED_EQUIVALENTS.get(type(layer))
-        if cls is not None:
-            return cls.from_config(layer.get_config())
-        return layer.__class__.from_config(layer.get_config())
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    originals = {layer.name: layer for layer in _all_layers(model)}
+    clone, pairs = _clone_with_classes(model, MASKED_EQUIVALENTS)
     skipped = []
-    for new in _all_layers(clone):
-        old = originals.get(new.name)
-        if old is None or isinstance(new, keras.Model):
-            continue
+    for old, new in pairs:
         if is_masked(new):
             new.kernel_variable.assign(old.kernel)
             if new.bias is not None:
                 new.bias.assign(old.bias)
         else:
             new.set_weights(old.get_weights())
-            if _has_kernel(new) and not is_masked(new):
+            if _has_kernel(new):
                 skipped.append(f"{new.name} ({type(new).__name__})")
     if skipped:
         warnings.warn(
@@ -85,17 +89,8 @@ def unmasked(model: keras.Model) -> keras.Model:
     computes the same function with standard layers only.
     """
     plain = {masked_cls: keras_cls for keras_cls, masked_cls in MASKED_EQUIVALENTS.items()}
-
-    def clone_layer(layer):
-        cls = plain.get(type(layer), layer.__class__)
-        return cls.from_config(layer.get_config())
-
-    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    originals = {layer.name: layer for layer in _all_layers(model)}
-    for new in _all_layers(clone):
-        old = originals.get(new.name)
-        if old is None or isinstance(new, keras.Model):
-            continue
+    clone, pairs = _clone_with_classes(model, plain)
+    for old, new in pairs:
         if is_masked(old):
             new.kernel.assign(old.masked_kernel)
             if old.bias is not None:

@@ -34,10 +34,9 @@ from absl import logging
 
 from tflth import masks as masks_lib
 from tflth import models, pruning, steps
-from tflth import data as data_lib
 from tflth.hparams import HparamError, PruningHparams, RunHparams, run_hash, to_dict
 from tflth.training import checkpoint
-from tflth.training.job import check_schedule_steps, check_step_in_run, open_run_dir
+from tflth.training.job import check_schedule_steps, check_step_in_run, load_for_run, open_run_dir
 from tflth.training.metrics import read_json, write_json
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer
@@ -116,11 +115,7 @@ class LotteryJob:
 
     def prepare(self):
         """Load data and validate every setting against it. Writes nothing."""
-        if self.data_dir and not os.path.exists(self.data_dir):
-            raise data_lib.DataError(f"--data_dir={self.data_dir} does not exist.")
-        dataset = data_lib.load(self.run.dataset.name, self.data_dir or None)
-        ipe = data_lib.iterations_per_epoch(dataset.num_train, self.run.training.batch_size)
-        end = steps.to_iterations(self.run.training.training_steps, ipe)
+        dataset, ipe, end = load_for_run(self.run, self.data_dir)
         k = check_step_in_run("--rewind_step", self.lottery.rewind_step, ipe, end)
         if k == end:
             raise HparamError(f"--rewind_step={self.lottery.rewind_step} is the end of training; "

@@ -99,9 +99,12 @@ def fail(message: str) -> None:
 def parse_flags_or_fail(argv: list[str]) -> list[str]:
     """An absl ``flags_parser`` that reports a bad flag in one line, exit 2."""
     try:
-        return FLAGS(argv)
+        rest = FLAGS(argv)
     except flags.Error as e:
         fail(str(e))
+    if len(rest) > 1:
+        fail(f"unexpected arguments {rest[1:]}; every option is a --flag.")
+    return rest
 
 
 def flags_are_valid() -> None:
@@ -157,3 +160,33 @@ def pruning_hparams(flag_values=FLAGS):
     lottery = LotteryHparams(levels=flag_values.levels, rewind_step=rewind, reset=flag_values.reset,
                              controls=tuple(flag_values.controls), replicates=flag_values.replicates)
     return pruning, lottery
+
+
+def prepare_or_fail(job_from_flags):
+    """Build the job from flags and validate it against its data, or fail in one line.
+
+    Returns ``(job, dataset)``; then replays TensorFlow's start-up output and applies
+    ``--deterministic``.
+    """
+    try:
+        job = job_from_flags()
+        dataset = job.prepare()
+    except ValueError as e:
+        fail(str(e))
+    flags_are_valid()
+    if FLAGS.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    return job, dataset
+
+
+def exit_on_divergence(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; a diverged run (NaN loss) exits 1 with its message."""
+    from tflth.training import TrainingDiverged
+
+    try:
+        return fn(*args, **kwargs)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
-import tensorflow as tf
 from absl import app
 
 from tflth import report
 from tflth.cli import flags as tflags
 from tflth.lottery import LotteryJob
-from tflth.training import TrainingDiverged
 
 FLAGS = tflags.FLAGS
 tflags.define_pruning_flags()
@@ -29,22 +25,10 @@ def _progress(row: dict) -> None:
 
 
 def main(argv):
-    if len(argv) > 1:
-        tflags.fail(f"unexpected arguments {argv[1:]}")
-    try:
-        job = job_from_flags()
-        dataset = job.prepare()
-    except ValueError as e:
-        tflags.fail(str(e))
-    tflags.flags_are_valid()
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    del argv  # parse_flags_or_fail rejects positional arguments
+    job, dataset = tflags.prepare_or_fail(job_from_flags)
     print(f"experiment {job.experiment_dir}: {job.label}; data: {dataset.source}", flush=True)
-    try:
-        rows = job.run_all(dataset, on_level=_progress)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    rows = tflags.exit_on_divergence(job.run_all, dataset, on_level=_progress)
     summary = report.summarize(rows)
     paths = report.write_report(job.experiment_dir, rows, title=job.label)
     print(report.text_table(summary))

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
-import tensorflow as tf
-from absl import app, logging
+from absl import app
 
 from tflth.cli import flags as tflags
-from tflth.training import TrainingDiverged
 from tflth.training.job import TrainJob
 
 FLAGS = tflags.FLAGS
@@ -28,22 +24,9 @@ def job_from_flags() -> TrainJob:
 
 
 def main(argv):
-    if len(argv) > 1:
-        tflags.fail(f"unexpected arguments {argv[1:]}")
-    try:
-        job = job_from_flags()
-        dataset = job.prepare()
-    except ValueError as e:
-        tflags.fail(str(e))
-    tflags.flags_are_valid()
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    try:
-        result = job.run(dataset)
-    except TrainingDiverged as e:
-        logging.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    del argv  # parse_flags_or_fail rejects positional arguments
+    job, dataset = tflags.prepare_or_fail(job_from_flags)
+    result = tflags.exit_on_divergence(job.run, dataset)
     result = result if isinstance(result, dict) else result.to_dict()
     print(f"run_dir={job.run_dir} step={result['step']} test_accuracy={result['test_accuracy']:.4f} "
           f"test_loss={result['test_loss']:.4f}")

@@ -18,7 +18,7 @@ from tflth.training.metrics import read_json, write_json
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer, TrainResult
 
-__all__ = ["TrainJob", "check_schedule_steps", "check_step_in_run", "open_run_dir"]
+__all__ = ["TrainJob", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir"]
 
 
 def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int) -> int:
@@ -33,6 +33,15 @@ def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int
             f"({iterations_per_epoch} iterations per epoch)."
         )
     return it
+
+
+def load_for_run(hparams: RunHparams, data_dir: str | None):
+    """``(dataset, iterations per epoch, end iteration)`` for a run; raises on a bad data_dir."""
+    if data_dir and not os.path.exists(data_dir):
+        raise data_lib.DataError(f"--data_dir={data_dir} does not exist.")
+    dataset = data_lib.load(hparams.dataset.name, data_dir or None)
+    ipe = data_lib.iterations_per_epoch(dataset.num_train, hparams.training.batch_size)
+    return dataset, ipe, steps.to_iterations(hparams.training.training_steps, ipe)
 
 
 def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_epoch: int, end: int) -> None:
@@ -77,11 +86,7 @@ class TrainJob:
 
     def prepare(self):
         """Load data and validate every step; returns the dataset. Writes nothing."""
-        if self.data_dir and not os.path.exists(self.data_dir):
-            raise data_lib.DataError(f"--data_dir={self.data_dir} does not exist.")
-        dataset = data_lib.load(self.hparams.dataset.name, self.data_dir or None)
-        ipe = data_lib.iterations_per_epoch(dataset.num_train, self.hparams.training.batch_size)
-        end = steps.to_iterations(self.hparams.training.training_steps, ipe)
+        dataset, ipe, end = load_for_run(self.hparams, self.data_dir)
         for s in self.save_steps:
             check_step_in_run("--save_steps", s, ipe, end)
         check_schedule_steps(self.hparams.training, self.eval_every, self.checkpoint_every, ipe, end)
