@@ -151,7 +151,7 @@ class _Replicate:
         self.end = self.trainer.end_step
         self._finetuner = None
         self.layers = masks_lib.prunable_layers(self.trainer.model)
-        self.strategy = pruning.MagnitudePruning(job.pruning)
+        self.pruner = pruning.MagnitudePruning(job.pruning)
 
     # --- helpers
 
@@ -174,7 +174,7 @@ class _Replicate:
         if os.path.exists(path):
             return masks_lib.load_masks(path)
         prev = self.job.level_dir(self.r, level - 1)
-        mask = self.strategy(self._kernels(self._final_checkpoint(prev)), self._mask_for(level - 1))
+        mask = self.pruner(self._kernels(self._final_checkpoint(prev)), self._mask_for(level - 1))
         masks_lib.save_masks(path, mask)
         return mask
 
