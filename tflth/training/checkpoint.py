@@ -5,19 +5,26 @@ keyed by variable path, every optimizer variable (its step counter and slots) in
 and the step. The input pipeline is a pure function of (seeds, step), so this is the
 whole state of a run. Files are written to a temporary name and renamed, so a run
 killed at any moment leaves the previous checkpoint or the new one, never a torn one.
+
+:class:`Writer` does the writing on a background thread, so a training loop pays only
+for taking a host copy of the state (about a millisecond for LeNet-300-100) while the
+serialisation and ``fsync`` overlap the next steps.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import os
 import re
 import tempfile
 
 import numpy as np
 
-__all__ = ["CheckpointError", "save", "load", "path_for", "list_steps", "latest"]
+__all__ = ["CheckpointError", "Writer", "save", "load", "path_for", "list_steps", "latest", "remove_partial"]
 
 _NAME = re.compile(r"^step_(\d{9})\.npz$")
+_TMP_PREFIX = ".tmp_"
 
 
 class CheckpointError(ValueError):
@@ -46,7 +53,7 @@ def save(path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars
     arrays.update({f"optimizer/{i:05d}": v for i, v in enumerate(optimizer_vars)})
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -68,3 +75,52 @@ def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
         model_vars = {k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")}
         opt = sorted(k for k in data.files if k.startswith("optimizer/"))
         return step, model_vars, [data[k] for k in opt]
+
+
+def remove_partial(directory: str) -> None:
+    """Delete temporary files a killed writer left in ``directory`` (never a checkpoint)."""
+    if os.path.isdir(directory):
+        for f in os.listdir(directory):
+            if f.startswith(_TMP_PREFIX) and f.endswith(".npz"):
+                _unlink(os.path.join(directory, f))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Writer:
+    """Saves and deletes checkpoint files on one background thread, in call order.
+
+    ``save`` takes arrays the caller will not modify (host copies of the state), so the
+    caller can go on training at once. At most ``max_pending`` operations are queued;
+    one more waits for the oldest, which bounds the memory held by snapshots. An error
+    in the background is raised by the next call (or by :meth:`flush`). Callers
+    :meth:`flush` before anything reads the directory or the run ends.
+    """
+
+    def __init__(self, max_pending: int = 2):
+        self.max_pending = max_pending
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflth-checkpoint")
+        self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
+
+    def _submit(self, fn, *args) -> None:
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.max_pending):
+            self._pending.popleft().result()  # raises a background error here
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def save(self, path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars: list[np.ndarray]) -> None:
+        """Queue :func:`save`."""
+        self._submit(save, path, step, model_vars, optimizer_vars)
+
+    def remove(self, path: str) -> None:
+        """Queue the deletion of ``path`` (after every save queued before it)."""
+        self._submit(_unlink, path)
+
+    def flush(self) -> None:
+        """Wait for every queued operation; raise the first error."""
+        while self._pending:
+            self._pending.popleft().result()
