@@ -5,10 +5,12 @@ arguments and defaults) that owns one extra, non-trainable variable, ``kernel_ma
 the shape of its kernel and holding 0.0 / 1.0. The forward pass uses
 ``kernel * kernel_mask``, so pruned weights receive zero gradient, and the kernel
 variable carries a constraint that re-applies the mask after every optimizer update
-(Keras optimizers apply variable constraints after each step, in ``model.fit`` and in
-tflth's own loop). Together these keep pruned kernel entries exactly ``0.0`` under any
-optimizer, including momentum, Adam and decoupled weight decay, and even when an
-optimizer's slots still hold non-zero history for a pruned weight (after a rewind).
+(Keras optimizers apply variable constraints after each step, e.g. in ``model.fit``).
+Together these keep pruned kernel entries exactly ``0.0`` under any optimizer,
+including momentum, Adam and decoupled weight decay, and even when an optimizer's slots
+still hold non-zero history for a pruned weight (after a rewind). tflth's own training
+loop masks once per compiled run of many steps instead (:func:`masking_deferred`),
+with the same result for every weight it exposes.
 
 The mask variable uses ``aggregation="only_first_replica"``: under
 ``tf.distribute`` it has one identical copy per replica and is never summed. Masks are
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 __all__ = ["MaskedDense", "MaskedConv2D", "MaskedDepthwiseConv2D", "MaskedLayer", "is_masked", "masking_deferred"]
@@ -51,6 +54,7 @@ class MaskedLayer:
     """
 
     kernel_mask = None
+    _deferred = False  # inside masking_deferred (read when a training step is traced)
 
     @property
     def kernel_variable(self):
@@ -64,7 +68,10 @@ class MaskedLayer:
     def masked_kernel(self):
         """The kernel as used in the forward pass: ``kernel * kernel_mask``."""
         kernel = self._kernel_variable()
-        return kernel * ops.cast(self.kernel_mask, kernel.dtype)
+        mask = ops.cast(self.kernel_mask, kernel.dtype)
+        if self._deferred:
+            return _mask_passing_gradient(ops.convert_to_tensor(kernel), ops.convert_to_tensor(mask))
+        return kernel * mask
 
     def _build_mask(self):
         kernel = self._kernel_variable()
@@ -122,9 +129,10 @@ class MaskedLayer:
         else:
             self.kernel_mask.assign(ops.ones(self.kernel_mask.shape, self.kernel_mask.dtype))
 
-    def _add_bias_and_activate(self, outputs, bias_shape):
+    def _add_bias_and_activate(self, outputs, bias_shape=None):
         if self.bias is not None:
-            outputs = ops.add(outputs, ops.reshape(self.bias, bias_shape))
+            bias = self.bias if bias_shape is None else ops.reshape(self.bias, bias_shape)
+            outputs = ops.add(outputs, bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -144,7 +152,7 @@ class MaskedDense(MaskedLayer, keras.layers.Dense):
 
     def call(self, inputs, training=None):
         x = ops.matmul(inputs, self.masked_kernel)
-        return self._add_bias_and_activate(x, (self.units,))
+        return self._add_bias_and_activate(x)
 
 
 class _MaskedConv(MaskedLayer):
@@ -192,23 +200,43 @@ def is_masked(layer) -> bool:
     return isinstance(layer, MaskedLayer)
 
 
+def _mask_passing_gradient(kernel, mask):
+    """``kernel * mask`` whose gradient reaches ``kernel`` unmasked (one multiply saved).
+
+    The mask is captured rather than passed, so the op has one differentiable input.
+    """
+
+    @tf.custom_gradient
+    def masked(k):
+        return k * mask, lambda grad: grad
+
+    return masked(kernel)
+
+
 @contextlib.contextmanager
 def masking_deferred(layers):
-    """Within the block, optimizer updates skip the per-step mask constraint of ``layers``.
+    """Within the block, training steps traced for ``layers`` leave masking to the caller.
 
     For a training loop that re-applies the masks itself (:meth:`MaskedLayer.apply_mask`)
-    after every compiled run of several steps. Exactness is kept: the forward pass uses
-    ``kernel * mask``, so pruned entries get zero gradient and never affect outputs, and
-    optimizers update elementwise, so surviving weights follow the same trajectory; a
-    pruned entry may drift inside the block (optimizer history) and is zeroed again by
-    ``apply_mask``. A user's own kernel constraint still runs every step.
+    after every compiled run of several steps, and so never exposes a pruned weight. In
+    steps traced inside the block, optimizer updates skip the per-step mask constraint
+    and the gradient of ``kernel * mask`` is passed to the kernel unmasked: pruned
+    entries may drift inside the run, and their optimizer slots collect gradients, but
+    ``apply_mask`` zeroes them again. Exactness is kept: the forward pass still uses
+    ``kernel * mask``, so pruned entries never affect outputs, gradients of surviving
+    entries are unchanged (``grad * 1``), and optimizers update elementwise, so surviving
+    weights follow the same trajectory bit for bit (tested). Each step saves the
+    constraint's and the gradient's elementwise pass over every kernel. A user's own
+    kernel constraint still runs every step.
     """
     kernels = [layer._kernel_variable() for layer in layers]
     saved = [k.constraint for k in kernels]
     try:
-        for k, c in zip(kernels, saved):
+        for layer, k, c in zip(layers, kernels, saved):
             k.constraint = c.inner if isinstance(c, _MaskConstraint) else c
+            layer._deferred = True
         yield
     finally:
-        for k, c in zip(kernels, saved):
+        for layer, k, c in zip(layers, kernels, saved):
             k.constraint = c
+            layer._deferred = False
