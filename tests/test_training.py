@@ -152,3 +152,61 @@ def test_per_chunk_masking_equals_per_step_masking(dataset, monkeypatch, optimiz
     for k in per_step:
         np.testing.assert_array_equal(deferred[k], per_step[k], err_msg=k)
     assert np.count_nonzero(deferred["fc1/kernel"] == 0) > 0.6 * deferred["fc1/kernel"].size
+
+
+def test_background_checkpoint_holds_the_state_of_its_step(dataset, tmp_path, monkeypatch):
+    """Checkpoints are written on a background thread while training goes on: a slow
+    disk must not let later steps leak into the file of step k."""
+    import time
+
+    real_save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda *a: (time.sleep(0.3), real_save(*a)))
+    k = 7
+    hp = _hparams(training_steps="30it", optimizer="adam", lr=1e-3)
+    a = Trainer(hp, dataset=dataset)
+    a.train(str(tmp_path / "a"), save_steps=[f"{k}it"], checkpoint_every="10it")
+    assert checkpoint.list_steps(str(tmp_path / "a" / "checkpoints")) == [0, k, 20, 30]  # 10 removed after 20
+    reference = Trainer(hp, dataset=dataset)
+    reference.train(end_step=k)
+    step, weights, opt = checkpoint.load(checkpoint.path_for(str(tmp_path / "a" / "checkpoints"), k))
+    assert step == k
+    for name, v in reference.get_weights().items():
+        np.testing.assert_array_equal(weights[name], v, err_msg=name)
+    for saved, v in zip(opt, reference.get_optimizer_state()):
+        np.testing.assert_array_equal(saved, v)
+
+
+def test_writer_keeps_order_and_reports_errors(tmp_path, monkeypatch):
+    writer = checkpoint.Writer(max_pending=2)
+    first, second = checkpoint.path_for(str(tmp_path), 1), checkpoint.path_for(str(tmp_path), 2)
+    writer.save(first, 1, {"w": np.ones(3)}, [])
+    writer.save(second, 2, {"w": np.zeros(3)}, [])
+    writer.remove(first)  # queued behind both saves
+    writer.flush()
+    assert checkpoint.list_steps(str(tmp_path)) == [2]
+    monkeypatch.setattr(checkpoint, "save", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    writer.save(checkpoint.path_for(str(tmp_path), 3), 3, {}, [])
+    with pytest.raises(OSError, match="disk full"):
+        writer.flush()
+    open(tmp_path / ".tmp_abc.npz", "wb").close()  # what a kill mid-write leaves
+    checkpoint.remove_partial(str(tmp_path))
+    assert os.listdir(tmp_path) == [os.path.basename(second)]
+
+
+def test_consecutive_train_calls_continue_the_stream_exactly(dataset, tmp_path):
+    """A train() call that starts where the last one stopped reuses its input iterator;
+    any other start (a rewind) gets a fresh stream positioned at that step."""
+    hp = _hparams(training_steps="30it", optimizer="adam", lr=1e-3)
+    whole = Trainer(hp, dataset=dataset)
+    whole.train(str(tmp_path / "whole"), save_steps=["10it"])
+    pieces = Trainer(hp, dataset=dataset)
+    for end in (7, 14, 21, 30):
+        pieces.train(end_step=end)
+    # Back to step 10 in the same trainer, then on to 30 again.
+    rewound = Trainer(hp, dataset=dataset)
+    rewound.train(end_step=25)
+    rewound.load_checkpoint(checkpoint.path_for(str(tmp_path / "whole" / "checkpoints"), 10))
+    rewound.train()
+    for name, v in whole.get_weights().items():
+        np.testing.assert_array_equal(pieces.get_weights()[name], v, err_msg=name)
+        np.testing.assert_array_equal(rewound.get_weights()[name], v, err_msg=name)

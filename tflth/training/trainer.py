@@ -91,6 +91,7 @@ class Trainer:
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
+        self._stream = None  # (next step, iterator) left by the last train() call
 
     # ----------------------------------------------------------------- building
 
@@ -220,8 +221,14 @@ class Trainer:
             v.assign(np.zeros(v.shape, v.dtype))
         self.optimizer.iterations.assign(step)
 
-    def save_checkpoint(self, path: str) -> None:
-        checkpoint.save(path, self.step, self.get_weights(), self.get_optimizer_state())
+    def save_checkpoint(self, path: str, writer: checkpoint.Writer | None = None) -> None:
+        """Save the full state at the current step to ``path`` (atomically).
+
+        With a ``writer`` the file is written in the background from a host copy of the
+        state taken now; otherwise before this returns.
+        """
+        state = (path, self.step, self.get_weights(), self.get_optimizer_state())
+        (writer.save if writer is not None else checkpoint.save)(*state)
 
     def load_checkpoint(self, path: str, weights: bool = True, optimizer: bool = True) -> int:
         """Restore from a checkpoint of this or another run; returns its step."""
@@ -269,17 +276,44 @@ class Trainer:
         if start > end:
             raise ValueError(f"The run is at step {start}, past the requested end step {end}.")
         metrics = MetricsLog(run_dir, resume_step=start, enabled=chief) if run_dir else None
-        if ckpt_dir and chief and checkpoint.latest(ckpt_dir) is None:
-            self.save_checkpoint(checkpoint.path_for(ckpt_dir, start))
+        writer = checkpoint.Writer() if ckpt_dir and chief else None
+        try:
+            outcome = self._train_loop(start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
+                                       progress_interval, label)
+        finally:
+            if writer is not None:
+                writer.flush()  # every checkpoint the loop saved is on disk before we return or raise
+            if metrics:
+                metrics.close()
+        result = TrainResult(*outcome, seconds=time.perf_counter() - t0)
+        if run_dir and chief:
+            write_json(os.path.join(run_dir, "result.json"), result.to_dict())
+        return result
+
+    def _train_iterator(self, start: int):
+        """The training stream from step ``start``: the last call's iterator when it stopped
+        exactly there (the stream is a pure function of the step), else a new one."""
+        stream, self._stream = self._stream, None  # dropped unless this call completes
+        if stream is not None and stream[0] == start:
+            return stream[1]
+        return iter(self._distribute(data_lib.train_batches(
+            self.dataset, self.hparams.training.batch_size, self.hparams.training.data_order_seed,
+            self.hparams.training.augment_seed, start_step=start, augment=self._augment())))
+
+    def _train_loop(self, start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
+                    progress_interval, label) -> tuple:
+        """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
+        if writer is not None:
+            checkpoint.remove_partial(ckpt_dir)  # temporary files of a killed run
+            if checkpoint.latest(ckpt_dir) is None:
+                self.save_checkpoint(checkpoint.path_for(ckpt_dir, start), writer)
         periodic = self.to_iterations(checkpoint_every) if checkpoint_every else 0
         evaluate_every = self.to_iterations(eval_every) if eval_every else 0
         stops = {end} | {s for s in keep if start < s < end}
         for every in (periodic, evaluate_every):
             if every:
                 stops |= set(range((start // every + 1) * every, end, every))
-        iterator = iter(self._distribute(data_lib.train_batches(
-            self.dataset, self.hparams.training.batch_size, self.hparams.training.data_order_seed,
-            self.hparams.training.augment_seed, start_step=start, augment=self._augment())))
+        iterator = self._train_iterator(start)
         progress = Progress(start, end, label, progress_interval)
         running = np.zeros(3)
         train_loss = train_acc = None
@@ -293,6 +327,8 @@ class Trainer:
                 if self._masked_layers:
                     self._apply_masks()
                 if not math.isfinite(float(totals[0])):
+                    if writer is not None:
+                        writer.flush()
                     good = checkpoint.latest(ckpt_dir) if ckpt_dir else None
                     raise TrainingDiverged(
                         f"{label}: the training loss became {totals[0]} between steps {step} and {step + n}; "
@@ -312,23 +348,12 @@ class Trainer:
                                    "train_loss": train_loss, "train_accuracy": train_acc,
                                    "test_loss": test_loss, "test_accuracy": test_acc})
                 running[:] = 0
-            if ckpt_dir and chief and (step in keep or step == end or (periodic and step % periodic == 0)):
-                self.save_checkpoint(checkpoint.path_for(ckpt_dir, step))
+            if writer is not None and (step in keep or step == end or (periodic and step % periodic == 0)):
+                self.save_checkpoint(checkpoint.path_for(ckpt_dir, step), writer)
                 if periodic and step % periodic == 0 and step not in keep and step != end:
                     if last_periodic is not None and last_periodic not in keep and last_periodic != start:
-                        _remove(checkpoint.path_for(ckpt_dir, last_periodic))
+                        writer.remove(checkpoint.path_for(ckpt_dir, last_periodic))  # after the new one is saved
                     last_periodic = step
         progress.update(step, train_loss, force=True)
-        result = TrainResult(step, test_loss, test_acc, train_loss, train_acc, time.perf_counter() - t0)
-        if run_dir and chief:
-            write_json(os.path.join(run_dir, "result.json"), result.to_dict())
-        if metrics:
-            metrics.close()
-        return result
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        self._stream = (step, iterator)
+        return step, test_loss, test_acc, train_loss, train_acc
