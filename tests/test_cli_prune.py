@@ -69,6 +69,18 @@ def test_bad_flags_one_line_exit_2_untouched(data_path, tmp_path, capsys, overri
     assert _snapshot(tmp_path) == before
 
 
+def test_error_found_after_loading_data_is_one_line_in_a_real_process(data_path, tmp_path):
+    """The data source is logged while the flags are checked against the data; a bad
+    value found then must still print one line (the log is held, then dropped)."""
+    out = subprocess.run([sys.executable, PRUNE, "--model=lenet_32_16", "--dataset=mnist", f"--data_dir={data_path}",
+                          f"--output_dir={tmp_path}", "--batch_size=32", "--training_steps=16it",
+                          "--rewind_step=3ep"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--rewind_step=3ep is iteration 24" in lines[0], out.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def _cmd(data_path, output_dir):
     return [sys.executable, PRUNE, "--model=lenet_300_100", "--dataset=mnist", f"--data_dir={data_path}",
             f"--output_dir={output_dir}", "--batch_size=8", "--training_steps=600it", "--checkpoint_every=50it",
@@ -89,6 +101,7 @@ def test_sigkill_during_level_2_resumes_to_the_same_table(data_path, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     full = subprocess.run(_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
+    assert "Dataset mnist: 240 train" in full.stderr  # logged while validating, replayed once valid
     proc = subprocess.Popen(_cmd(data_path, tmp_path / "killed"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     level2 = None

@@ -6,10 +6,13 @@ paper default) value"; a value given on the command line overrides that one fiel
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import sys
 
 from absl import flags
+from absl import logging as absl_logging
 
 from tflth import _startup
 from tflth import data as data_lib
@@ -162,18 +165,50 @@ def pruning_hparams(flag_values=FLAGS):
     return pruning, lottery
 
 
+class _HeldLogs(logging.Handler):
+    """absl log records held back until the command is known to go on."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def replay(self) -> None:
+        logger = absl_logging.get_absl_logger()
+        for record in self.records:
+            logger.handle(record)
+        self.records = []
+
+
+@contextlib.contextmanager
+def _held_logs():
+    """Within the block, absl log records are held (see :class:`_HeldLogs`), not written."""
+    logger, held = absl_logging.get_absl_logger(), _HeldLogs()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(held)
+    try:
+        yield held
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
+
+
 def prepare_or_fail(job_from_flags):
     """Build the job from flags and validate it against its data, or fail in one line.
 
-    Returns ``(job, dataset)``; then replays TensorFlow's start-up output and applies
-    ``--deterministic``.
+    Returns ``(job, dataset)``; then replays TensorFlow's start-up output and the log
+    lines written while validating, and applies ``--deterministic``.
     """
-    try:
-        job = job_from_flags()
-        dataset = job.prepare()
-    except ValueError as e:
-        fail(str(e))
+    with _held_logs() as held:
+        try:
+            job = job_from_flags()
+            dataset = job.prepare()  # logs the data source, say
+        except ValueError as e:
+            fail(str(e))  # the one line; what was logged meanwhile is dropped
     flags_are_valid()
+    held.replay()
     if FLAGS.deterministic:
         import tensorflow as tf
 
