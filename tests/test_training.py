@@ -49,6 +49,23 @@ def test_two_replicas_match_one_device(dataset, mirrored_strategy, batch_size):
     assert a.test_accuracy == pytest.approx(b.test_accuracy, abs=1e-6)
 
 
+def test_two_replicas_match_one_device_sparse_adam(dataset, mirrored_strategy):
+    """Adam's per-entry epsilon tensors (inf at pruned entries) under MirroredStrategy."""
+    hp = _hparams(training_steps="20it", optimizer="adam", lr=1e-3)
+    rng = np.random.default_rng(3)
+    trainers = [Trainer(hp, dataset=dataset, strategy=tf.distribute.OneDeviceStrategy("/cpu:0")),
+                Trainer(hp, dataset=dataset, strategy=mirrored_strategy)]
+    masks = {p: rng.random(m.shape) < 0.3 for p, m in masks_lib.get_masks(trainers[0].model).items()}
+    for t in trainers:
+        masks_lib.set_masks(t.model, masks)
+        t.train()
+    single, mirrored = (t.get_weights() for t in trainers)
+    _close(single, mirrored, 1e-5)
+    for t in trainers:
+        for p, kernel in masks_lib.get_kernels(t.model).items():
+            assert np.all(kernel[~masks[p]] == 0.0), p
+
+
 def test_weight_changes_and_learning(dataset):
     trainer = Trainer(_hparams(training_steps="4ep", lr=0.1), dataset=dataset, strategy=tf.distribute.get_strategy())
     before, _ = trainer.evaluate()
@@ -138,7 +155,7 @@ def test_per_chunk_masking_equals_per_step_masking(dataset, monkeypatch, optimiz
 
     def run(defer):
         if not defer:
-            monkeypatch.setattr(trainer_module, "masking_deferred", lambda layers: contextlib.nullcontext())
+            monkeypatch.setattr(trainer_module, "masking_deferred", lambda layers, **_: contextlib.nullcontext())
         hp = _hparams(optimizer=optimizer, lr=0.01, training_steps="30it", weight_decay=1e-3)
         t = Trainer(hp, dataset=dataset)
         t.train(end_step=10)  # dense steps: optimizer slots now hold history for every weight
@@ -152,6 +169,28 @@ def test_per_chunk_masking_equals_per_step_masking(dataset, monkeypatch, optimiz
     for k in per_step:
         np.testing.assert_array_equal(deferred[k], per_step[k], err_msg=k)
     assert np.count_nonzero(deferred["fc1/kernel"] == 0) > 0.6 * deferred["fc1/kernel"].size
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_adam_itself_keeps_pruned_weights_at_zero(dataset, optimizer):
+    """Under Adam the loop trusts the optimizer (epsilon = inf at pruned entries) and feeds
+    kernels unmasked to the forward pass; with the per-chunk re-masking switched off,
+    pruned entries must still be exactly zero, despite optimizer history from dense
+    steps. SGD has no such guarantee: there the loop's re-masking is what zeroes them."""
+    t = Trainer(_hparams(optimizer=optimizer, lr=0.01, training_steps="40it", weight_decay=1e-3), dataset=dataset)
+    t.train(end_step=10)
+    rng = np.random.default_rng(0)
+    masks = {p: rng.random(m.shape) < 0.3 for p, m in masks_lib.get_masks(t.model).items()}
+    masks_lib.set_masks(t.model, masks)
+    opt_variables = len(t.optimizer.variables)
+    before = masks_lib.get_kernels(t.model)
+    t._apply_masks = lambda: None
+    t.train()
+    after = masks_lib.get_kernels(t.model)
+    pruned_nonzero = sum(int(np.count_nonzero(after[p][~m])) for p, m in masks.items())
+    assert pruned_nonzero == 0 if optimizer != "sgd" else pruned_nonzero > 0
+    assert all(np.all(after[p][m] != before[p][m]) for p, m in masks.items() if p != "output")
+    assert len(t.optimizer.variables) == opt_variables  # checkpoints hold Keras's optimizer state only
 
 
 def test_background_checkpoint_holds_the_state_of_its_step(dataset, tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ class MaskedLayer:
     """
 
     kernel_mask = None
-    _deferred = False  # inside masking_deferred (read when a training step is traced)
+    _deferred = None  # inside masking_deferred: "gradient" or "kernel" (read when a step is traced)
 
     @property
     def kernel_variable(self):
@@ -68,8 +68,10 @@ class MaskedLayer:
     def masked_kernel(self):
         """The kernel as used in the forward pass: ``kernel * kernel_mask``."""
         kernel = self._kernel_variable()
+        if self._deferred == "kernel":
+            return ops.convert_to_tensor(kernel)  # the optimizer keeps pruned entries at zero
         mask = ops.cast(self.kernel_mask, kernel.dtype)
-        if self._deferred:
+        if self._deferred == "gradient":
             return _mask_passing_gradient(ops.convert_to_tensor(kernel), ops.convert_to_tensor(mask))
         return kernel * mask
 
@@ -214,29 +216,36 @@ def _mask_passing_gradient(kernel, mask):
 
 
 @contextlib.contextmanager
-def masking_deferred(layers):
+def masking_deferred(layers, kernels_stay_masked: bool = False):
     """Within the block, training steps traced for ``layers`` leave masking to the caller.
 
-    For a training loop that re-applies the masks itself (:meth:`MaskedLayer.apply_mask`)
-    after every compiled run of several steps, and so never exposes a pruned weight. In
-    steps traced inside the block, optimizer updates skip the per-step mask constraint
-    and the gradient of ``kernel * mask`` is passed to the kernel unmasked: pruned
-    entries may drift inside the run, and their optimizer slots collect gradients, but
-    ``apply_mask`` zeroes them again. Exactness is kept: the forward pass still uses
-    ``kernel * mask``, so pruned entries never affect outputs, gradients of surviving
-    entries are unchanged (``grad * 1``), and optimizers update elementwise, so surviving
-    weights follow the same trajectory bit for bit (tested). Each step saves the
-    constraint's and the gradient's elementwise pass over every kernel. A user's own
-    kernel constraint still runs every step.
+    For a training loop that zeroes the pruned kernel entries itself
+    (:meth:`MaskedLayer.apply_mask`) before it starts and after every compiled run of
+    several steps, and so never exposes a pruned weight. In steps traced inside the
+    block, optimizer updates skip the per-step mask constraint, and:
+
+    * by default the gradient of ``kernel * mask`` reaches the kernel unmasked: pruned
+      entries may drift inside the run, and their optimizer slots collect gradients,
+      until ``apply_mask`` zeroes them again. The forward pass still uses
+      ``kernel * mask``, so pruned entries never affect outputs, gradients of surviving
+      entries are unchanged (``grad * 1``) and optimizers update elementwise, so
+      surviving weights follow the per-step-masked trajectory bit for bit (tested). Each
+      step saves the constraint's and the gradient's pass over every kernel.
+    * with ``kernels_stay_masked`` (the optimizer's step of a pruned entry is exactly
+      zero: :class:`tflth.training.optimizers.Adam`) the forward pass uses the kernel as
+      it is, which is ``kernel * mask`` exactly, so no step makes a pass over a kernel
+      for its mask.
+
+    A user's own kernel constraint still runs every step.
     """
     kernels = [layer._kernel_variable() for layer in layers]
     saved = [k.constraint for k in kernels]
     try:
         for layer, k, c in zip(layers, kernels, saved):
             k.constraint = c.inner if isinstance(c, _MaskConstraint) else c
-            layer._deferred = True
+            layer._deferred = "kernel" if kernels_stay_masked else "gradient"
         yield
     finally:
         for layer, k, c in zip(layers, kernels, saved):
             k.constraint = c
-            layer._deferred = False
+            layer._deferred = None

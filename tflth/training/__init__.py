@@ -1,7 +1,8 @@
 """The training engine (see :mod:`tflth.training.trainer`)."""
 
 from tflth.training.checkpoint import CheckpointError
-from tflth.training.schedule import StepSchedule, make_optimizer
+from tflth.training.optimizers import make_optimizer
+from tflth.training.schedule import StepSchedule
 from tflth.training.strategy import STRATEGIES, get_strategy, is_chief
 from tflth.training.trainer import Trainer, TrainingDiverged, TrainResult
 

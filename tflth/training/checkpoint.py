@@ -6,9 +6,10 @@ and the step. The input pipeline is a pure function of (seeds, step), so this is
 whole state of a run. Files are written to a temporary name and renamed, so a run
 killed at any moment leaves the previous checkpoint or the new one, never a torn one.
 
-:class:`Writer` does the writing on a background thread, so a training loop pays only
-for taking a host copy of the state (about a millisecond for LeNet-300-100) while the
-serialisation and ``fsync`` overlap the next steps.
+:class:`Writer` does the writing on a background thread, so a training loop waits only
+for a host copy of the state (about a millisecond for LeNet-300-100) while serialising
+and ``fsync`` overlap the next steps (on a machine whose cores are all busy training,
+the writing still competes with them for the CPU).
 """
 
 from __future__ import annotations
@@ -124,3 +125,10 @@ class Writer:
         """Wait for every queued operation; raise the first error."""
         while self._pending:
             self._pending.popleft().result()
+
+    def close(self) -> None:
+        """:meth:`flush`, then end the background thread."""
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown(wait=True)

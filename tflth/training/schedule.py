@@ -1,13 +1,11 @@
-"""Learning-rate schedule (milestones × gamma, linear warmup) and optimizer factory."""
+"""Learning-rate schedule: milestones × gamma, linear warmup."""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
-from tflth.hparams import TrainingHparams
-
-__all__ = ["StepSchedule", "make_optimizer"]
+__all__ = ["StepSchedule"]
 
 
 @keras.saving.register_keras_serializable(package="tflth")
@@ -43,14 +41,3 @@ class StepSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         return {"lr": self.lr, "milestones": list(self.milestones), "gamma": self.gamma,
                 "warmup_steps": self.warmup_steps}
-
-
-def make_optimizer(hp: TrainingHparams, schedule: StepSchedule) -> keras.optimizers.Optimizer:
-    """The Keras optimizer for ``hp`` (coupled weight decay is added by the train step)."""
-    if hp.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=hp.momentum, nesterov=hp.nesterov)
-    if hp.optimizer == "adam":
-        return keras.optimizers.Adam(schedule, epsilon=1e-8)
-    if hp.optimizer == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=hp.weight_decay, epsilon=1e-8)
-    raise ValueError(f"Unknown optimizer '{hp.optimizer}'.")

@@ -37,7 +37,8 @@ from tflth.layers import masking_deferred
 from tflth.hparams import RunHparams
 from tflth.training import checkpoint
 from tflth.training.metrics import MetricsLog, Progress, write_json
-from tflth.training.schedule import StepSchedule, make_optimizer
+from tflth.training.optimizers import PrunedStayZero, make_optimizer
+from tflth.training.schedule import StepSchedule
 from tflth.training.strategy import get_strategy, is_chief
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainResult"]
@@ -82,11 +83,15 @@ class Trainer:
             self.model = model if model is not None else self.build_model(th.seed)
             self.optimizer = make_optimizer(th, self.schedule)
             self.optimizer.build(self.model.trainable_variables)
+            self._masked_layers = list(masks_lib.prunable_layers(self.model).values())
+            # Adam keeps pruned kernel entries at zero itself: the forward pass can skip the mask.
+            self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked_layers)
+            if self._optimizer_masks:
+                self.optimizer.track_masks([layer.kernel_variable for layer in self._masked_layers])
         self._model_vars = {v.path: v for v in self.model.variables}
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
-        self._masked_layers = list(masks_lib.prunable_layers(self.model).values())
         self._apply_masks = tf.function(lambda: [layer.apply_mask() for layer in self._masked_layers])
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
@@ -282,13 +287,22 @@ class Trainer:
                                        progress_interval, label)
         finally:
             if writer is not None:
-                writer.flush()  # every checkpoint the loop saved is on disk before we return or raise
+                writer.close()  # every checkpoint the loop saved is on disk before we return or raise
             if metrics:
                 metrics.close()
         result = TrainResult(*outcome, seconds=time.perf_counter() - t0)
         if run_dir and chief:
             write_json(os.path.join(run_dir, "result.json"), result.to_dict())
         return result
+
+    def _sync_masks(self) -> None:
+        """Before training: zero every pruned kernel entry (whatever was assigned since the
+        last run) and, under Adam, hand the current masks to the optimizer."""
+        if self._masked_layers:
+            self._apply_masks()
+        if self._optimizer_masks:
+            self.optimizer.set_masks([(layer.kernel_variable, layer.kernel_mask.numpy() != 0)
+                                      for layer in self._masked_layers])
 
     def _train_iterator(self, start: int):
         """The training stream from step ``start``: the last call's iterator when it stopped
@@ -303,6 +317,7 @@ class Trainer:
     def _train_loop(self, start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
                     progress_interval, label) -> tuple:
         """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
+        self._sync_masks()
         if writer is not None:
             checkpoint.remove_partial(ckpt_dir)  # temporary files of a killed run
             if checkpoint.latest(ckpt_dir) is None:
@@ -322,7 +337,7 @@ class Trainer:
         for stop in sorted(stops):
             while step < stop:
                 n = min(MAX_STEPS_PER_CALL, stop - step)
-                with masking_deferred(self._masked_layers):  # masks re-applied once per chunk
+                with masking_deferred(self._masked_layers, kernels_stay_masked=self._optimizer_masks):
                     totals = self._train_chunk(iterator, tf.constant(n, tf.int64)).numpy()
                 if self._masked_layers:
                     self._apply_masks()
