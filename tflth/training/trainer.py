@@ -87,7 +87,7 @@ class Trainer:
             # Adam keeps pruned kernel entries at zero itself: the forward pass can skip the mask.
             self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked_layers)
             if self._optimizer_masks:
-                self.optimizer.track_masks([layer.kernel_variable for layer in self._masked_layers])
+                self.optimizer.track_masks([(layer.kernel_variable, layer.kernel_mask) for layer in self._masked_layers])
         self._model_vars = {v.path: v for v in self.model.variables}
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
@@ -295,15 +295,6 @@ class Trainer:
             write_json(os.path.join(run_dir, "result.json"), result.to_dict())
         return result
 
-    def _sync_masks(self) -> None:
-        """Before training: zero every pruned kernel entry (whatever was assigned since the
-        last run) and, under Adam, hand the current masks to the optimizer."""
-        if self._masked_layers:
-            self._apply_masks()
-        if self._optimizer_masks:
-            self.optimizer.set_masks([(layer.kernel_variable, layer.kernel_mask.numpy() != 0)
-                                      for layer in self._masked_layers])
-
     def _train_iterator(self, start: int):
         """The training stream from step ``start``: the last call's iterator when it stopped
         exactly there (the stream is a pure function of the step), else a new one."""
@@ -317,7 +308,8 @@ class Trainer:
     def _train_loop(self, start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
                     progress_interval, label) -> tuple:
         """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
-        self._sync_masks()
+        if self._masked_layers:
+            self._apply_masks()  # zero every pruned entry, whatever was assigned since the last run
         if writer is not None:
             checkpoint.remove_partial(ckpt_dir)  # temporary files of a killed run
             if checkpoint.latest(ckpt_dir) is None:
@@ -339,7 +331,7 @@ class Trainer:
                 n = min(MAX_STEPS_PER_CALL, stop - step)
                 with masking_deferred(self._masked_layers, kernels_stay_masked=self._optimizer_masks):
                     totals = self._train_chunk(iterator, tf.constant(n, tf.int64)).numpy()
-                if self._masked_layers:
+                if self._masked_layers and not self._optimizer_masks:  # Adam leaves pruned entries at zero
                     self._apply_masks()
                 if not math.isfinite(float(totals[0])):
                     if writer is not None:
