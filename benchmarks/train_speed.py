@@ -48,9 +48,9 @@ from tflth.training import Trainer, checkpoint  # noqa: E402
 
 flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory (default: tflth's resolution).")
 flags.DEFINE_integer("rounds", 10, "Masked/unmasked: fresh builds of both networks.")
-flags.DEFINE_integer("round_pairs", 8, "Masked/unmasked: timed pairs per build.")
-flags.DEFINE_integer("lenet_steps", 200, "Steps per LeNet-300-100 masked/unmasked measurement.")
-flags.DEFINE_integer("conv_steps", 10, "Steps per Conv-2 masked/unmasked measurement.")
+flags.DEFINE_integer("round_pairs", 6, "Masked/unmasked: timed pairs per build.")
+flags.DEFINE_integer("lenet_steps", 500, "Steps per LeNet-300-100 masked/unmasked measurement.")
+flags.DEFINE_integer("conv_steps", 20, "Steps per Conv-2 masked/unmasked measurement.")
 flags.DEFINE_integer("fit_pairs", 16, "Timed epoch pairs for tflth loop vs Keras fit.")
 flags.DEFINE_integer("checkpoint_pairs", 100, "Timed window pairs for the cost of a rewind checkpoint.")
 FLAGS = flags.FLAGS

@@ -327,10 +327,12 @@ def test_seed_is_deterministic_across_processes():
     code = (
         "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
         "import sys; sys.path.insert(0, os.path.dirname(sys.argv[1]))\n"
-        "import keras, test_models, tflth.models as m\n"
+        "import keras, tflth\n"
+        "get = tflth.models.get\n"  # a bare `import tflth` exposes the registry
+        "import test_models\n"
         "keras.utils.set_random_seed(123)\n"  # global state must not matter
         "keras.layers.Dense(4).build((None, 3))\n"
-        "print(test_models._weights_digest(m.get('lenet_300_100', seed=5)))\n"
+        "print(test_models._weights_digest(get('lenet_300_100', seed=5)))\n"
     )
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     out = subprocess.run([sys.executable, "-c", code, __file__], capture_output=True, text=True,

@@ -50,7 +50,7 @@ def test_two_replicas_match_one_device(dataset, mirrored_strategy, batch_size):
 
 
 def test_two_replicas_match_one_device_sparse_adam(dataset, mirrored_strategy):
-    """Adam's masked steps under MirroredStrategy: replicas agree and pruned entries stay zero."""
+    """Adam's per-entry epsilon tensors (inf at pruned entries) under MirroredStrategy."""
     hp = _hparams(training_steps="20it", optimizer="adam", lr=1e-3)
     rng = np.random.default_rng(3)
     trainers = [Trainer(hp, dataset=dataset, strategy=tf.distribute.OneDeviceStrategy("/cpu:0")),
@@ -173,7 +173,7 @@ def test_per_chunk_masking_equals_per_step_masking(dataset, monkeypatch, optimiz
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_adam_itself_keeps_pruned_weights_at_zero(dataset, optimizer):
-    """Under Adam the loop trusts the optimizer (steps multiplied by the mask) and feeds
+    """Under Adam the loop trusts the optimizer (epsilon = inf at pruned entries) and feeds
     kernels unmasked to the forward pass; with the loop's re-masking switched off,
     pruned entries must still be exactly zero, despite optimizer history from dense
     steps. SGD has no such guarantee: there the loop's re-masking is what zeroes them."""

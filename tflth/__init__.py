@@ -8,7 +8,9 @@ _startup.import_tensorflow()
 
 from tflth.layers import MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
 from tflth.convert import masked, unmasked
+from tflth import masks, models  # noqa: E402  (tflth.models.get after a bare `import tflth`)
 
 __version__ = "0.1.0"
 
-__all__ = ["MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "masked", "unmasked", "__version__"]
+__all__ = ["MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "masked", "masks", "models", "unmasked",
+           "__version__"]

@@ -87,12 +87,13 @@ class Trainer:
             # Adam keeps pruned kernel entries at zero itself: the forward pass can skip the mask.
             self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked_layers)
             if self._optimizer_masks:
-                self.optimizer.track_masks([(layer.kernel_variable, layer.kernel_mask) for layer in self._masked_layers])
+                self.optimizer.track_masks([layer.kernel_variable for layer in self._masked_layers])
         self._model_vars = {v.path: v for v in self.model.variables}
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
         self._apply_masks = tf.function(lambda: [layer.apply_mask() for layer in self._masked_layers])
+        self._sync_masks = tf.function(self._sync_masks_now, autograph=False)
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
@@ -295,6 +296,14 @@ class Trainer:
             write_json(os.path.join(run_dir, "result.json"), result.to_dict())
         return result
 
+    def _sync_masks_now(self) -> None:
+        """Before training: zero every pruned kernel entry (whatever was assigned since the
+        last run) and, under Adam, hand the current masks to the optimizer."""
+        for layer in self._masked_layers:
+            layer.apply_mask()
+        if self._optimizer_masks:
+            self.optimizer.set_masks([(layer.kernel_variable, layer.kernel_mask) for layer in self._masked_layers])
+
     def _train_iterator(self, start: int):
         """The training stream from step ``start``: the last call's iterator when it stopped
         exactly there (the stream is a pure function of the step), else a new one."""
@@ -308,8 +317,7 @@ class Trainer:
     def _train_loop(self, start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
                     progress_interval, label) -> tuple:
         """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
-        if self._masked_layers:
-            self._apply_masks()  # zero every pruned entry, whatever was assigned since the last run
+        self._sync_masks()
         if writer is not None:
             checkpoint.remove_partial(ckpt_dir)  # temporary files of a killed run
             if checkpoint.latest(ckpt_dir) is None:
