@@ -193,6 +193,18 @@ def test_adam_itself_keeps_pruned_weights_at_zero(dataset, optimizer):
     assert len(t.optimizer.variables) == opt_variables  # checkpoints hold Keras's optimizer state only
 
 
+def test_adam_epsilons_follow_the_masks_and_reject_a_wrong_count(dataset):
+    t = Trainer(_hparams(optimizer="adam", lr=0.01, training_steps="4it"), dataset=dataset)
+    kernels = [layer.kernel_variable for layer in t._masked_layers]
+    mask = np.zeros(kernels[0].shape, "float32")
+    mask[0] = 1.0
+    t.optimizer.set_masks([mask] + [np.ones(k.shape, "float32") for k in kernels[1:]])
+    eps = t.optimizer.epsilon_values[0].numpy()
+    assert np.all(eps[0] == np.float32(t.optimizer.epsilon)) and np.all(np.isposinf(eps[1:]))
+    with pytest.raises(ValueError, match=rf"Expected {len(kernels)} masks .* got 1"):
+        t.optimizer.set_masks([mask])
+
+
 def test_background_checkpoint_holds_the_state_of_its_step(dataset, tmp_path, monkeypatch):
     """Checkpoints are written on a background thread while training goes on: a slow
     disk must not let later steps leak into the file of step k."""

@@ -1,24 +1,29 @@
 """The optimizers of the training loop: Keras's, with Adam made to leave pruned weights at zero.
 
 Adam's step for a weight is ``lr_t · m / (sqrt(v) + epsilon)``. :class:`Adam` and
-:class:`AdamW` hold, for each kernel of a masked layer, an epsilon *tensor*: ``epsilon``
-at surviving entries and ``+inf`` at pruned ones (:meth:`PrunedStayZero.set_masks`).
-The step of a pruned entry is then ``m / inf = 0`` exactly, whatever its gradient and
+:class:`AdamW` use, for each kernel of a masked layer, an epsilon *tensor*: ``epsilon`` at
+surviving entries and ``+inf`` at pruned ones (:meth:`PrunedStayZero.set_masks`). The
+step of a pruned entry is then ``m / inf = 0`` exactly, whatever its gradient and
 optimizer history, while a surviving entry gets the step Keras computes, bit for bit;
 decoupled weight decay (AdamW) shrinks a zero to zero. A pruned weight that is zero so
 stays zero without a pass over the kernel: the mask rides on an elementwise operation
 Adam does anyway, and the training loop can feed kernels to the forward pass without
 multiplying them by their masks (:func:`tflth.layers.masking_deferred`). The epsilon
-tensors are not optimizer variables: checkpoints hold exactly Keras's optimizer state.
-(Multiplying the step by the mask instead, tried and measured side by side: 4-8 % of a
-LeNet-300-100 step at batch 60, where this costs 0-2 %, two more graph ops per kernel
-per step on a step of about 1 ms; on Conv-2 both cost about 4 %.)
+tensors are not optimizer variables (checkpoints hold exactly Keras's optimizer state).
+
+The training step takes them as *arguments* of its ``tf.function``
+(:meth:`PrunedStayZero.pruned_epsilon` while it is traced, :attr:`epsilon_values` when it
+is called): measured side by side on Conv-2, reading them from variables inside the step
+cost 5-8 % of the step, as arguments about 1 %. Multiplying the step by the mask (a
+variable read plus a multiply) cost 4-8 % on LeNet-300-100.
 
 SGD's step (``lr · g``, with or without momentum) has no constant factor to carry the
 mask, so under SGD the loop masks in the forward pass instead.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import keras
 import numpy as np
@@ -33,32 +38,39 @@ __all__ = ["PrunedStayZero", "Adam", "AdamW", "make_optimizer"]
 class PrunedStayZero:
     """Mixin for Keras Adam-family optimizers; see the module docstring."""
 
-    _pruned_epsilon: dict | None = None  # optimizer variable index -> epsilon tensor
+    _tracked: tuple = ()  # optimizer variable indices of the masked kernels, in order
+    _pruned_epsilon: dict | None = None  # while a step is traced: variable index -> epsilon tensor
+    epsilon_values: tuple = ()  # the epsilon tensors of the current masks, in track_masks order
 
     def track_masks(self, kernels) -> None:
-        """Create the epsilon tensors of ``kernels`` (all entries surviving), once.
+        """Give ``kernels`` per-entry epsilons (all surviving until :meth:`set_masks`).
 
-        Call inside the distribution strategy's scope, after ``build``, before the
-        training step is traced: the step reads these tensors, :meth:`set_masks` changes
-        their values.
+        Call after ``build``, before the training step is traced.
         """
-        self._pruned_epsilon = {
-            self._get_variable_index(k): tf.Variable(
-                tf.fill(tuple(k.shape), tf.cast(self.epsilon, k.dtype)), trainable=False,
-                synchronization=tf.VariableSynchronization.ON_WRITE,
-                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="pruned_epsilon")
-            for k in kernels
-        }
+        self._tracked = tuple(self._get_variable_index(k) for k in kernels)
+        self.epsilon_values = tuple(tf.fill(tuple(k.shape), tf.cast(self.epsilon, k.dtype)) for k in kernels)
 
     def set_masks(self, masks) -> None:
-        """``[(kernel, mask)]``, masks of 0/1: epsilon where 1, ``+inf`` where 0.
+        """``[mask]`` (0/1, one per tracked kernel, in order): epsilon where 1, ``+inf`` where 0.
 
-        Call in cross-replica context (between training rounds); it can be traced.
+        Eager; the next call of the training step gets the new :attr:`epsilon_values`.
         """
-        for kernel, mask in masks:
-            eps = self._pruned_epsilon[self._get_variable_index(kernel)]
-            eps.assign(tf.where(tf.convert_to_tensor(mask) != 0, tf.cast(self.epsilon, eps.dtype),
-                                tf.constant(np.inf, eps.dtype)))
+        masks = list(masks)
+        if len(masks) != len(self._tracked):
+            raise ValueError(f"Expected {len(self._tracked)} masks (one per tracked kernel), got {len(masks)}.")
+        self.epsilon_values = tuple(
+            tf.where(tf.convert_to_tensor(m) != 0, tf.cast(self.epsilon, e.dtype), tf.constant(np.inf, e.dtype))
+            for m, e in zip(masks, self.epsilon_values))
+
+    @contextlib.contextmanager
+    def pruned_epsilon(self, tensors):
+        """While a training step is traced: its update of each tracked kernel adds
+        ``tensors[i]`` (arguments of the traced function) instead of the scalar epsilon."""
+        self._pruned_epsilon = dict(zip(self._tracked, tensors))
+        try:
+            yield
+        finally:
+            self._pruned_epsilon = None
 
     def update_step(self, gradient, variable, learning_rate):
         eps = (self._pruned_epsilon or {}).get(self._get_variable_index(variable))

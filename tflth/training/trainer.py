@@ -20,6 +20,7 @@ batch, so results do not depend on the number of replicas beyond float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -93,7 +94,6 @@ class Trainer:
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
         self._apply_masks = tf.function(lambda: [layer.apply_mask() for layer in self._masked_layers])
-        self._sync_masks = tf.function(self._sync_masks_now, autograph=False)
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
@@ -147,18 +147,23 @@ class Trainer:
             return tf.stack([tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)])
 
         @tf.function
-        def train_chunk(iterator, num_steps):
+        def train_chunk(iterator, num_steps, epsilons):
             # The global batch of step s holds min(B, N - (s mod epoch) * B) examples (the
             # last batch of an epoch is short): the loss is averaged over exactly those,
-            # without a collective to count them.
+            # without a collective to count them. ``epsilons``: Adam's per-entry epsilons
+            # of the masked kernels (empty otherwise), arguments rather than variables.
             start = tf.identity(optimizer.iterations)
             totals = tf.zeros([3], tf.float32)
-            for i in tf.range(num_steps):
-                x, y = next(iterator)
-                position = (tf.cast(start, tf.int64) + tf.cast(i, tf.int64)) % per_epoch
-                remaining = tf.constant(num_train, tf.int64) - position * batch_size
-                global_count = tf.cast(tf.minimum(tf.constant(batch_size, tf.int64), remaining), tf.float32)
-                totals += strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y, global_count)), axis=None)
+            pruned_epsilon = (optimizer.pruned_epsilon(epsilons) if self._optimizer_masks
+                              else contextlib.nullcontext())
+            with pruned_epsilon:
+                for i in tf.range(num_steps):
+                    x, y = next(iterator)
+                    position = (tf.cast(start, tf.int64) + tf.cast(i, tf.int64)) % per_epoch
+                    remaining = tf.constant(num_train, tf.int64) - position * batch_size
+                    global_count = tf.cast(tf.minimum(tf.constant(batch_size, tf.int64), remaining), tf.float32)
+                    totals += strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y, global_count)),
+                                              axis=None)
             return totals
 
         return train_chunk
@@ -296,13 +301,13 @@ class Trainer:
             write_json(os.path.join(run_dir, "result.json"), result.to_dict())
         return result
 
-    def _sync_masks_now(self) -> None:
+    def _sync_masks(self) -> None:
         """Before training: zero every pruned kernel entry (whatever was assigned since the
         last run) and, under Adam, hand the current masks to the optimizer."""
-        for layer in self._masked_layers:
-            layer.apply_mask()
+        if self._masked_layers:
+            self._apply_masks()
         if self._optimizer_masks:
-            self.optimizer.set_masks([(layer.kernel_variable, layer.kernel_mask) for layer in self._masked_layers])
+            self.optimizer.set_masks([layer.kernel_mask for layer in self._masked_layers])
 
     def _train_iterator(self, start: int):
         """The training stream from step ``start``: the last call's iterator when it stopped
@@ -318,6 +323,7 @@ class Trainer:
                     progress_interval, label) -> tuple:
         """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
         self._sync_masks()
+        epsilons = self.optimizer.epsilon_values if self._optimizer_masks else ()
         if writer is not None:
             checkpoint.remove_partial(ckpt_dir)  # temporary files of a killed run
             if checkpoint.latest(ckpt_dir) is None:
@@ -338,7 +344,7 @@ class Trainer:
             while step < stop:
                 n = min(MAX_STEPS_PER_CALL, stop - step)
                 with masking_deferred(self._masked_layers, kernels_stay_masked=self._optimizer_masks):
-                    totals = self._train_chunk(iterator, tf.constant(n, tf.int64)).numpy()
+                    totals = self._train_chunk(iterator, tf.constant(n, tf.int64), epsilons).numpy()
                 if self._masked_layers and not self._optimizer_masks:  # Adam leaves pruned entries at zero
                     self._apply_masks()
                 if not math.isfinite(float(totals[0])):
