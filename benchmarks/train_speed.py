@@ -172,6 +172,7 @@ def checkpoint_overhead(dataset) -> list[dict]:
     _timed_train(trainer, 1000)  # trace and warm up
     window(True)
     a, b = _pairs([lambda: (lambda: window(True), lambda: window(False))], FLAGS.checkpoint_pairs)
+    writer.close()
     shutil.rmtree(root, ignore_errors=True)
     window_seconds, extra = statistics.median(b), [x - y for x, y in zip(a, b)]
     rows = []

@@ -38,17 +38,17 @@ __all__ = ["PrunedStayZero", "Adam", "AdamW", "make_optimizer"]
 class PrunedStayZero:
     """Mixin for Keras Adam-family optimizers; see the module docstring."""
 
-    _tracked: tuple = ()  # optimizer variable indices of the masked kernels, in order
+    _tracked: tuple = ()  # (optimizer variable index, dtype) of the masked kernels, in order
     _pruned_epsilon: dict | None = None  # while a step is traced: variable index -> epsilon tensor
-    epsilon_values: tuple = ()  # the epsilon tensors of the current masks, in track_masks order
+    epsilon_values: tuple = ()  # the epsilon tensors of the current masks (none: scalar epsilon)
 
     def track_masks(self, kernels) -> None:
-        """Give ``kernels`` per-entry epsilons (all surviving until :meth:`set_masks`).
+        """Give ``kernels`` per-entry epsilons once :meth:`set_masks` is called (until
+        then their steps use the scalar epsilon: every entry survives).
 
         Call after ``build``, before the training step is traced.
         """
-        self._tracked = tuple(self._get_variable_index(k) for k in kernels)
-        self.epsilon_values = tuple(tf.fill(tuple(k.shape), tf.cast(self.epsilon, k.dtype)) for k in kernels)
+        self._tracked = tuple((self._get_variable_index(k), tf.as_dtype(k.dtype)) for k in kernels)
 
     def set_masks(self, masks) -> None:
         """``[mask]`` (0/1, one per tracked kernel, in order): epsilon where 1, ``+inf`` where 0.
@@ -59,14 +59,14 @@ class PrunedStayZero:
         if len(masks) != len(self._tracked):
             raise ValueError(f"Expected {len(self._tracked)} masks (one per tracked kernel), got {len(masks)}.")
         self.epsilon_values = tuple(
-            tf.where(tf.convert_to_tensor(m) != 0, tf.cast(self.epsilon, e.dtype), tf.constant(np.inf, e.dtype))
-            for m, e in zip(masks, self.epsilon_values))
+            tf.where(tf.convert_to_tensor(m) != 0, tf.cast(self.epsilon, dtype), tf.constant(np.inf, dtype))
+            for m, (_, dtype) in zip(masks, self._tracked))
 
     @contextlib.contextmanager
     def pruned_epsilon(self, tensors):
         """While a training step is traced: its update of each tracked kernel adds
         ``tensors[i]`` (arguments of the traced function) instead of the scalar epsilon."""
-        self._pruned_epsilon = dict(zip(self._tracked, tensors))
+        self._pruned_epsilon = {index: eps for (index, _), eps in zip(self._tracked, tensors)}
         try:
             yield
         finally:
