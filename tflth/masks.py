@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
+from tflth import fileio
 from tflth.layers import is_masked
 
 __all__ = [
@@ -117,25 +117,15 @@ def apply_mask(weights: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray
 
 def save_masks(path: str, masks: Mapping[str, np.ndarray]) -> None:
     """Save masks to ``path`` (``.npz``), atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v, bool) for k, v in masks.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fileio.write_npz(path, {k: np.asarray(v, bool) for k, v in masks.items()}, compressed=True)
 
 
 def load_masks(path: str) -> Masks:
-    """Load masks saved by :func:`save_masks`."""
+    """Load masks saved by :func:`save_masks`; a damaged file raises
+    :class:`tflth.fileio.DamagedFileError`."""
     if not os.path.exists(path):
         raise MaskError(f"No mask file at '{path}'.")
-    with np.load(path) as data:
-        return {k: data[k].astype(bool) for k in data.files}
+    return {k: v.astype(bool) for k, v in fileio.read_npz(path).items()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,9 @@
 A checkpoint holds every model variable (kernels, biases, masks, BatchNorm statistics)
 keyed by variable path, every optimizer variable (its step counter and slots) in order,
 and the step. The input pipeline is a pure function of (seeds, step), so this is the
-whole state of a run. Files are written to a temporary name and renamed, so a run
-killed at any moment leaves the previous checkpoint or the new one, never a torn one.
+whole state of a run. Files are written by :mod:`tflth.fileio` (temporary name, fsync,
+rename), so a run killed at any moment leaves the previous checkpoint or the new one,
+never a torn one; file names come from :mod:`tflth.paths`.
 
 :class:`Writer` does the writing on a background thread, so a training loop waits only
 for a host copy of the state (about a millisecond for LeNet-300-100) while serialising
@@ -17,30 +18,21 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
-import re
-import tempfile
 
 import numpy as np
 
-__all__ = ["CheckpointError", "Writer", "save", "load", "path_for", "list_steps", "latest", "remove_partial"]
+from tflth import fileio, paths
 
-_NAME = re.compile(r"^step_(\d{9})\.npz$")
-_TMP_PREFIX = ".tmp_"
+__all__ = ["CheckpointError", "Writer", "save", "load", "path_for", "list_steps", "latest", "remove_partial"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing or does not fit the model/optimizer."""
 
 
-def path_for(directory: str, step: int) -> str:
-    return os.path.join(directory, f"step_{int(step):09d}.npz")
-
-
-def list_steps(directory: str) -> list[int]:
-    """Steps with a complete checkpoint in ``directory``, ascending."""
-    if not os.path.isdir(directory):
-        return []
-    return sorted(int(m.group(1)) for f in os.listdir(directory) if (m := _NAME.match(f)))
+path_for = paths.checkpoint_file
+list_steps = paths.checkpoint_steps
+remove_partial = fileio.remove_partial  # temporary files a killed writer left
 
 
 def latest(directory: str) -> int | None:
@@ -52,38 +44,20 @@ def save(path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars
     arrays = {"step": np.asarray(step, np.int64)}
     arrays.update({f"model/{k}": v for k, v in model_vars.items()})
     arrays.update({f"optimizer/{i:05d}": v for i, v in enumerate(optimizer_vars)})
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fileio.write_npz(path, arrays)
 
 
 def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
-    """``(step, {model variable path: value}, [optimizer values])``."""
+    """``(step, {model variable path: value}, [optimizer values])``; a damaged file raises
+    :class:`tflth.fileio.DamagedFileError`."""
     if not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at '{path}'.")
-    with np.load(path) as data:
-        step = int(data["step"])
-        model_vars = {k[len("model/"):]: data[k] for k in data.files if k.startswith("model/")}
-        opt = sorted(k for k in data.files if k.startswith("optimizer/"))
-        return step, model_vars, [data[k] for k in opt]
-
-
-def remove_partial(directory: str) -> None:
-    """Delete temporary files a killed writer left in ``directory`` (never a checkpoint)."""
-    if os.path.isdir(directory):
-        for f in os.listdir(directory):
-            if f.startswith(_TMP_PREFIX) and f.endswith(".npz"):
-                _unlink(os.path.join(directory, f))
+    data = fileio.read_npz(path)
+    if "step" not in data or data["step"].shape != ():
+        raise fileio.DamagedFileError(path, "no step in it")
+    model_vars = {k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")}
+    opt = sorted(k for k in data if k.startswith("optimizer/"))
+    return int(data["step"]), model_vars, [data[k] for k in opt]
 
 
 def _unlink(path: str) -> None:

@@ -1,37 +1,18 @@
-"""Run outputs: ``metrics.jsonl``, TensorBoard summaries, progress lines, atomic JSON."""
+"""Run outputs: ``metrics.jsonl``, TensorBoard summaries and progress lines."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 import time
 
 from absl import logging
 
-__all__ = ["write_json", "read_json", "MetricsLog", "Progress"]
+from tflth import paths
+from tflth.fileio import read_json, write_json, write_text  # noqa: F401  (read_json/write_json: old home)
 
-
-def write_json(path: str, data) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp file + rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_json(path: str):
-    with open(path) as f:
-        return json.load(f)
+__all__ = ["MetricsLog", "Progress"]
 
 
 class MetricsLog:
@@ -42,24 +23,21 @@ class MetricsLog:
     """
 
     def __init__(self, run_dir: str, resume_step: int = 0, enabled: bool = True, tensorboard: bool = True):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = paths.RunDir(run_dir).metrics
         self.enabled = enabled
         self._writer = None
         if not enabled:
             return
         kept = [r for r in self.read(run_dir) if r["step"] <= resume_step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
         if tensorboard:
             import tensorflow as tf
 
-            self._writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+            self._writer = tf.summary.create_file_writer(paths.RunDir(run_dir).tensorboard)
 
     @staticmethod
     def read(run_dir: str) -> list[dict]:
-        path = os.path.join(run_dir, "metrics.jsonl")
+        path = paths.RunDir(run_dir).metrics
         if not os.path.exists(path):
             return []
         records = []
