@@ -23,6 +23,10 @@ __all__ = [
     "PruningHparams",
     "RunHparams",
     "run_hash",
+    "legacy_hash",
+    "identity",
+    "non_default",
+    "defaults_dict",
     "OPTIMIZERS",
 ]
 
@@ -123,15 +127,18 @@ class TrainingHparams:
 
 @dataclasses.dataclass(frozen=True)
 class PruningHparams:
-    """Magnitude pruning of a fraction of the *remaining* weights per level.
+    """Pruning of a fraction of the *remaining* weights per level.
 
-    ``layer_rates`` overrides the fraction for layers whose path matches a glob pattern
-    (first match wins), e.g. ``(("output", 0.1),)``; a rate of 0 excludes the layer.
+    ``strategy`` names a registered pruning strategy (:data:`tflth.pruning.STRATEGIES`:
+    ``magnitude``, ``random``). ``layer_rates`` overrides the fraction for layers whose
+    path matches a glob pattern (first match wins), e.g. ``(("output", 0.1),)``; a rate
+    of 0 excludes the layer.
     """
 
     fraction: float = 0.2
     scope: str = "global"
     layer_rates: tuple[tuple[str, float], ...] = ()
+    strategy: str = "magnitude"
 
     def __post_init__(self):
         c = "PruningHparams"
@@ -141,6 +148,10 @@ class PruningHparams:
             _fail(c, "fraction", self.fraction, "a number in (0, 1)")
         if self.scope not in ("global", "layerwise"):
             _fail(c, "scope", self.scope, "'global' or 'layerwise'")
+        from tflth.pruning import STRATEGIES  # noqa: PLC0415  (pruning imports this module)
+
+        if self.strategy not in STRATEGIES:
+            _fail(c, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
         for pattern, rate in self.layer_rates:
             if not 0 <= rate < 1:
                 _fail(c, "layer_rates", f"{pattern}:{rate}", "rates in [0, 1)")
@@ -167,7 +178,7 @@ class RunHparams:
 
 
 def to_dict(hp) -> dict[str, Any]:
-    """Any hparams dataclass as plain JSON-able data."""
+    """Any hparams dataclass as plain JSON-able data (every field)."""
     out = {}
     for f in dataclasses.fields(hp):
         v = getattr(hp, f.name)
@@ -179,8 +190,73 @@ def to_dict(hp) -> dict[str, Any]:
     return out
 
 
+def defaults_dict(cls) -> dict[str, Any]:
+    """:func:`to_dict` of ``cls()`` (every field at its default)."""
+    return to_dict(cls())
+
+
+def non_default(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that differ from ``defaults``, recursively.
+
+    A key absent from ``data`` counts as its default, and a nested dict that differs in
+    nothing is left out, so adding a field with a default changes nothing here.
+    """
+    out = {}
+    for key, value in data.items():
+        if key in defaults:
+            default = defaults[key]
+            if isinstance(value, dict) and isinstance(default, dict):
+                value = non_default(value, default)
+                if not value:
+                    continue
+            elif value == default:
+                continue
+        out[key] = value
+    return out
+
+
+def identity(hp) -> dict[str, Any]:
+    """What names a run of ``hp`` (an hparams dataclass): its non-default values."""
+    return non_default(to_dict(hp), defaults_dict(type(hp)))
+
+
 def run_hash(*parts) -> str:
-    """A stable 12-hex-digit hash of hyperparameter dataclasses (or dicts)."""
-    data = [to_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    """A stable 12-hex-digit hash of identities (see :func:`identity`) or plain dicts.
+
+    Dataclasses are reduced to their non-default values first, so a run's name survives
+    the addition of a hyperparameter with a default (and a changed default renames runs:
+    see BUILD.md). Dicts are hashed as given; build them with :func:`non_default`.
+    """
+    data = [identity(p) if dataclasses.is_dataclass(p) else p for p in parts]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def legacy_hash(*dicts: dict[str, Any]) -> str:
+    """The name tflth 0.1 gave a run: a hash of every field of its hparams as dicts
+    restricted to tflth 0.1's fields (:data:`V1_FIELDS`). Used to find, and reuse, run
+    directories made before run names left out default values."""
+    data = [_restrict_v1(d) for d in dicts]
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+#: The fields of each hparams group as tflth 0.1 hashed them (keys of the JSON dicts).
+V1_FIELDS = {
+    "dataset": ("name", "augment"),
+    "model": ("name", "width"),
+    "training": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "milestones", "gamma", "warmup",
+                 "batch_size", "training_steps", "seed", "data_order_seed", "augment_seed"),
+    "pruning": ("fraction", "scope", "layer_rates"),
+}
+
+
+def _restrict_v1(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in d.items():
+        if key in V1_FIELDS and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k in V1_FIELDS[key]}
+        elif isinstance(value, dict):
+            value = _restrict_v1(value)
+        out[key] = value
+    return out

@@ -1,6 +1,10 @@
 """Pruning strategies: trained weights + current mask → next mask.
 
-Every strategy prunes a fraction of the weights that are still *remaining* (so density
+A strategy is any callable ``strategy(kernels, mask) -> mask`` over ``{layer path:
+array}`` dicts (:class:`PruningStrategy`), built from :class:`PruningHparams` and a seed.
+Strategies are registered by name in :data:`STRATEGIES` (``PruningHparams.strategy``
+picks one), so a new way to prune (structured N:M masks, say) is one more class with
+:func:`register`. The built-in fraction strategies prune a fraction of the weights that are still *remaining* (so density
 after L levels at fraction p is (1-p)^L), never re-grows a pruned weight, and breaks
 ties deterministically (by magnitude, then by position in the flattened layer order).
 
@@ -16,15 +20,46 @@ ties deterministically (by magnitude, then by position in the flattened layer or
 from __future__ import annotations
 
 import fnmatch
-from typing import Mapping
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
 from tflth.hparams import HparamError, PruningHparams
 
-__all__ = ["MagnitudePruning", "RandomPruning", "random_like", "check_layer_rates", "strategy_for"]
+__all__ = ["PruningStrategy", "STRATEGIES", "register", "MagnitudePruning", "RandomPruning", "random_like",
+           "check_layer_rates", "strategy_for", "pruned_count", "survivor_counts", "max_levels"]
 
 Masks = dict[str, np.ndarray]
+
+
+class PruningStrategy(Protocol):
+    """What IMP calls at each level: trained kernels + current mask → the next mask.
+
+    Both arguments and the result are ``{layer path: array}`` with the same keys and
+    shapes; a strategy never re-grows a pruned weight. Construct with
+    ``cls(hparams: PruningHparams, seed: int = 0)``.
+    """
+
+    def __call__(self, kernels: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray]) -> Masks: ...
+
+
+#: Registered strategies by name (``PruningHparams.strategy``).
+STRATEGIES: dict[str, Callable[..., PruningStrategy]] = {}
+
+
+def register(name: str):
+    """Class decorator: register a strategy under ``name``."""
+
+    def add(cls):
+        STRATEGIES[name] = cls
+        return cls
+
+    return add
+
+
+def pruned_count(fraction: float, alive: int) -> int:
+    """How many of ``alive`` weights a level at ``fraction`` prunes."""
+    return int(round(fraction * alive))
 
 
 def check_layer_rates(layer_rates, paths) -> None:
@@ -47,7 +82,7 @@ def _prune_smallest(scores: np.ndarray, alive: np.ndarray, fraction: float) -> n
     """Flat ``alive`` with the ``round(fraction · alive)`` lowest-scoring alive entries dropped."""
     alive = alive.copy()
     idx = np.flatnonzero(alive)
-    k = int(round(fraction * idx.size))
+    k = pruned_count(fraction, idx.size)
     if k:
         order = np.argsort(scores[idx], kind="stable")  # ties: lower position first
         alive[idx[order[:k]]] = False
@@ -57,8 +92,9 @@ def _prune_smallest(scores: np.ndarray, alive: np.ndarray, fraction: float) -> n
 class _FractionPruning:
     """Shared level logic; subclasses give the per-weight scores (lower = pruned first)."""
 
-    def __init__(self, hparams: PruningHparams):
+    def __init__(self, hparams: PruningHparams, seed: int = 0):
         self.hparams = hparams
+        self.seed = seed
 
     def scores(self, weights: Mapping[str, np.ndarray], paths: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -92,6 +128,7 @@ class _FractionPruning:
         return {p: new[p] for p in paths}
 
 
+@register("magnitude")
 class MagnitudePruning(_FractionPruning):
     """Prune the smallest-magnitude remaining weights (global or layerwise)."""
 
@@ -99,12 +136,9 @@ class MagnitudePruning(_FractionPruning):
         return {p: np.abs(np.asarray(weights[p], np.float64)) for p in paths}
 
 
+@register("random")
 class RandomPruning(_FractionPruning):
     """Prune as many remaining weights as magnitude pruning would, chosen at random."""
-
-    def __init__(self, hparams: PruningHparams, seed: int = 0):
-        super().__init__(hparams)
-        self.seed = seed
 
     def scores(self, weights, paths):
         rng = np.random.default_rng(self.seed)
@@ -123,10 +157,42 @@ def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
     return out
 
 
-def strategy_for(hparams: PruningHparams, kind: str = "magnitude", seed: int = 0):
-    """The strategy object for ``kind`` (``magnitude`` or ``random``)."""
-    if kind == "magnitude":
-        return MagnitudePruning(hparams)
-    if kind == "random":
-        return RandomPruning(hparams, seed)
-    raise HparamError(f"Unknown pruning kind '{kind}': expected 'magnitude' or 'random'.")
+def strategy_for(hparams: PruningHparams, seed: int = 0) -> PruningStrategy:
+    """The registered strategy ``hparams.strategy``, built for ``hparams`` and ``seed``."""
+    try:
+        cls = STRATEGIES[hparams.strategy]
+    except KeyError:
+        raise HparamError(f"Unknown pruning strategy {hparams.strategy!r}: expected one of {list(STRATEGIES)}.") from None
+    return cls(hparams, seed=seed)
+
+
+def _level_counts(hparams: PruningHparams, sizes: Mapping[str, int]):
+    """Prunable weights left after level 0, 1, 2, ... of a fraction strategy (endless),
+    from the layer sizes alone: the counts do not depend on the weights."""
+    check_layer_rates(hparams.layer_rates, list(sizes))
+    default = None if hparams.scope == "global" else hparams.fraction
+    rates = {p: _rate_for(p, hparams.layer_rates, default) for p in sizes}
+    alive = {p: int(n) for p, n in sizes.items() if rates[p] is not None}
+    pool = sum(int(n) for p, n in sizes.items() if rates[p] is None)
+    while True:
+        yield pool + sum(alive.values())
+        for p in alive:
+            alive[p] -= pruned_count(rates[p], alive[p])
+        pool -= pruned_count(hparams.fraction, pool)
+
+
+def survivor_counts(hparams: PruningHparams, sizes: Mapping[str, int], levels: int) -> list[int]:
+    """Prunable weights left after each of levels 0..``levels``."""
+    counts = _level_counts(hparams, sizes)
+    return [next(counts) for _ in range(levels + 1)]
+
+
+def max_levels(hparams: PruningHparams, sizes: Mapping[str, int]) -> int:
+    """The last level that still prunes a weight: any level after it prunes nothing."""
+    counts = _level_counts(hparams, sizes)
+    previous, level = next(counts), 0
+    for count in counts:
+        if count == previous:
+            return level
+        previous, level = count, level + 1
+    raise AssertionError("unreachable")

@@ -1,0 +1,167 @@
+"""How each network of an experiment starts: IMP's resets and the controls, by name.
+
+Every network tflth trains after the dense one starts from some state built from a few
+checkpoints: W_k (the dense run's full state at the rewind step k) and, for IMP level
+L, the previous level's final weights. A *reset* says how IMP's level-L network starts
+from them; a *control* says which mask a baseline network uses and how it starts. Both
+are small registered classes, so a new reset or control is one class here and nothing
+else changes (the IMP runner, the stability sweeps and the report list them from
+:data:`RESETS` and :data:`CONTROLS`).
+
+Resets (``--reset``):
+
+* ``rewind`` — weights W_k ⊙ m, optimizer state and schedule position of step k
+  (k = 0 is the original lottery ticket);
+* ``lr_rewind`` — the previous level's final weights ⊙ m, optimizer state and schedule
+  from k (Renda et al. 2020);
+* ``finetune`` — the previous level's final weights ⊙ m, T − k more steps at the final
+  learning rate with a fresh optimizer (:meth:`Reset.training`).
+
+Controls (``--controls``), trained exactly like IMP's level L except for what they control:
+
+* ``random_reinit`` — level L's mask, weights from a new initialisation (seed
+  :func:`control_seed`), optimizer state and schedule of step k;
+* ``random_prune`` — a random mask with level L's per-layer survivor counts (seed
+  :func:`control_seed`), weights W_k ⊙ m.
+
+The masks themselves are applied by the caller after ``start`` (``masks.set_masks``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["Start", "Reset", "Control", "RESETS", "CONTROLS", "register_reset", "register_control",
+           "get_reset", "get_control", "control_seed", "REINIT_SEED_OFFSET"]
+
+REINIT_SEED_OFFSET = 100_003  # a control's seed = training seed + offset + level
+
+
+def control_seed(training_seed: int, level: int) -> int:
+    """The seed of level ``level``'s controls (new initialisation, random mask)."""
+    return int(training_seed) + REINIT_SEED_OFFSET + int(level)
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """The checkpoints a network can start from (paths; ``previous_final`` is ``None`` at level 0)."""
+
+    rewind: str  # W_k: the dense run's full state at the rewind step
+    level: int
+    seed: int  # the training seed of the replicate
+    previous_final: str | None = None
+
+
+class Reset:
+    """How IMP's level-L network starts. Subclasses set ``name`` and :meth:`start`."""
+
+    name = ""
+
+    def start(self, trainer, start: Start) -> None:
+        """Put ``trainer`` (its model and optimizer) in the level's start state."""
+        raise NotImplementedError
+
+    def training(self, training, final_lr: float, k: int, end: int):
+        """The ``TrainingHparams`` the level trains with (default: the run's own)."""
+        return training
+
+
+class Control:
+    """A baseline on level L's mask. Subclasses set ``name``, :meth:`mask` and :meth:`start`."""
+
+    name = ""
+
+    def mask(self, level_mask: Mapping[str, np.ndarray], start: Start) -> dict[str, np.ndarray]:
+        return dict(level_mask)
+
+    def start(self, trainer, start: Start) -> None:
+        trainer.load_checkpoint(start.rewind)
+
+
+#: Registered resets and controls by name, in the order they were registered.
+RESETS: dict[str, Reset] = {}
+CONTROLS: dict[str, Control] = {}
+
+
+def register_reset(cls):
+    RESETS[cls.name] = cls()
+    return cls
+
+
+def register_control(cls):
+    CONTROLS[cls.name] = cls()
+    return cls
+
+
+def _lookup(registry: dict[str, Any], kind: str, name: str):
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"Unknown {kind} {name!r}: expected one of {list(registry)}.") from None
+
+
+def get_reset(name: str) -> Reset:
+    return _lookup(RESETS, "reset", name)
+
+
+def get_control(name: str) -> Control:
+    return _lookup(CONTROLS, "control", name)
+
+
+def _final_weights(start: Start) -> dict[str, np.ndarray]:
+    from tflth.training import checkpoint  # noqa: PLC0415  (keeps this module free of TensorFlow)
+
+    return checkpoint.load(start.previous_final)[1]
+
+
+@register_reset
+class Rewind(Reset):
+    name = "rewind"
+
+    def start(self, trainer, start):
+        trainer.load_checkpoint(start.rewind)
+
+
+@register_reset
+class LearningRateRewind(Reset):
+    name = "lr_rewind"
+
+    def start(self, trainer, start):
+        trainer.load_checkpoint(start.rewind)
+        trainer.set_weights(_final_weights(start))
+
+
+@register_reset
+class Finetune(Reset):
+    name = "finetune"
+
+    def start(self, trainer, start):
+        trainer.set_weights(_final_weights(start))
+        trainer.reset_optimizer(0)
+
+    def training(self, training, final_lr, k, end):
+        return dataclasses.replace(training, lr=final_lr, milestones=(), warmup="0it",
+                                   training_steps=f"{end - k}it")
+
+
+@register_control
+class RandomReinit(Control):
+    name = "random_reinit"
+
+    def start(self, trainer, start):
+        trainer.load_checkpoint(start.rewind)
+        fresh = trainer.build_model(control_seed(start.seed, start.level))
+        trainer.set_weights({v.path: v.numpy() for v in fresh.variables})
+
+
+@register_control
+class RandomPrune(Control):
+    name = "random_prune"
+
+    def mask(self, level_mask, start):
+        from tflth.pruning import random_like  # noqa: PLC0415
+
+        return random_like(level_mask, seed=control_seed(start.seed, start.level))
