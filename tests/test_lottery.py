@@ -138,11 +138,18 @@ def test_controls(data_path, dataset, tmp_path):
     ({"rewind": "40it"}, r"--rewind_step=40it is iteration 40, beyond the end of training at iteration 16"),
     ({"rewind": "16it"}, r"is the end of training"),
     ({"fraction": 0.2, "scope": "global", "layer_rates": (("fc9", 0.1),)}, r"'fc9' matches no prunable layer"),
+    # 25,760 weights at 20% a level: level 42 leaves 2, and round(0.2 * 2) = 0 prunes no more.
+    ({"levels": 1_000_000}, r"--levels=1000000 is past the last level that prunes anything: level 42 leaves 2 of "
+                            r"25760 weights and no later level prunes one; expected --levels <= 42\."),
 ])
 def test_prepare_rejects_bad_settings(data_path, tmp_path, kwargs, pattern):
     with pytest.raises(HparamError, match=pattern):
         _job(data_path, tmp_path, **kwargs).prepare()
     assert os.listdir(tmp_path) == []
+
+
+def test_levels_up_to_the_last_useful_one_are_accepted(data_path, tmp_path):
+    _job(data_path, tmp_path, levels=42).prepare()
 
 
 def test_lottery_hparams_validation():

@@ -216,8 +216,25 @@ def non_default(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any
 
 
 def identity(hp) -> dict[str, Any]:
-    """What names a run of ``hp`` (an hparams dataclass): its non-default values."""
-    return non_default(to_dict(hp), defaults_dict(type(hp)))
+    """What names a run of ``hp`` (an hparams dataclass): the fields whose value differs
+    from that field's default, recursively (a nested group at its defaults is left out)."""
+    out = {}
+    for f in dataclasses.fields(hp):
+        value = getattr(hp, f.name)
+        if dataclasses.is_dataclass(value):
+            sub = identity(value)
+            if sub:
+                out[f.name] = sub
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = dataclasses.MISSING
+        if value != default:
+            out[f.name] = to_dict(hp)[f.name]
+    return out
 
 
 def run_hash(*parts) -> str:

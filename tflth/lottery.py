@@ -1,28 +1,17 @@
 """Iterative magnitude pruning (IMP) with rewinding, its reset modes and controls.
 
-Layout of one experiment (the directory is named by a hash of every hyperparameter that
-changes a result, so rerunning the same command resumes it)::
-
-    lottery_<hash>/hparams.json
-    lottery_<hash>/replicate_<r>/level_<L>/        one training run (Trainer run dir)
-        mask.npz  density.json  checkpoints/  metrics.jsonl  result.json
-    lottery_<hash>/replicate_<r>/level_<L>/<control>/   a control trained on level L's mask
+The layout of an experiment is :class:`tflth.paths.Experiment`'s (``lottery_<hash>/
+replicate_<r>/level_<L>[/<control>]/``); its directory is named by a hash of the
+non-default hyperparameters that change a result, so rerunning the same command resumes it.
 
 Level 0 trains the dense network and keeps W_k, the full state at the rewind step k.
-Level L ≥ 1 prunes level L-1's final weights, resets, and trains to the end:
-
-* ``rewind``: weights W_k ⊙ m, optimizer state and schedule position of step k
-  (k = 0 is the original lottery ticket);
-* ``lr_rewind``: keep level L-1's final weights ⊙ m, replay the schedule from k with the
-  optimizer state of step k (Renda et al. 2020);
-* ``finetune``: keep the final weights ⊙ m and train T-k more steps at the final rate
-  with a fresh optimizer.
-
-Controls on level L's mask, trained exactly like IMP's level L except for what they
-control: ``random_reinit`` (same mask, weights from a new initialisation seed) and
-``random_prune`` (a random mask with the same per-layer survivor counts, weights W_k).
-A finished level (``result.json``) is never recomputed; a killed one resumes from its
-latest checkpoint; raising ``levels`` extends a finished experiment.
+Level L ≥ 1 prunes level L-1's final weights with the registered pruning strategy
+(``PruningHparams.strategy``, :mod:`tflth.pruning`), starts as the registered reset says
+(``rewind``, ``lr_rewind``, ``finetune``: :mod:`tflth.starts`), and trains to the end.
+Controls (``random_reinit``, ``random_prune``: :mod:`tflth.starts`) train on level L's
+mask exactly like IMP's level L except for what they control. A finished level
+(``result.json``) is never recomputed; a killed one resumes from its latest checkpoint;
+raising ``levels`` extends a finished experiment.
 """
 
 from __future__ import annotations
@@ -30,22 +19,24 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import numpy as np
 from absl import logging
 
+from tflth import fileio, models, paths, pruning, starts, steps
 from tflth import masks as masks_lib
-from tflth import models, pruning, steps
-from tflth.hparams import HparamError, PruningHparams, RunHparams, run_hash, to_dict
-from tflth.training import checkpoint
-from tflth.training.job import check_schedule_steps, check_step_in_run, load_for_run, open_run_dir
-from tflth.training.metrics import read_json, write_json
+from tflth.hparams import (HparamError, PruningHparams, RunHparams, defaults_dict, identity, legacy_hash, run_hash,
+                           to_dict)
+from tflth.training.job import (check_schedule_steps, check_step_in_run, load_for_run, named_run_dir,
+                                open_run_dir, train_or_resume)
 from tflth.training.strategy import get_strategy
+from tflth.training import checkpoint
 from tflth.training.trainer import Trainer
 
-__all__ = ["RESETS", "CONTROLS", "LotteryHparams", "LotteryJob"]
+__all__ = ["RESETS", "CONTROLS", "LotteryHparams", "LotteryJob", "replicate_hparams"]
 
-RESETS = ("rewind", "finetune", "lr_rewind")
-CONTROLS = ("random_reinit", "random_prune")
-REINIT_SEED_OFFSET = 100_003  # new-initialisation seed = seed + offset + level
+RESETS = starts.RESETS  # name -> Reset (registered in tflth.starts)
+CONTROLS = starts.CONTROLS  # name -> Control
+REINIT_SEED_OFFSET = starts.REINIT_SEED_OFFSET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,10 +64,21 @@ class LotteryHparams:
             raise HparamError(f"--replicates={self.replicates} is invalid: expected an integer >= 1.")
 
 
-def _replicate_hparams(run: RunHparams, r: int) -> RunHparams:
+def replicate_hparams(run: RunHparams, r: int) -> RunHparams:
+    """Replicate ``r``: init, data-order and augmentation seeds each + r."""
     t = run.training
     return dataclasses.replace(run, training=dataclasses.replace(
         t, seed=t.seed + r, data_order_seed=t.data_order_seed + r, augment_seed=t.augment_seed + r))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentKey:
+    """The hyperparameters that name an IMP experiment (``lottery_<hash>``)."""
+
+    run: RunHparams = RunHparams()
+    pruning: PruningHparams = PruningHparams()
+    rewind_step: str = "0it"
+    reset: str = "rewind"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,15 +94,27 @@ class LotteryJob:
 
     # ------------------------------------------------------------ identity
 
-    def identity(self) -> dict:
+    def key(self) -> ExperimentKey:
         """What determines results (not ``levels``, ``controls`` or ``replicates``,
         which only add runs to the same experiment)."""
-        return {"run": self.run.to_dict(), "pruning": to_dict(self.pruning),
-                "rewind_step": self.lottery.rewind_step, "reset": self.lottery.reset}
+        return ExperimentKey(self.run, self.pruning, self.lottery.rewind_step, self.lottery.reset)
+
+    def hparams_dict(self) -> dict:
+        return to_dict(self.key())
+
+    def identity(self) -> dict:
+        """The non-default part of :meth:`key`: what names the experiment."""
+        return identity(self.key())
+
+    @property
+    def experiment(self) -> paths.Experiment:
+        new = paths.experiment(self.output_dir, run_hash(self.identity()))
+        legacy = paths.experiment(self.output_dir, legacy_hash(self.hparams_dict()))
+        return paths.Experiment(named_run_dir(new.path, legacy.path))
 
     @property
     def experiment_dir(self) -> str:
-        return os.path.join(self.output_dir, f"lottery_{run_hash(self.identity())}")
+        return self.experiment.path
 
     @property
     def label(self) -> str:
@@ -108,8 +122,8 @@ class LotteryJob:
                 f"{self.lottery.reset}@{self.lottery.rewind_step}")
 
     def level_dir(self, replicate: int, level: int, control: str | None = None) -> str:
-        d = os.path.join(self.experiment_dir, f"replicate_{replicate}", f"level_{level}")
-        return os.path.join(d, control) if control else d
+        e = self.experiment
+        return (e.control(replicate, level, control) if control else e.level(replicate, level)).path
 
     # ---------------------------------------------------------- validation
 
@@ -123,7 +137,15 @@ class LotteryJob:
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
         overrides = {"width": self.run.model.width} if self.run.model.width else {}
         model = models.get(self.run.model.name, dataset.input_shape, dataset.num_classes, **overrides)
-        pruning.check_layer_rates(self.pruning.layer_rates, list(masks_lib.prunable_layers(model)))
+        layers = masks_lib.prunable_layers(model)
+        pruning.check_layer_rates(self.pruning.layer_rates, list(layers))
+        sizes = {p: int(np.prod(layer.kernel_variable.shape)) for p, layer in layers.items()}
+        last = pruning.max_levels(self.pruning, sizes)
+        if self.lottery.levels > last:
+            left = pruning.survivor_counts(self.pruning, sizes, last)[-1]
+            raise HparamError(f"--levels={self.lottery.levels} is past the last level that prunes anything: "
+                              f"level {last} leaves {left} of {sum(sizes.values())} weights and no later level "
+                              f"prunes one; expected --levels <= {last}.")
         return dataset
 
     # ------------------------------------------------------------- running
@@ -131,36 +153,41 @@ class LotteryJob:
     def run_all(self, dataset=None, on_level=None) -> list[dict]:
         """Every replicate, level and control; returns result rows (see tflth.report)."""
         dataset = dataset if dataset is not None else self.prepare()
-        identity = dict(self.identity(), label=self.label)
-        open_run_dir(self.experiment_dir, identity)
+        experiment = self.experiment
+        open_run_dir(experiment.path, dict(self.hparams_dict(), label=self.label), defaults_dict(ExperimentKey))
         strategy = get_strategy(self.strategy)
         rows = []
         for r in range(self.lottery.replicates):
-            rows += _Replicate(self, r, dataset, strategy).run(on_level)
+            rows += _Replicate(self, experiment, r, dataset, strategy).run(on_level)
         return rows
 
 
 class _Replicate:
     """One IMP trajectory: one Trainer (one model) reused for every level and control."""
 
-    def __init__(self, job: LotteryJob, r: int, dataset, strategy):
-        self.job, self.r = job, r
-        self.hparams = _replicate_hparams(job.run, r)
+    def __init__(self, job: LotteryJob, experiment: paths.Experiment, r: int, dataset, strategy):
+        self.job, self.experiment, self.r = job, experiment, r
+        self.hparams = replicate_hparams(job.run, r)
         self.trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy)
         self.k = self.trainer.to_iterations(job.lottery.rewind_step)
         self.end = self.trainer.end_step
-        self._finetuner = None
+        self.reset = starts.get_reset(job.lottery.reset)
+        self._reset_trainer = None
         self.layers = masks_lib.prunable_layers(self.trainer.model)
-        self.pruner = pruning.MagnitudePruning(job.pruning)
+        self.pruner = pruning.strategy_for(job.pruning, seed=self.hparams.training.seed)
 
     # --- helpers
 
-    def _final_checkpoint(self, level_dir: str) -> str:
-        return checkpoint.path_for(os.path.join(level_dir, "checkpoints"), read_json(
-            os.path.join(level_dir, "result.json"))["step"])
+    def _level(self, level: int) -> paths.RunDir:
+        return self.experiment.level(self.r, level)
 
-    def _rewind_checkpoint(self) -> str:
-        return checkpoint.path_for(os.path.join(self.job.level_dir(self.r, 0), "checkpoints"), self.k)
+    def _final_checkpoint(self, run: paths.RunDir) -> str:
+        return run.checkpoint(fileio.read_json(run.result, required=("step",))["step"])
+
+    def _start(self, level: int) -> starts.Start:
+        prev = self._final_checkpoint(self._level(level - 1)) if level > 0 else None
+        return starts.Start(rewind=self._level(0).checkpoint(self.k), level=level,
+                            seed=self.hparams.training.seed, previous_final=prev)
 
     def _kernels(self, ckpt_path: str) -> dict:
         _, weights, _ = checkpoint.load(ckpt_path)
@@ -170,114 +197,78 @@ class _Replicate:
         """Level ``level``'s IMP mask (computed once from level-1's final weights, then stored)."""
         if level == 0:
             return masks_lib.ones_like(self.trainer.model)
-        path = os.path.join(self.job.level_dir(self.r, level), "mask.npz")
+        path = self._level(level).mask
         if os.path.exists(path):
             return masks_lib.load_masks(path)
-        prev = self.job.level_dir(self.r, level - 1)
+        prev = self._level(level - 1)
         mask = self.pruner(self._kernels(self._final_checkpoint(prev)), self._mask_for(level - 1))
         masks_lib.save_masks(path, mask)
         return mask
 
-    def _finetune_trainer(self) -> Trainer:
-        if self._finetuner is None:
-            t = self.hparams.training
-            ft = dataclasses.replace(t, lr=self.trainer.schedule.value_at(self.end - 1), milestones=(),
-                                     warmup="0it", training_steps=f"{self.end - self.k}it")
-            self._finetuner = Trainer(dataclasses.replace(self.hparams, training=ft),
-                                      dataset=self.trainer.dataset, strategy=self.trainer.strategy)
-        return self._finetuner
-
-    def _weights_from(self, ckpt_path: str) -> dict:
-        return checkpoint.load(ckpt_path)[1]
+    def _trainer_for_reset(self) -> Trainer:
+        """The reset's trainer: this replicate's, or one with the reset's own schedule (finetune)."""
+        training = self.reset.training(self.hparams.training, self.trainer.schedule.value_at(self.end - 1),
+                                       self.k, self.end)
+        if training == self.hparams.training:
+            return self.trainer
+        if self._reset_trainer is None:
+            self._reset_trainer = Trainer(dataclasses.replace(self.hparams, training=training),
+                                          dataset=self.trainer.dataset, strategy=self.trainer.strategy)
+        return self._reset_trainer
 
     # --- one training run
 
-    def _train(self, run_dir: str, mask: dict, init, trainer: Trainer | None = None,
+    def _train(self, run: paths.RunDir, mask: dict, init, trainer: Trainer | None = None,
                keep_steps=(), label: str = "") -> dict:
         """Train one network on ``mask`` unless finished; ``init`` sets its start state."""
         trainer = trainer or self.trainer
-        result_path = os.path.join(run_dir, "result.json")
-        density_path = os.path.join(run_dir, "density.json")
-        if not os.path.exists(result_path):
-            write_json(density_path, masks_lib.density_report(mask).to_dict())
-            if checkpoint.latest(os.path.join(run_dir, "checkpoints")) is None:
-                init(trainer)
-                masks_lib.set_masks(trainer.model, mask)
-            trainer.train(run_dir, save_steps=keep_steps, eval_every=self.job.eval_every,
-                          checkpoint_every=self.job.checkpoint_every, label=label)
-            self._tidy(run_dir, keep=set(keep_steps))
-        result = read_json(result_path)
+
+        def start(t):
+            fileio.write_json(run.density, masks_lib.density_report(mask).to_dict())
+            init(t)
+            masks_lib.set_masks(t.model, mask)
+
+        finished = run.finished()
+        result = train_or_resume(trainer, run.path, start, save_steps=keep_steps, eval_every=self.job.eval_every,
+                                 checkpoint_every=self.job.checkpoint_every, label=label)
+        if not finished:
+            self._tidy(run, keep=set(keep_steps), final=result["step"])
+        density = fileio.read_json(run.density, required=("density",))["density"]
         return {"test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],
-                "density": read_json(density_path)["density"], "step": result["step"]}
+                "density": density, "step": result["step"]}
 
     @staticmethod
-    def _tidy(run_dir: str, keep: set[int]) -> None:
+    def _tidy(run: paths.RunDir, keep: set[int], final: int) -> None:
         """Drop intermediate checkpoints of a finished run. Kept: the start (the ticket,
         e.g. W_k ⊙ m), the final one (what the next level prunes) and ``keep``."""
-        ckpt_dir = os.path.join(run_dir, "checkpoints")
-        found = checkpoint.list_steps(ckpt_dir)
-        keep = set(keep) | {found[0], read_json(os.path.join(run_dir, "result.json"))["step"]}
+        found = run.checkpoint_steps()
+        keep = set(keep) | {found[0], final}
         for s in found:
             if s not in keep:
-                os.unlink(checkpoint.path_for(ckpt_dir, s))
+                os.unlink(run.checkpoint(s))
 
     # --- levels
 
-    def _init_level(self, level: int):
-        """The reset for IMP level ``level`` ≥ 1 (a function of the trainer)."""
-        reset = self.job.lottery.reset
-        prev_final = self._final_checkpoint(self.job.level_dir(self.r, level - 1))
-
-        def init(trainer):
-            if reset == "rewind":
-                trainer.load_checkpoint(self._rewind_checkpoint())
-            elif reset == "lr_rewind":
-                trainer.load_checkpoint(self._rewind_checkpoint())
-                trainer.set_weights(self._weights_from(prev_final))
-            else:  # finetune
-                trainer.set_weights(self._weights_from(prev_final))
-                trainer.reset_optimizer(0)
-
-        return init
-
-    def _init_control(self, control: str, level: int):
-        def init(trainer):
-            trainer.load_checkpoint(self._rewind_checkpoint())
-            if control == "random_reinit":
-                seed = self.hparams.training.seed + REINIT_SEED_OFFSET + level
-                fresh = trainer.build_model(seed)
-                trainer.set_weights({v.path: v.numpy() for v in fresh.variables})
-
-        return init
-
     def run(self, on_level=None) -> list[dict]:
         job, rows = self.job, []
-        base = {"experiment": os.path.basename(job.experiment_dir), "label": job.label, "replicate": self.r}
+        base = {"experiment": self.experiment.name, "label": job.label, "replicate": self.r}
 
         def add(method, level, res):
             rows.append(dict(base, method=method, level=level, **res))
-
-        level0 = job.level_dir(self.r, 0)
-        res = self._train(level0, self._mask_for(0), lambda t: None, keep_steps=(self.k,),
-                          label=f"replicate {self.r} level 0")
-        add("imp", 0, res)
-        if on_level:
-            on_level(rows[-1])
-        for level in range(1, job.lottery.levels + 1):
-            mask = self._mask_for(level)
-            trainer = self._finetune_trainer() if job.lottery.reset == "finetune" else self.trainer
-            res = self._train(job.level_dir(self.r, level), mask, self._init_level(level), trainer,
-                              label=f"replicate {self.r} level {level}")
-            add("imp", level, res)
             if on_level:
                 on_level(rows[-1])
-            for control in job.lottery.controls:
-                cmask = mask if control == "random_reinit" else pruning.random_like(
-                    mask, seed=self.hparams.training.seed + REINIT_SEED_OFFSET + level)
-                res = self._train(job.level_dir(self.r, level, control), cmask,
-                                  self._init_control(control, level), label=f"replicate {self.r} level {level} {control}")
-                add(control, level, res)
-                if on_level:
-                    on_level(rows[-1])
+
+        add("imp", 0, self._train(self._level(0), self._mask_for(0), lambda t: None, keep_steps=(self.k,),
+                                  label=f"replicate {self.r} level 0"))
+        for level in range(1, job.lottery.levels + 1):
+            mask = self._mask_for(level)
+            begin = self._start(level)
+            add("imp", level, self._train(self._level(level), mask, lambda t: self.reset.start(t, begin),
+                                          self._trainer_for_reset(), label=f"replicate {self.r} level {level}"))
+            for name in job.lottery.controls:
+                control = starts.get_control(name)
+                add(name, level, self._train(self.experiment.control(self.r, level, name), control.mask(mask, begin),
+                                             lambda t: control.start(t, begin),
+                                             label=f"replicate {self.r} level {level} {name}"))
         logging.info("replicate %d done", self.r)
         return rows

@@ -1,5 +1,8 @@
 """A training job: hyperparameters → hash-named run directory → resumable training.
 
+:func:`train_or_resume` is the one way a run is trained unless finished and resumed if
+killed; IMP levels, controls and stability copies use it too.
+
 ``TrainJob.prepare()`` loads the data and checks every step against the run length
 before anything is written, so a bad request raises ``ValueError`` and touches no file.
 """
@@ -8,17 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Callable
 
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import steps
-from tflth.hparams import HparamError, RunHparams, run_hash
-from tflth.training.metrics import read_json, write_json
+from tflth import fileio, paths, steps
+from tflth.hparams import HparamError, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
+from tflth.training import checkpoint
 from tflth.training.strategy import get_strategy
-from tflth.training.trainer import Trainer, TrainResult
+from tflth.training.trainer import Trainer
 
-__all__ = ["TrainJob", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir"]
+__all__ = ["TrainJob", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir",
+           "named_run_dir", "read_result", "train_or_resume"]
 
 
 def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int) -> int:
@@ -59,15 +64,55 @@ def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_
             logging.warning("%s=%s is past the end of training (iteration %d); it has no effect.", label, s, end)
 
 
-def open_run_dir(path: str, hparams: dict) -> None:
-    """Create ``path`` with ``hparams.json``; an existing directory must hold the same."""
-    hp_path = os.path.join(path, "hparams.json")
+def open_run_dir(path: str, hparams: dict, defaults: dict, ignore: tuple[str, ...] = ("label",)) -> None:
+    """Create ``path`` with ``hparams.json`` (``hparams`` in full); an existing directory
+    must hold the same run: the same non-default values (see :func:`hparams.non_default`;
+    keys in ``ignore`` are descriptive and not compared). A damaged ``hparams.json``
+    raises :class:`tflth.fileio.DamagedFileError`."""
+    hp_path = os.path.join(path, paths.HPARAMS)
     if os.path.exists(hp_path):
-        if read_json(hp_path) != hparams:
+        stored = fileio.read_json(hp_path)
+
+        def same(d):
+            return non_default({k: v for k, v in d.items() if k not in ignore}, defaults)
+
+        if not isinstance(stored, dict) or same(stored) != same(hparams):
             raise HparamError(f"{path} holds a run with other hyperparameters; choose another --output_dir.")
         return
     os.makedirs(path, exist_ok=True)
-    write_json(hp_path, hparams)
+    fileio.write_json(hp_path, hparams)
+
+
+def named_run_dir(new: str, legacy: str) -> str:
+    """``new``, unless only ``legacy`` (the name tflth 0.1 gave the same run) exists:
+    then that one, reused in place, with one log line on how to rename it."""
+    if not os.path.exists(new) and os.path.isdir(legacy):
+        logging.warning("Reusing %s, named by tflth 0.1; `mv %s %s` gives it today's name.", legacy, legacy, new)
+        return legacy
+    return new
+
+
+def read_result(run_dir: str) -> dict:
+    """A finished run's ``result.json`` (a damaged one raises DamagedFileError)."""
+    return fileio.read_json(paths.RunDir(run_dir).result, required=("step", "test_accuracy", "test_loss"))
+
+
+def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], None] | None = None,
+                    **train_kwargs) -> dict:
+    """Train one run to the end unless it has finished; return its ``result.json``.
+
+    A finished run (``result.json``) is read, never retrained. A run with checkpoints
+    resumes from the latest (weights, masks, optimizer, step). A fresh run first calls
+    ``start(trainer)`` to put the model in its start state. ``train_kwargs`` go to
+    :meth:`Trainer.train` (a resumed run must get the same ones again).
+    """
+    run = paths.RunDir(run_dir)
+    if run.finished():
+        return read_result(run.path)
+    if start is not None and checkpoint.latest(run.checkpoints) is None:
+        start(trainer)
+    trainer.train(run.path, **train_kwargs)
+    return read_result(run.path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +127,8 @@ class TrainJob:
 
     @property
     def run_dir(self) -> str:
-        return os.path.join(self.output_dir, f"train_{run_hash(self.hparams)}")
+        return named_run_dir(paths.train_run(self.output_dir, run_hash(self.hparams)).path,
+                             paths.train_run(self.output_dir, legacy_hash(self.hparams.to_dict())).path)
 
     def prepare(self):
         """Load data and validate every step; returns the dataset. Writes nothing."""
@@ -93,19 +139,19 @@ class TrainJob:
         return dataset
 
     def finished_result(self) -> dict | None:
-        path = os.path.join(self.run_dir, "result.json")
-        return read_json(path) if os.path.exists(path) else None
+        run_dir = self.run_dir
+        return read_result(run_dir) if paths.RunDir(run_dir).finished() else None
 
-    def run(self, dataset=None) -> TrainResult | dict:
-        """Train (or resume) to the end; a finished run returns its stored result."""
+    def run(self, dataset=None) -> dict:
+        """Train (or resume) to the end; returns ``result.json`` (a finished run's as stored)."""
         dataset = dataset if dataset is not None else self.prepare()
+        run_dir = self.run_dir
         done = self.finished_result()
         if done is not None:
-            logging.info("Run %s already finished: test accuracy %.4f", self.run_dir, done["test_accuracy"])
+            logging.info("Run %s already finished: test accuracy %.4f", run_dir, done["test_accuracy"])
             return done
-        open_run_dir(self.run_dir, self.hparams.to_dict())
+        open_run_dir(run_dir, self.hparams.to_dict(), defaults_dict(RunHparams))
         trainer = Trainer(self.hparams, dataset=dataset, strategy=get_strategy(self.strategy))
-        logging.info("Training %s on %s (%s) in %s", self.hparams.model.name, dataset.name, dataset.source,
-                     self.run_dir)
-        return trainer.train(self.run_dir, save_steps=self.save_steps, eval_every=self.eval_every,
-                             checkpoint_every=self.checkpoint_every)
+        logging.info("Training %s on %s (%s) in %s", self.hparams.model.name, dataset.name, dataset.source, run_dir)
+        return train_or_resume(trainer, run_dir, save_steps=self.save_steps, eval_every=self.eval_every,
+                               checkpoint_every=self.checkpoint_every)

@@ -33,11 +33,11 @@ from absl import logging
 
 from tflth import data as data_lib
 from tflth import masks as masks_lib
-from tflth import models, steps
+from tflth import fileio, models, paths, steps
 from tflth.layers import masking_deferred
 from tflth.hparams import RunHparams
 from tflth.training import checkpoint
-from tflth.training.metrics import MetricsLog, Progress, write_json
+from tflth.training.metrics import MetricsLog, Progress
 from tflth.training.optimizers import PrunedStayZero, make_optimizer
 from tflth.training.schedule import StepSchedule
 from tflth.training.strategy import get_strategy, is_chief
@@ -264,7 +264,8 @@ class Trainer:
 
     def train(self, run_dir: str | None = None, end_step: int | str | None = None, save_steps=(),
               checkpoint_every: int | str | None = None, eval_every: int | str | None = None,
-              progress_interval: float = 10.0, label: str = "train") -> TrainResult:
+              progress_interval: float = 10.0, label: str = "train", data_order_seed: int | None = None,
+              augment_seed: int | None = None) -> TrainResult:
         """Train from the current step to ``end_step`` (default: the full length).
 
         With a ``run_dir``: resume from its latest checkpoint if any, checkpoint the
@@ -272,11 +273,18 @@ class Trainer:
         latest kept) and the end; write ``metrics.jsonl``, TensorBoard summaries and
         ``result.json``. A NaN/inf loss raises :class:`TrainingDiverged` before any
         later checkpoint is written.
+
+        ``data_order_seed`` / ``augment_seed`` replace the hparams' seeds for this call
+        (a copy of a network trained with other SGD noise needs no second Trainer); a
+        resumed run must be given the same seeds again.
         """
         t0 = time.perf_counter()
         end = self.end_step if end_step is None else self.to_iterations(end_step)
+        th = self.hparams.training
+        seeds = (th.data_order_seed if data_order_seed is None else int(data_order_seed),
+                 th.augment_seed if augment_seed is None else int(augment_seed))
         chief = is_chief()
-        ckpt_dir = os.path.join(run_dir, "checkpoints") if run_dir else None
+        ckpt_dir = paths.RunDir(run_dir).checkpoints if run_dir else None
         keep = {self.to_iterations(s) for s in save_steps}
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
@@ -289,8 +297,8 @@ class Trainer:
         metrics = MetricsLog(run_dir, resume_step=start, enabled=chief) if run_dir else None
         writer = checkpoint.Writer() if ckpt_dir and chief else None
         try:
-            outcome = self._train_loop(start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
-                                       progress_interval, label)
+            outcome = self._train_loop(start, end, seeds, ckpt_dir, writer, keep, checkpoint_every, eval_every,
+                                       metrics, progress_interval, label)
         finally:
             if writer is not None:
                 writer.close()  # every checkpoint the loop saved is on disk before we return or raise
@@ -298,7 +306,7 @@ class Trainer:
                 metrics.close()
         result = TrainResult(*outcome, seconds=time.perf_counter() - t0)
         if run_dir and chief:
-            write_json(os.path.join(run_dir, "result.json"), result.to_dict())
+            fileio.write_json(paths.RunDir(run_dir).result, result.to_dict())
         return result
 
     def _sync_masks(self) -> None:
@@ -309,17 +317,18 @@ class Trainer:
         if self._optimizer_masks:
             self.optimizer.set_masks([layer.kernel_mask for layer in self._masked_layers])
 
-    def _train_iterator(self, start: int):
-        """The training stream from step ``start``: the last call's iterator when it stopped
-        exactly there (the stream is a pure function of the step), else a new one."""
+    def _train_iterator(self, start: int, seeds: tuple[int, int]):
+        """The training stream from step ``start`` with ``seeds`` (data order, augmentation):
+        the last call's iterator when it stopped exactly there with the same seeds (the
+        stream is a pure function of seeds and step), else a new one."""
         stream, self._stream = self._stream, None  # dropped unless this call completes
-        if stream is not None and stream[0] == start:
-            return stream[1]
+        if stream is not None and stream[:2] == (start, seeds):
+            return stream[2]
         return iter(self._distribute(data_lib.train_batches(
-            self.dataset, self.hparams.training.batch_size, self.hparams.training.data_order_seed,
-            self.hparams.training.augment_seed, start_step=start, augment=self._augment())))
+            self.dataset, self.hparams.training.batch_size, seeds[0], seeds[1], start_step=start,
+            augment=self._augment())))
 
-    def _train_loop(self, start, end, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
+    def _train_loop(self, start, end, seeds, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
                     progress_interval, label) -> tuple:
         """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
         self._sync_masks()
@@ -334,7 +343,7 @@ class Trainer:
         for every in (periodic, evaluate_every):
             if every:
                 stops |= set(range((start // every + 1) * every, end, every))
-        iterator = self._train_iterator(start)
+        iterator = self._train_iterator(start, seeds)
         progress = Progress(start, end, label, progress_interval)
         running = np.zeros(3)
         train_loss = train_acc = None
@@ -376,5 +385,5 @@ class Trainer:
                         writer.remove(checkpoint.path_for(ckpt_dir, last_periodic))  # after the new one is saved
                     last_periodic = step
         progress.update(step, train_loss, force=True)
-        self._stream = (step, iterator)
+        self._stream = (step, seeds, iterator)
         return step, test_loss, test_acc, train_loss, train_acc
