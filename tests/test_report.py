@@ -187,6 +187,38 @@ def test_text_table_is_aligned():
     assert report.text_table([]) == "(no results)\n"
 
 
+def test_generic_tables_render_markdown_and_text():
+    from tflth.report import tables
+
+    header = ["k", "k (%)", "instability (%)", "note"]
+    body = [["0", tables.fmt_percent(0.0), tables.fmt_mean_std(0.1234, 0.0101, scale=100), "a|b"],
+            ["2000", tables.fmt_percent(0.0625), tables.fmt_mean_std(0.02, None, scale=100, n=1, n_max=3), "x"]]
+    md = tables.render_markdown(header, body, align="rrcl", title="T")
+    assert md.splitlines() == ["**T**", "", "| k | k (%) | instability (%) | note |", "|---:|---:|:---:|:---|",
+                               "| 0 | 0 | 12.34 ± 1.01 | a\\|b |", "| 2000 | 6.2 | 2.00 (n=1) | x |"]
+    text = tables.render_text(header, body, align="rrcl")
+    assert text.splitlines() == ["   k  k (%)  instability (%)  note",
+                                 "----  -----  ---------------  ----",
+                                 "   0      0    12.34 ± 1.01   a|b",
+                                 "2000    6.2     2.00 (n=1)    x"]
+    assert tables.render_markdown(["a"], [["1"]]) == "| a |\n|:---|\n| 1 |\n"  # left by default
+    with pytest.raises(ValueError, match="cells"):
+        tables.render_text(["a", "b"], [["1"]])
+    with pytest.raises(ValueError, match="align"):
+        tables.render_markdown(["a", "b"], [["1", "2"]], align="rx")
+
+
+def test_fmt_mean_std_and_percent():
+    from tflth.report.tables import fmt_mean_std, fmt_percent
+
+    assert fmt_mean_std(0.941, 0.01414, scale=100) == "94.10 ± 1.41"
+    assert fmt_mean_std(0.941, 0.01414, scale=100, n=1) == "94.10"  # one replicate: no spread
+    assert fmt_mean_std(1.5, 0.25, digits=3, n=2, n_max=4) == "1.500 ± 0.250 (n=2)"
+    assert fmt_mean_std(None) == "—"
+    assert [fmt_percent(d) for d in (1.0, 0.168, 0.0035, 0.0038)] == ["100.0", "16.8", "0.35", "0.38"]
+    assert fmt_percent(0.8, trim=True) == "80" and fmt_percent(0.512, trim=True) == "51.2"
+
+
 # ----------------------------------------------------------------------------- figure
 
 def test_plot_writes_a_png(tmp_path):
@@ -220,6 +252,52 @@ def test_plot_axes_read_like_the_papers():
     assert ax.get_ylabel() == "Test accuracy (%)"
     with pytest.raises(ValueError):
         report._figure([])
+
+
+def test_generic_plot_helpers(tmp_path):
+    from tflth.report import plots
+
+    fig, ax = plots.new_figure()
+    ks = [0, 100, 200, 500, 1000, 2000]
+    plots.errorbar_series(ax, ks, [0.5, 0.3, 0.2, 0.05, 0.01, 0.0], [0.1, 0.05, 0.02, 0.01, 0.0, 0.0],
+                          label="IMP", marker=plots.MARKERS[0], color=plots.series_color(0), scale=100)
+    alphas = [i / 10 for i in range(11)]
+    plots.errorbar_series(ax, ks[1:], [0.4] * 5, None, label="no spread", color=plots.series_color(11))
+    ticks = plots.log_x_axis(ax, ks)  # with k = 0: symmetric log, a tick at 0
+    assert ax.get_xscale() == "symlog"
+    assert ticks == [0.0, 100, 200, 500, 1000, 2000]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "100", "200", "500", "1000", "2000"]
+    left, right = ax.get_xlim()
+    assert left < 0 < 2000 < right
+    plots.reference_band(ax, 40.0, 2.0, color="C3", label="dense")
+    plots.style_axes(ax, xlabel="k", ylabel="instability (%)", title="t")
+    legend = plots.place_legend(ax, title="±1 std")
+    assert [t.get_text() for t in legend.get_texts()] == ["dense", "IMP", "no spread"]
+    path = tmp_path / "out" / "instability.png"
+    assert plots.save_figure(str(path), fig) == str(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.listdir(path.parent) == ["instability.png"]
+
+    fig, ax = plots.new_figure(figsize=(4, 3))
+    plots.errorbar_series(ax, alphas, [0.1] * 11, [0.01] * 11, label="error vs α", band=True)
+    assert len(ax.collections) == 1  # the shaded ±std band
+    plots.place_legend(ax, where="lower left")
+    ticks = plots.log_x_axis(ax, [1, 10, 100], fmt=lambda v: f"{v:g}x")
+    assert ax.get_xscale() == "log" and ticks == [1, 10, 100]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1x", "10x", "100x"]
+    with pytest.raises(ValueError):
+        plots.errorbar_series(ax, [1, 2], [0.1])
+    with pytest.raises(ValueError):
+        plots.log_x_axis(ax, [-1, 1])
+
+
+def test_thin_ticks_keeps_the_ends_and_spacing():
+    from tflth.report.plots import thin_ticks
+
+    values = [100 * 0.8 ** level for level in range(40)]
+    kept = thin_ticks(values, max_ticks=10)
+    assert kept[0] == 100 and kept[-1] == min(values) and len(kept) <= 10
+    assert kept == sorted(kept, reverse=True)
+    assert thin_ticks([5, 1, 5]) == [5, 1]
 
 
 def test_write_report(tmp_path):
@@ -305,16 +383,78 @@ def test_collect_errors(tmp_path):
         report.collect(exp)
 
 
+def test_collect_ignores_directories_that_are_not_registered_controls(tmp_path):
+    exp = fake_experiment(str(tmp_path))
+    expected = report.collect(exp)
+    lvl1 = os.path.join(exp, "replicate_0", "level_1")
+    # A user's notes and a future sweep's directory, each with a result.json, under a level.
+    write_json(os.path.join(lvl1, "notes", "result.json"), {"test_accuracy": 0.1, "test_loss": 9.0})
+    write_json(os.path.join(lvl1, "stability", "result.json"), {"test_accuracy": 0.2, "test_loss": 8.0})
+    # Even under a level that has no IMP result of its own: no row, and no density needed.
+    write_json(os.path.join(exp, "replicate_1", "level_2", "notes", "result.json"),
+               {"test_accuracy": 0.3, "test_loss": 7.0})
+    os.remove(os.path.join(exp, "replicate_1", "level_2", "density.json"))
+    rows = report.collect(exp)
+    assert rows == expected
+    assert {r["method"] for r in rows} == {"imp", "random_reinit"}
+    # controls= narrows (or widens) the set of control names.
+    assert [r["method"] for r in report.collect(exp, controls=[])] == ["imp"] * 3
+    with pytest.raises(ValueError, match="density.json"):  # replicate 1's level 2 now has a result
+        report.collect(exp, controls=["random_reinit", "notes"])
+    write_json(os.path.join(exp, "replicate_1", "level_2", "density.json"), {"density": 0.64})
+    widened = report.collect(exp, controls=["random_reinit", "notes"])
+    assert [(r["replicate"], r["level"], r["method"], r["density"]) for r in widened if r["method"] == "notes"] == [
+        (0, 1, "notes", 0.8), (1, 2, "notes", 0.64)]
+
+
+def test_collect_default_controls_are_the_registry():
+    from tflth import starts
+
+    assert {"random_reinit", "random_prune"} <= set(starts.CONTROLS)
+    from tflth.report import experiments
+
+    assert experiments._registered_controls() == list(starts.CONTROLS)
+
+
+def test_collect_damaged_files_name_the_file(tmp_path):
+    from tflth import fileio
+
+    exp = fake_experiment(str(tmp_path))
+    result = os.path.join(exp, "replicate_0", "level_1", "random_reinit", "result.json")
+    with open(result, "w") as f:
+        f.write('{"test_accuracy": 0.')  # torn write
+    with pytest.raises(fileio.DamagedFileError, match="random_reinit"):
+        report.collect(exp)
+    write_json(result, {"test_accuracy": "high"})  # valid JSON, unusable content
+    with pytest.raises(ValueError, match="test_accuracy"):
+        report.collect(exp)
+    os.remove(result)
+    with open(os.path.join(exp, "hparams.json"), "w") as f:
+        f.write("{")
+    with pytest.raises(fileio.DamagedFileError, match="hparams.json"):
+        report.collect(exp)
+
+
 # ----------------------------------------------------------------------------- import
 
-def test_module_imports_without_tensorflow_or_matplotlib():
-    # tflth/__init__ imports TensorFlow, so load report.py on its own in a fresh interpreter.
+def test_package_imports_without_tensorflow_or_matplotlib():
+    # tflth/__init__ imports TensorFlow, so import tflth.report under a bare stand-in package
+    # in a fresh interpreter; NumPy may come (tflth.fileio), matplotlib and TensorFlow may not.
+    tflth_dir = os.path.dirname(os.path.dirname(report.__file__))
     code = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('tflth_report', {report.__file__!r})\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['tflth_report'] = m\n"
-        "spec.loader.exec_module(m)\n"
-        "bad = [k for k in ('tensorflow', 'keras', 'matplotlib', 'numpy') if k in sys.modules]\n"
+        "import sys, types\n"
+        f"pkg = types.ModuleType('tflth'); pkg.__path__ = [{tflth_dir!r}]; sys.modules['tflth'] = pkg\n"
+        "import tflth.report, tflth.report.tables, tflth.report.plots, tflth.report.experiments\n"
+        "assert tflth.report.__all__\n"
+        "bad = [k for k in ('tensorflow', 'keras', 'matplotlib') if k in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_public_names_are_reexported():
+    assert report.__all__ == ["COLUMNS", "METHOD_ORDER", "SummaryRow", "collect", "markdown_table", "plot",
+                              "read_csv", "summarize", "text_table", "write_csv", "write_report"]
+    for name in report.__all__:
+        assert getattr(report, name) is not None
+    assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(report.__file__)), "report.py"))

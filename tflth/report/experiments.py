@@ -1,0 +1,97 @@
+"""Result rows (:mod:`tflth.report.rows`) read from an IMP experiment directory.
+
+The directory is listed through :class:`tflth.paths.Experiment`, so only the run layout's
+own directories count: ``replicate_<r>/level_<L>`` for IMP's networks and, under a level,
+the directories named after a **registered control** (:data:`tflth.starts.CONTROLS`, or
+the names given as ``controls=``). Anything else under a level (a user's ``notes/`` with a
+``result.json``, a checkpoint folder, a future sweep's directory) is ignored.
+
+Files are read through :func:`tflth.fileio.read_json`: one that is not valid JSON raises
+:class:`tflth.fileio.DamagedFileError` naming it. Content that is valid JSON but unusable
+(no numeric ``test_accuracy``, a level with results but no ``density.json``, ...) raises
+``ValueError``.
+
+Standard library at module level (:mod:`tflth.starts`, for the registry, is imported when
+``collect`` needs it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from tflth import fileio
+from tflth.paths import Experiment, RunDir
+from tflth.report.rows import method_key
+
+__all__ = ["collect"]
+
+
+def _registered_controls() -> list[str]:
+    from tflth.starts import CONTROLS
+
+    return list(CONTROLS)
+
+
+def _result_fields(path: str) -> dict:
+    data = fileio.read_json(path)
+    try:
+        return {"test_accuracy": float(data["test_accuracy"]), "test_loss": float(data["test_loss"])}
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: needs numeric test_accuracy and test_loss") from None
+
+
+def _density(level_dir: RunDir, level: int) -> float:
+    if os.path.isfile(level_dir.density):
+        data = fileio.read_json(level_dir.density)
+        try:
+            return float(data["density"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{level_dir.density}: needs a numeric 'density'") from None
+    if level == 0:
+        return 1.0
+    raise ValueError(f"{level_dir.path} has results but no density.json")
+
+
+def collect(experiment_dir: str, controls: Iterable[str] | None = None) -> list[dict]:
+    """Read the result rows of one experiment directory.
+
+    Layout: ``hparams.json`` (its ``"label"`` names the experiment; the directory's name is
+    used when it has none), ``replicate_<r>/level_<L>/result.json`` and ``density.json`` for
+    the IMP network of each level, and ``replicate_<r>/level_<L>/<control>/result.json`` for
+    each control (method ``<control>``, at the level's density). Controls are the names in
+    ``controls`` (default: every registered control, :data:`tflth.starts.CONTROLS`); other
+    directories under a level are ignored. A level without ``result.json`` is unfinished and
+    yields no IMP row; a control whose ``result.json`` exists is collected regardless. Level
+    0 without ``density.json`` has density 1.0; any other level with results but no
+    ``density.json`` raises ``ValueError``. Rows are sorted by replicate, level, method.
+    """
+    experiment_dir = os.fspath(experiment_dir)
+    exp = Experiment(experiment_dir)
+    if not os.path.isdir(experiment_dir) or not os.path.isfile(exp.hparams):
+        raise ValueError(f"{experiment_dir} is not an experiment directory (no hparams.json)")
+    known = _registered_controls() if controls is None else list(controls)
+    hparams = fileio.read_json(exp.hparams)
+    name = exp.name
+    label = hparams.get("label", name) if isinstance(hparams, dict) else None
+    if not isinstance(label, str):
+        raise ValueError(f"{exp.hparams}: 'label' must be a string, got {label!r}")
+
+    rows = []
+    for replicate in exp.replicates():
+        for level in exp.levels(replicate):
+            level_dir = exp.level(replicate, level)
+            found = [("imp", level_dir)] if level_dir.finished() else []
+            for control in exp.controls(replicate, level, known):
+                run = exp.control(replicate, level, control)
+                if run.finished():
+                    found.append((control, run))
+            if not found:
+                continue
+            density = _density(level_dir, level)
+            for method, run in found:
+                rows.append({"experiment": name, "label": label, "method": method,
+                             "replicate": replicate, "level": level, "density": density,
+                             **_result_fields(run.result)})
+    rows.sort(key=lambda r: (r["replicate"], r["level"], method_key(r["method"])))
+    return rows
