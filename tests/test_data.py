@@ -92,6 +92,19 @@ def test_names_and_standard_preprocessing():
     assert data_lib.num_classes("cifar100") == 100
 
 
+def test_model_registry_reads_dataset_facts_from_the_data_registry():
+    from tflth import models
+
+    assert tuple(models.DATASETS) == data_lib.names()
+    for name in data_lib.names():
+        facts = (data_lib.input_shape(name), data_lib.num_classes(name))
+        assert models.DATASETS[name] == facts == models.dataset_info(name), name
+        assert len(data_lib.input_shape(name)) == 3
+        assert data_lib.input_shape(name)[-1] == len(data_lib.normalization(name)[0]), name
+    assert data_lib.streams("imagenet2012") and not data_lib.streams("cifar10")
+    assert data_lib.IMAGENET_SIZE == data_lib.input_shape("imagenet2012")[0]
+
+
 @pytest.mark.parametrize("call", [data_lib.load, data_lib.augments, data_lib.normalization])
 def test_unknown_name_lists_the_accepted_ones(call):
     with pytest.raises(DataError) as e:

@@ -30,19 +30,17 @@ from types import MappingProxyType
 
 import keras
 
+from tflth.data import registry as data_registry
+from tflth import _keras
 from tflth.layers import is_masked
 from tflth.models import cifar_resnet, cifar_vgg, convnet, imagenet_resnet, lenet
 from tflth.models._common import check_positive_int, is_int
 
 __all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names"]
 
-# dataset -> (input_shape, num_classes)
+# dataset -> (input_shape, num_classes), read from the dataset registry (tflth.data.registry)
 DATASETS: Mapping[str, tuple[tuple[int, int, int], int]] = MappingProxyType({
-    "mnist": ((28, 28, 1), 10),
-    "fashion_mnist": ((28, 28, 1), 10),
-    "cifar10": ((32, 32, 3), 10),
-    "cifar100": ((32, 32, 3), 100),
-    "imagenet2012": ((224, 224, 3), 1000),
+    name: (data_registry.input_shape(name), data_registry.num_classes(name)) for name in data_registry.names()
 })
 
 
@@ -216,7 +214,7 @@ def count_params(model: keras.Model, include_bn_statistics: bool = False) -> int
     ``include_bn_statistics=True`` to add the BN moving statistics.
     """
     excluded = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _keras.sublayers(model):
         if is_masked(layer) and layer.kernel_mask is not None:
             excluded.add(id(layer.kernel_mask))
         if isinstance(layer, keras.layers.BatchNormalization) and not include_bn_statistics:
