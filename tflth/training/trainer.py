@@ -252,12 +252,16 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluation
 
-    def evaluate(self, split: str = "test") -> tuple[float, float]:
-        """``(mean loss, accuracy)`` over a whole split (``test`` or ``train``)."""
-        if split not in self._eval_data:
+    def evaluate(self, split: str = "test", examples: int | None = None) -> tuple[float, float]:
+        """``(mean loss, accuracy)`` over a split (``test`` or ``train``, never augmented):
+        all of it, or its first ``examples`` examples (a fixed subset, cached in memory)."""
+        key = (split, examples)
+        if key not in self._eval_data:
             ds = data_lib.eval_batches(self.dataset, split=split, batch_size=EVAL_BATCH_SIZE)
-            self._eval_data[split] = self._distribute(ds)
-        loss, correct, count = self._eval_fn(self._eval_data[split]).numpy()
+            if examples is not None:
+                ds = ds.unbatch().take(int(examples)).batch(EVAL_BATCH_SIZE).cache()
+            self._eval_data[key] = self._distribute(ds)
+        loss, correct, count = self._eval_fn(self._eval_data[key]).numpy()
         return float(loss / count), float(correct / count)
 
     # ---------------------------------------------------------------- training

@@ -1,0 +1,356 @@
+"""Distances between two trained copies of a network (numpy only).
+
+Weights are dicts ``{name: float ndarray}`` — e.g. the prunable kernels by layer path
+(:func:`tflth.masks.get_kernels`) or every variable by variable path
+(``Trainer.get_weights``); :func:`select_weights` picks the entries to compare. An
+optional mask dict ``{name: ndarray}`` (non-zero / True = weight kept) restricts the
+named arrays to their surviving entries; arrays without a mask are compared whole.
+
+For every array and for the whole set (the concatenation of all arrays, *not* a sum or
+mean of per-layer ratios) :func:`compare_weights` reports, over the compared entries:
+
+* ``l2`` = ‖W1 − W2‖ (the Stabilizing paper's raw distance);
+* ``relative`` = ‖W1 − W2‖ / mean(‖W1‖, ‖W2‖) (normalised by the weights' norm);
+* with a reference ``W_k`` (the common starting point, e.g. the rewind point):
+  ``displacement`` = mean(‖W1 − W_k‖, ‖W2 − W_k‖), how far training moved each copy,
+  and ``relative_to_displacement`` = ‖W1 − W2‖ / displacement. The mean over the two
+  copies (rather than one copy's displacement) keeps the measure symmetric in the copies;
+* ``cosine`` = ⟨W1, W2⟩ / (‖W1‖ ‖W2‖).
+
+By the triangle inequality both normalised distances lie in [0, 2]; a zero denominator
+implies a zero distance, reported as ``0.0``. The cosine of a zero vector (e.g. a layer
+whose mask keeps nothing) is undefined: ``nan`` (``None`` in :meth:`Distances.to_dict`).
+All sums run in float64.
+
+Two copies must use the same mask: :func:`compare_weights` refuses two different masks
+(``masks`` / ``masks2``), as does :func:`check_same_masks`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "LayerDistance",
+    "Distances",
+    "compare_weights",
+    "stability_to_pruning",
+    "select_weights",
+    "check_same_masks",
+]
+
+Weights = Mapping[str, np.ndarray]
+
+
+def _json_float(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _ratio(num: float, den: float) -> float:
+    """``num / den`` where ``den == 0`` implies ``num == 0`` (reported as 0.0)."""
+    if num == 0.0:
+        return 0.0
+    return num / den if den > 0.0 else math.inf
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDistance:
+    """Distances over one array (or, for :attr:`Distances.total`, over all of them).
+
+    Attributes:
+        name: the array's name (``"TOTAL"`` for the concatenation).
+        count: number of entries compared (surviving entries under a mask).
+        l2: ‖W1 − W2‖.
+        norm1, norm2: ‖W1‖ and ‖W2‖.
+        relative: ‖W1 − W2‖ / mean(‖W1‖, ‖W2‖).
+        cosine: ⟨W1, W2⟩ / (‖W1‖ ‖W2‖); ``nan`` if either norm is zero.
+        displacement1, displacement2: ‖W1 − W_k‖, ‖W2 − W_k‖ (``None`` without a reference).
+        displacement: their mean (``None`` without a reference).
+        relative_to_displacement: ‖W1 − W2‖ / ``displacement`` (``None`` without a reference).
+    """
+
+    name: str
+    count: int
+    l2: float
+    norm1: float
+    norm2: float
+    relative: float
+    cosine: float
+    displacement1: float | None = None
+    displacement2: float | None = None
+    displacement: float | None = None
+    relative_to_displacement: float | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (non-finite floats become ``None``; ``name`` omitted)."""
+        out = {"count": int(self.count)}
+        for field in dataclasses.fields(self):
+            if field.name not in ("name", "count"):
+                out[field.name] = _json_float(getattr(self, field.name))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Distances:
+    """Result of :func:`compare_weights`: one row per array plus the total.
+
+    Attributes:
+        layers: per-array rows, in the order of the first weight dict.
+        total: the same quantities over the concatenation of every compared entry.
+        masked: names of the arrays that were restricted by a mask.
+    """
+
+    layers: tuple[LayerDistance, ...]
+    total: LayerDistance
+    masked: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> LayerDistance:
+        for row in self.layers:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        """``{"total": {...}, "layers": {name: {...}}, "masked": [...]}``, JSON-ready."""
+        return {
+            "total": self.total.to_dict(),
+            "layers": {row.name: row.to_dict() for row in self.layers},
+            "masked": list(self.masked),
+        }
+
+    def table(self) -> str:
+        """A fixed-width text table of the rows and the total."""
+        ref = self.total.displacement is not None
+
+        def fmt(x):
+            return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
+
+        head = f"{'array':<40} {'count':>12} {'l2':>10} {'relative':>9} {'cosine':>8}"
+        rows = [head + (f" {'rel_disp':>9}" if ref else "")]
+        for r in self.layers + (self.total,):
+            line = f"{r.name:<40} {r.count:>12,} {fmt(r.l2):>10} {fmt(r.relative):>9} {fmt(r.cosine):>8}"
+            rows.append(line + (f" {fmt(r.relative_to_displacement):>9}" if ref else ""))
+        return "\n".join(rows)
+
+
+# --------------------------------------------------------------------- checks
+
+def _as_float(name: str, value, what: str) -> np.ndarray:
+    a = np.asarray(value)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(
+            f"Array '{name}' of {what} has dtype {a.dtype}; only float arrays are compared "
+            "(select the weights to compare with select_weights)."
+        )
+    return a
+
+
+def _check_keys(a: Mapping, b: Mapping, what_a: str, what_b: str, exact: bool = True) -> None:
+    missing = [k for k in a if k not in b]
+    extra = [k for k in b if k not in a] if exact else []
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{what_b} lacks {missing}")
+        if extra:
+            parts.append(f"{what_b} has extra {extra}")
+        raise ValueError(f"{what_a} and {what_b} do not have the same arrays: " + "; ".join(parts) + ".")
+
+
+def _mask_array(name: str, mask, shape) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise ValueError(f"Mask for '{name}' has shape {m.shape}; the weights have {tuple(shape)}.")
+    return m if m.dtype == bool else m != 0
+
+
+def check_same_masks(masks1: Mapping[str, np.ndarray], masks2: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The common mask of two copies, or ValueError if they differ.
+
+    Comparing or interpolating two copies with different masks is refused: their
+    difference would mix weights one copy does not have.
+
+    Args:
+        masks1, masks2: ``{name: ndarray}`` (non-zero / True = kept).
+
+    Returns:
+        ``{name: bool ndarray}``, the (identical) masks.
+
+    Raises:
+        ValueError: different names, shapes, or kept entries, naming the first layers
+            that differ.
+    """
+    _check_keys(masks1, masks2, "The first copy's masks", "the second copy's masks")
+    out, differ = {}, []
+    for name, m1 in masks1.items():
+        a = np.asarray(m1)
+        b = np.asarray(masks2[name])
+        if a.shape != b.shape:
+            raise ValueError(f"The two copies' masks for '{name}' have shapes {a.shape} and {b.shape}.")
+        a, b = a != 0, b != 0
+        if not np.array_equal(a, b):
+            differ.append(f"{name} ({int(np.count_nonzero(a != b))} entries)")
+        out[name] = a
+    if differ:
+        raise ValueError(
+            "The two copies have different masks, in " + ", ".join(differ[:5])
+            + (" ..." if len(differ) > 5 else "") + "; only copies with the same mask are compared."
+        )
+    return out
+
+
+def select_weights(weights: Weights, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """The entries of ``weights`` named in ``names``, in that order.
+
+    Use it to choose what to compare, e.g. from a model's weight dict (variable paths):
+
+    * prunable kernels only: ``names = [l.kernel_variable.path for l in
+      tflth.masks.prunable_layers(model).values()]`` (then the masks must be keyed by
+      the same variable paths), or use ``tflth.masks.get_kernels`` directly, which is
+      keyed by layer path like ``tflth.masks.get_masks``;
+    * all trainable weights: ``names = [v.path for v in model.trainable_variables]``
+      (excludes masks and BatchNorm moving statistics).
+
+    Args:
+        weights: ``{name: ndarray}``.
+        names: the names to keep.
+
+    Returns:
+        A new dict with those entries.
+
+    Raises:
+        ValueError: a name is not in ``weights`` (all missing names are listed).
+    """
+    names = list(names)
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise ValueError(f"select_weights: no arrays named {missing} (known: {sorted(weights)[:10]}...).")
+    return {n: weights[n] for n in names}
+
+
+# ------------------------------------------------------------------ distances
+
+_SUMS = ("count", "diff", "sq1", "sq2", "dot", "disp1", "disp2")
+
+
+def _sums(a, b, ref) -> dict:
+    d = a - b
+    s = {
+        "count": a.size,
+        "diff": float(np.dot(d, d)),
+        "sq1": float(np.dot(a, a)),
+        "sq2": float(np.dot(b, b)),
+        "dot": float(np.dot(a, b)),
+    }
+    if ref is not None:
+        d1, d2 = a - ref, b - ref
+        s["disp1"] = float(np.dot(d1, d1))
+        s["disp2"] = float(np.dot(d2, d2))
+    return s
+
+
+def _row(name: str, s: dict, with_ref: bool) -> LayerDistance:
+    l2, n1, n2 = math.sqrt(s["diff"]), math.sqrt(s["sq1"]), math.sqrt(s["sq2"])
+    cosine = s["dot"] / (n1 * n2) if n1 > 0 and n2 > 0 else math.nan
+    if not math.isnan(cosine):
+        cosine = min(1.0, max(-1.0, cosine))
+    row = dict(name=name, count=int(s["count"]), l2=l2, norm1=n1, norm2=n2,
+               relative=_ratio(l2, (n1 + n2) / 2), cosine=cosine)
+    if with_ref:
+        d1, d2 = math.sqrt(s["disp1"]), math.sqrt(s["disp2"])
+        disp = (d1 + d2) / 2
+        row.update(displacement1=d1, displacement2=d2, displacement=disp,
+                   relative_to_displacement=_ratio(l2, disp))
+    return LayerDistance(**row)
+
+
+def compare_weights(w1: Weights, w2: Weights, masks: Mapping[str, np.ndarray] | None = None, *,
+                    reference: Weights | None = None,
+                    masks2: Mapping[str, np.ndarray] | None = None) -> Distances:
+    """Distances between two copies' weights, per array and in total.
+
+    Args:
+        w1, w2: ``{name: float ndarray}`` with the same names and shapes (the order of
+            ``w1`` is the order of the rows).
+        masks: optional ``{name: ndarray}`` for a subset of the names (non-zero = kept);
+            a masked array is compared over its kept entries only.
+        reference: optional ``W_k`` (same names and shapes; extra names are ignored):
+            adds the displacement ``mean(‖W1 − W_k‖, ‖W2 − W_k‖)`` and the distance
+            normalised by it.
+        masks2: the second copy's masks, if it has its own; must equal ``masks``.
+
+    Returns:
+        :class:`Distances`.
+
+    Raises:
+        ValueError: different names or shapes (naming the array), a non-float array, a
+            mask for an unknown name or of the wrong shape, or two different masks.
+    """
+    _check_keys(w1, w2, "The first copy's weights", "the second copy's weights")
+    if masks2 is not None:
+        if masks is None:
+            raise ValueError("masks2 was given without masks; pass the masks of both copies.")
+        masks = check_same_masks(masks, masks2)
+    masks = dict(masks or {})
+    unknown = [k for k in masks if k not in w1]
+    if unknown:
+        raise ValueError(f"Masks name arrays {unknown} that are not among the weights compared.")
+    if reference is not None:
+        _check_keys(w1, reference, "The weights", "the reference", exact=False)
+
+    rows, total = [], {k: 0.0 for k in _SUMS}
+    for name in w1:
+        a = _as_float(name, w1[name], "the first copy")
+        b = _as_float(name, w2[name], "the second copy")
+        if a.shape != b.shape:
+            raise ValueError(f"Array '{name}' has shape {a.shape} in the first copy and {b.shape} in the second.")
+        ref = None
+        if reference is not None:
+            ref = _as_float(name, reference[name], "the reference")
+            if ref.shape != a.shape:
+                raise ValueError(f"Array '{name}' has shape {ref.shape} in the reference; the copies have {a.shape}.")
+        if name in masks:
+            keep = _mask_array(name, masks[name], a.shape)
+            a, b = a[keep], b[keep]
+            ref = ref[keep] if ref is not None else None
+        a = np.asarray(a, np.float64).ravel()
+        b = np.asarray(b, np.float64).ravel()
+        ref = np.asarray(ref, np.float64).ravel() if ref is not None else None
+        s = _sums(a, b, ref)
+        for k, v in s.items():
+            total[k] += v
+        rows.append(_row(name, s, reference is not None))
+    return Distances(tuple(rows), _row("TOTAL", total, reference is not None),
+                     tuple(k for k in w1 if k in masks))
+
+
+def stability_to_pruning(subnetwork: Weights, full: Weights, masks: Mapping[str, np.ndarray], *,
+                         reference: Weights | None = None) -> Distances:
+    """The Stabilizing paper's *stability to pruning*.
+
+    The distance between the subnetwork trained in isolation and the full (dense)
+    network's final weights restricted to the same mask: every masked array is compared
+    over the subnetwork's surviving entries only (the dense network's pruned weights are
+    left out, not zeroed). Lower = more stable.
+
+    Args:
+        subnetwork: the trained subnetwork's weights, e.g. kernels by layer path.
+        full: the dense network's final weights, same names and shapes.
+        masks: the subnetwork's masks (``{name: ndarray}``, non-zero = kept), for all or
+            some of the names; unmasked arrays are compared whole.
+        reference: optional starting point (e.g. the rewind weights ``W_k``) for the
+            displacement-normalised distance, as in :func:`compare_weights`.
+
+    Returns:
+        :class:`Distances` with the subnetwork as copy 1 and the full network as copy 2.
+    """
+    if masks is None:
+        raise ValueError("stability_to_pruning needs the subnetwork's masks.")
+    return compare_weights(subnetwork, full, masks, reference=reference)
