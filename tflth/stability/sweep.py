@@ -72,7 +72,7 @@ class StabilityHparams:
     the two copies differ (``none`` makes them identical: a check of the instrument);
     the rest is the analysis: ``bn`` (``recompute`` or ``interpolate``),
     ``interpolation_points`` over ``alpha_range``, ``train_examples`` (the fixed training
-    subset of the train curve), ``bn_batches`` (training batches BN statistics are
+    subset of the train curve; all of it when the set is smaller), ``bn_batches`` (training batches BN statistics are
     recomputed over); ``shard`` = (i, n), 1 ≤ i ≤ n.
     """
 
@@ -217,9 +217,6 @@ class StabilityJob:
                 raise HparamError(f"--rewind_steps={s} is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
-        if st.train_examples > dataset.num_train:
-            raise _flag_error("train_examples", st.train_examples,
-                              f"at most the {dataset.num_train} training examples")
         if self.experiment is None:
             if st.levels != (0,) or st.controls:
                 raise HparamError("--levels and --controls analyse an IMP experiment's masks: give --experiment.")
