@@ -23,7 +23,7 @@ data:
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
 	  echo "could not install dataset-fashion-mnist; tflth will try tfds"; fi
 
-test: setup
+test: setup data
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Tests marked @pytest.mark.slow (none today; exit 5 = none collected is fine).
@@ -35,8 +35,31 @@ demo: setup data
 	  --data_dir=$(DATA_DIR) --output_dir=$(OUTPUT_DIR)/demo \
 	  --training_steps=2ep --levels=3 --rewind_step=0it --controls=random_reinit $(DEMO_FLAGS)
 
+# Engine speed, IMP overhead and scaling, each printing its table; all three run, and the
+# target fails at the end if any missed a bound.
 bench: setup
-	$(PY) benchmarks/train_speed.py
+	status=0; \
+	$(PY) benchmarks/train_speed.py || status=1; \
+	$(PY) benchmarks/lottery_speed.py || status=1; \
+	$(PY) benchmarks/scaling.py || status=1; \
+	exit $$status
+
+# tflth vs TensorFlow Model Optimization. tfmot flips tf.keras to tf_keras on import, so it
+# lives in its own venv with the core venv's TensorFlow and the matching tf_keras.
+TFMOT_VENV ?= .venv-tfmot
+TFMOT_BENCH_FLAGS ?=
+
+$(TFMOT_VENV)/.installed: | $(VENV)/.installed
+	test -x $(TFMOT_VENV)/bin/python || $(PYTHON) -m venv $(TFMOT_VENV)
+	$(TFMOT_VENV)/bin/python -m pip install -q --upgrade pip
+	tf=$$($(PY) -c 'import importlib.metadata as m; print(m.version("tensorflow"))') && \
+	  $(TFMOT_VENV)/bin/python -m pip install -q "tensorflow==$$tf" "tf_keras==$${tf%.*}.*" \
+	    'tensorflow-model-optimization>=0.8,<0.9'
+	touch $@
+
+.PHONY: bench-tfmot
+bench-tfmot: setup $(TFMOT_VENV)/.installed
+	$(PY) benchmarks/tfmot_speed.py --tfmot_python=$(TFMOT_VENV)/bin/python $(TFMOT_BENCH_FLAGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info
