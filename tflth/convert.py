@@ -6,6 +6,7 @@ import warnings
 
 import keras
 
+from tflth import _keras
 from tflth.layers import MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D, is_masked
 
 __all__ = ["masked", "unmasked", "MASKED_EQUIVALENTS"]
@@ -24,7 +25,7 @@ def _has_kernel(layer) -> bool:
 
 
 def _all_layers(model):
-    return model._flatten_layers(include_self=False, recursive=True)
+    return _keras.sublayers(model)
 
 
 def _clone_with_classes(model, classes):
@@ -42,18 +43,54 @@ def _clone_with_classes(model, classes):
 
 
 def masked(model: keras.Model) -> keras.Model:
-    """Return a copy of a Sequential or functional ``model`` with masked layers.
+    """Return a copy of a Sequential or functional ``model`` with masked (prunable) layers.
 
-    Every ``Dense``, ``Conv2D`` and ``DepthwiseConv2D`` becomes its tflth masked
-    equivalent (all-ones mask) with the original weights copied; every other layer is
-    cloned unchanged with its weights. A layer that holds a kernel tflth cannot mask
-    (``Conv1D``, ``EinsumDense``, a custom layer, ...) stays dense and is listed in a
-    ``UserWarning``. Before any pruning the copy computes the same function.
+    Every ``keras.layers.Dense``, ``Conv2D`` and ``DepthwiseConv2D`` (exactly these
+    types, in nested models too) becomes its tflth equivalent (:class:`tflth.MaskedDense`,
+    :class:`tflth.MaskedConv2D`, :class:`tflth.MaskedDepthwiseConv2D`) with the same
+    config, the original weights and an all-ones mask; every other layer is cloned
+    unchanged with its weights. Before any pruning the copy computes the same function.
+    ``model`` itself is not modified. Then prune with :func:`tflth.masks.set_masks`,
+    using the layer paths of :func:`tflth.masks.prunable_layers`.
+
+    Args:
+        model: A built ``keras.Sequential`` or functional ``keras.Model`` (e.g. a
+            ``keras.applications`` network).
+
+    Returns:
+        A new model of the same structure with masked layers.
+
+    Raises:
+        TypeError: ``model`` is not a ``keras.Model``.
+        ValueError: ``model`` is a subclassed model (build it from the tflth masked
+            layers instead) or is not built.
+
+    Warns:
+        UserWarning: listing the layers that hold a kernel tflth cannot mask
+            (``Conv1D``, ``EinsumDense``, subclasses of ``Dense``, custom layers, ...);
+            they stay dense.
+
+    The copy's ``.keras`` file needs ``import tflth`` before ``keras.saving.load_model``
+    (the masked layers register on import); :func:`unmasked` gives a plain Keras copy.
+
+    Example:
+
+    >>> import keras, numpy as np, tflth
+    >>> model = keras.Sequential([keras.Input((4,)),
+    ...                           keras.layers.Dense(8, activation="relu", name="hidden"),
+    ...                           keras.layers.Dense(2, name="out")])
+    >>> prunable = tflth.masked(model)
+    >>> [type(layer).__name__ for layer in prunable.layers]
+    ['MaskedDense', 'MaskedDense']
+    >>> list(tflth.masks.prunable_layers(prunable))
+    ['hidden', 'out']
+    >>> x = np.ones((3, 4), "float32")
+    >>> bool(np.allclose(prunable(x), model(x)))
+    True
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"tflth.masked expects a keras.Model, got {type(model).__name__}")
-    if not (isinstance(model, keras.Sequential) or model.__class__.__name__ == "Functional"
-            or getattr(model, "_is_graph_network", False)):
+    if not (isinstance(model, keras.Sequential) or _keras.is_functional(model)):
         raise ValueError(
             f"tflth.masked supports Sequential and functional models; "
             f"'{model.name}' is a subclassed {type(model).__name__}. "
@@ -85,8 +122,36 @@ def masked(model: keras.Model) -> keras.Model:
 def unmasked(model: keras.Model) -> keras.Model:
     """A copy of ``model`` with every masked layer replaced by its plain Keras parent.
 
-    Kernels are copied as ``kernel * mask`` (pruned entries are zero), so the copy
-    computes the same function with standard layers only.
+    ``MaskedDense`` becomes ``keras.layers.Dense``, ``MaskedConv2D`` ``Conv2D`` and
+    ``MaskedDepthwiseConv2D`` ``DepthwiseConv2D``, with the same config. Kernels are
+    copied as ``kernel * mask`` (pruned entries are exactly zero), so the copy computes
+    the same function with standard Keras layers only; the masks themselves are not
+    kept. Other layers are cloned with their weights; ``model`` is not modified.
+
+    This is the model to hand to someone without tflth: its ``.keras`` file loads with
+    plain ``keras.saving.load_model`` (a masked model's file needs ``import tflth``
+    first). Training the copy further would let pruned weights grow back; keep
+    training the masked model instead.
+
+    Args:
+        model: A Sequential or functional model with tflth masked layers (e.g. from
+            :func:`masked`, or a tflth model after pruning).
+
+    Returns:
+        A new model of the same structure with plain Keras layers.
+
+    Example:
+
+    >>> import keras, numpy as np, tflth
+    >>> model = keras.Sequential([keras.Input((4,)), tflth.MaskedDense(3, name="fc")])
+    >>> mask = np.eye(4, 3, dtype=bool)  # keep 3 of 12 weights
+    >>> tflth.masks.set_masks(model, {"fc": mask})
+    >>> plain = tflth.unmasked(model)
+    >>> type(plain.get_layer("fc")).__name__, int(np.count_nonzero(plain.get_layer("fc").kernel))
+    ('Dense', 3)
+    >>> x = np.ones((2, 4), "float32")
+    >>> bool(np.allclose(plain(x), model(x)))
+    True
     """
     plain = {masked_cls: keras_cls for keras_cls, masked_cls in MASKED_EQUIVALENTS.items()}
     clone, pairs = _clone_with_classes(model, plain)

@@ -83,6 +83,33 @@ class ExperimentKey:
 
 @dataclasses.dataclass(frozen=True)
 class LotteryJob:
+    """An IMP experiment: dense training, then ``levels`` rounds of prune → reset → train.
+
+    Args:
+        run: the training hyperparameters (:class:`RunHparams`).
+        pruning: :class:`PruningHparams` (fraction, scope, per-layer rates, strategy).
+        lottery: :class:`LotteryHparams` (levels, rewind step k, reset, controls,
+            replicates).
+        output_dir: where ``lottery_<hash>/`` goes (named by the non-default values of
+            ``run``, ``pruning``, the rewind step and the reset).
+        data_dir, strategy: as for :class:`~tflth.training.Trainer`.
+        eval_every, checkpoint_every: evaluation and resume-checkpoint intervals.
+
+    ``prepare()`` validates every setting against the data and writes nothing;
+    ``run_all(dataset, on_level=None)`` trains what is missing and returns one result row
+    per network (``method``, ``level``, ``replicate``, ``density``, ``test_accuracy``,
+    ...), ready for :func:`tflth.report.write_report`. Rerunning resumes; raising
+    ``levels`` extends.
+
+    Example::
+
+        job = LotteryJob(run, PruningHparams(0.2, "global"),
+                         LotteryHparams(levels=3, rewind_step="500it", controls=("random_reinit",)),
+                         output_dir="runs")
+        rows = job.run_all(job.prepare())
+        tflth.report.write_report(job.experiment_dir, rows)
+    """
+
     run: RunHparams
     pruning: PruningHparams = PruningHparams()
     lottery: LotteryHparams = LotteryHparams()

@@ -53,6 +53,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tflth import _keras
+
 __all__ = [
     "BNStatistics",
     "batchnorm_layers",
@@ -78,7 +80,7 @@ class BNStatistics:
 
 
 def _walk(layer, prefix, seen):
-    children = getattr(layer, "layers", None) or layer._flatten_layers(include_self=False, recursive=False)
+    children = getattr(layer, "layers", None) or _keras.sublayers(layer, recursive=False)
     for child in children:
         if id(child) in seen:
             continue

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tflth import _keras
 from tflth.hparams import TrainingHparams
 from tflth.training.schedule import StepSchedule
 
@@ -48,7 +49,7 @@ class PrunedStayZero:
 
         Call after ``build``, before the training step is traced.
         """
-        self._tracked = tuple((self._get_variable_index(k), tf.as_dtype(k.dtype)) for k in kernels)
+        self._tracked = tuple((_keras.optimizer_variable_index(self, k), tf.as_dtype(k.dtype)) for k in kernels)
 
     def set_masks(self, masks) -> None:
         """``[mask]`` (0/1, one per tracked kernel, in order): epsilon where 1, ``+inf`` where 0.
@@ -73,15 +74,11 @@ class PrunedStayZero:
             self._pruned_epsilon = None
 
     def update_step(self, gradient, variable, learning_rate):
-        eps = (self._pruned_epsilon or {}).get(self._get_variable_index(variable))
+        eps = (self._pruned_epsilon or {}).get(_keras.optimizer_variable_index(self, variable))
         if eps is None:
             return super().update_step(gradient, variable, learning_rate)
-        scalar = self.epsilon
-        self.epsilon = eps  # Keras's Adam step adds self.epsilon to sqrt(v)
-        try:
+        with _keras.adam_epsilon(self, eps):  # Keras's Adam step adds self.epsilon to sqrt(v)
             return super().update_step(gradient, variable, learning_rate)
-        finally:
-            self.epsilon = scalar
 
 
 class Adam(PrunedStayZero, keras.optimizers.Adam):

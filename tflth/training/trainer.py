@@ -67,7 +67,47 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains one model under one strategy; see the module docstring."""
+    """Trains one model with one optimizer under one ``tf.distribute`` strategy.
+
+    The model and optimizer are built once (inside the strategy's scope); every later
+    operation — training, evaluating, loading a checkpoint, assigning weights or masks —
+    reuses them, so IMP levels and stability copies never rebuild a network.
+
+    Args:
+        hparams: :class:`tflth.hparams.RunHparams` (dataset, model, training).
+        dataset: an already loaded dataset (``tflth.data.load``); default: load
+            ``hparams.dataset.name`` from ``data_dir``.
+        data_dir: where to load the dataset from (IDX directory, ``.npz``, tfds dir).
+        strategy: a ``tf.distribute.Strategy``; default ``get_strategy("auto")``
+            (MirroredStrategy over 2+ GPUs, else the default strategy).
+        model: a Keras model to train instead of building ``hparams.model`` (its
+            variable paths must be unique; masked layers are found automatically).
+
+    Main methods:
+        ``train(run_dir=None, end_step=None, save_steps=(), checkpoint_every=None,
+        eval_every=None, data_order_seed=None, augment_seed=None)`` trains from the
+        current step (resuming ``run_dir``'s latest checkpoint) to ``end_step`` and
+        returns a :class:`TrainResult`; ``evaluate(split, examples=None)`` returns
+        ``(loss, accuracy)``; ``load_checkpoint(path)`` restores weights, masks,
+        optimizer state and step (a rewind); ``get_weights()`` / ``set_weights(d)``
+        read and assign every variable by path.
+
+    Example (a copy from step 5 of another run, with another data order):
+
+    >>> from tflth import data
+    >>> from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams
+    >>> from tflth.training import Trainer
+    >>> x = np.random.default_rng(0).integers(0, 255, (64, 28, 28), dtype=np.uint8)
+    >>> ds = data.from_arrays("mnist", x, np.arange(64) % 10, x[:16], np.arange(16) % 10)
+    >>> hp = RunHparams(DatasetHparams("mnist"), ModelHparams("lenet_16"),
+    ...                 TrainingHparams(optimizer="adam", lr=1e-3, batch_size=16, training_steps="12it"))
+    >>> trainer = Trainer(hp, dataset=ds)
+    >>> result = trainer.train(end_step=5)
+    >>> w5 = trainer.get_weights()
+    >>> result = trainer.train(data_order_seed=1)            # on to the end with another data order
+    >>> trainer.step
+    12
+    """
 
     def __init__(self, hparams: RunHparams, dataset=None, data_dir: str | None = None,
                  strategy: tf.distribute.Strategy | None = None, model: keras.Model | None = None):
