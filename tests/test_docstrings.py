@@ -8,6 +8,7 @@ import pytest
 
 import tflth
 from tflth import convert, layers, masks
+from tflth.training import Trainer
 
 DOCUMENTED = {
     "tflth.MaskedDense": tflth.MaskedDense,
@@ -15,6 +16,7 @@ DOCUMENTED = {
     "tflth.MaskedDepthwiseConv2D": tflth.MaskedDepthwiseConv2D,
     "tflth.masked": tflth.masked,
     "tflth.unmasked": tflth.unmasked,
+    "tflth.training.Trainer": Trainer,
     **{f"tflth.masks.{name}": getattr(masks, name) for name in (
         "prunable_layers", "get_masks", "set_masks", "get_kernels", "ones_like", "apply_mask",
         "save_masks", "load_masks", "density_report")},

@@ -94,6 +94,7 @@ class Trainer:
 
     Example (a copy from step 5 of another run, with another data order):
 
+    >>> import numpy as np
     >>> from tflth import data
     >>> from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams
     >>> from tflth.training import Trainer
