@@ -61,13 +61,13 @@ BAD = [
     ({"preset": "nope", "model": None}, r"Unknown preset 'nope'"),
     ({"model": "lenet_zz"}, r"lenet_zz"),
     ({"dataset": "svhn"}, r"--dataset='svhn' is unknown"),
-    ({"lr": -1.0}, r"lr=-1.0 is invalid"),
-    ({"training_steps": "abc"}, r"Invalid step 'abc'"),
+    ({"lr": -1.0}, r"error: --lr=-1\.0 is invalid: expected a finite number > 0"),
+    ({"training_steps": "abc"}, r"error: --training_steps: Invalid step 'abc'"),
     ({"save_steps": ["40it"]}, r"--save_steps=40it is iteration 40, beyond the end of training at iteration 16"),
     ({"eval_every": "0it"}, r"--eval_every=0it is invalid: expected a positive interval"),
     ({"checkpoint_every": "often"}, r"--checkpoint_every: Invalid step 'often'"),
     ({"data_dir": "/nonexistent/dir"}, r"/nonexistent/dir does not exist"),
-    ({"optimizer": "rmsprop"}, r"optimizer='rmsprop'"),
+    ({"optimizer": "rmsprop"}, r"error: --optimizer='rmsprop' is invalid"),
 ]
 
 

@@ -2,6 +2,17 @@
 
 Hyperparameter flags default to ``None``, meaning "keep the preset's (or the model's
 paper default) value"; a value given on the command line overrides that one field.
+
+A binary's module defines its flags (``define_*_flags``), builds its job in
+``job_from_flags`` and calls :func:`run` with its ``main``, which
+
+* lists the flags defined by tflth's modules under ``--help`` (exit 0), with their help
+  and defaults, and nothing of TensorFlow's or absl's own (``--helpfull`` has those);
+* turns a bad flag into one line on stderr and exit status 2 (:func:`fail`,
+  :func:`parse_flags_or_fail`, :func:`prepare_or_fail`), naming the flag the user typed
+  even when a hyperparameter dataclass found the problem (:func:`hparam_errors_as_flags`);
+* turns an error while running (diverged loss, damaged state file, full disk, unusable
+  checkpoint or mask) into one line on stderr and exit status 1 (:func:`exit_on_run_error`).
 """
 
 from __future__ import annotations
@@ -9,51 +20,56 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import sys
 
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
 
 from tflth import _startup
 from tflth import data as data_lib
 from tflth import models, presets
 from tflth.hparams import DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams
-from tflth.training.strategy import STRATEGIES
+from tflth.training.strategy import STRATEGIES, get_strategy
 
 FLAGS = flags.FLAGS
 
 # TrainingHparams fields settable by flag (flag name == field name).
 _TRAINING_FIELDS = [f.name for f in dataclasses.fields(TrainingHparams)]
 
+_FROM_PRESET = " Default: from --preset or --model."
+
 
 def define_training_flags() -> None:
     """Flags of ``bin/train.py`` (and, through it, ``bin/prune.py``). Idempotent."""
     if "preset" in FLAGS:
         return
+    keep = _FROM_PRESET
     flags.DEFINE_string("preset", None, f"Paper settings by name: {', '.join(presets.names())}.")
     flags.DEFINE_string("model", None, "Model name (tflth.models.names()); default: the preset's.")
     flags.DEFINE_string("dataset", None, "Dataset name (tflth.data.names()); default: the preset's or model's.")
     flags.DEFINE_string("data_dir", None, "IDX directory, .npz file or tfds data_dir.")
     flags.DEFINE_string("output_dir", "runs", "Where run directories (named by hparam hash) go.")
-    flags.DEFINE_enum("augment", None, ["true", "false"], "Override the dataset's standard augmentation.")
-    flags.DEFINE_integer("width", None, "Model width override (ResNets/VGG); 0 keeps the default.")
-    flags.DEFINE_string("optimizer", None, "sgd, adam or adamw.")
-    flags.DEFINE_float("lr", None, "Base learning rate.")
-    flags.DEFINE_float("momentum", None, "SGD momentum.")
-    flags.DEFINE_boolean("nesterov", None, "Nesterov momentum.")
-    flags.DEFINE_float("weight_decay", None, "L2 (sgd/adam, coupled) or decoupled (adamw) weight decay.")
-    flags.DEFINE_list("milestones", None, "Steps (e.g. 32000it,48000it) where the LR is multiplied by gamma.")
-    flags.DEFINE_float("gamma", None, "LR decay factor at each milestone.")
-    flags.DEFINE_string("warmup", None, "Linear LR warmup length (step notation).")
-    flags.DEFINE_integer("batch_size", None, "Global batch size.")
-    flags.DEFINE_string("training_steps", None, "Training length: 500it, 2ep, 2ep100it.")
-    flags.DEFINE_integer("seed", None, "Initialisation seed.")
-    flags.DEFINE_integer("data_order_seed", None, "Data-order seed (SGD noise).")
-    flags.DEFINE_integer("augment_seed", None, "Augmentation seed.")
+    flags.DEFINE_enum("augment", None, ["true", "false"], "Override the dataset's standard augmentation." + keep)
+    flags.DEFINE_integer("width", None, "Model width override (ResNets/VGG); 0 keeps the default." + keep)
+    flags.DEFINE_string("optimizer", None, "sgd, adam or adamw." + keep)
+    flags.DEFINE_float("lr", None, "Base learning rate." + keep)
+    flags.DEFINE_float("momentum", None, "SGD momentum." + keep)
+    flags.DEFINE_boolean("nesterov", None, "Nesterov momentum." + keep)
+    flags.DEFINE_float("weight_decay", None, "L2 (sgd/adam, coupled) or decoupled (adamw) weight decay." + keep)
+    flags.DEFINE_list("milestones", None, "Steps (e.g. 32000it,48000it) where the LR is multiplied by gamma." + keep)
+    flags.DEFINE_float("gamma", None, "LR decay factor at each milestone." + keep)
+    flags.DEFINE_string("warmup", None, "Linear LR warmup length (step notation)." + keep)
+    flags.DEFINE_integer("batch_size", None, "Global batch size." + keep)
+    flags.DEFINE_string("training_steps", None, "Training length: 500it, 2ep, 2ep100it." + keep)
+    flags.DEFINE_integer("seed", None, "Initialisation seed." + keep)
+    flags.DEFINE_integer("data_order_seed", None, "Data-order seed (SGD noise)." + keep)
+    flags.DEFINE_integer("augment_seed", None, "Augmentation seed." + keep)
     flags.DEFINE_list("save_steps", [], "Steps whose full state is kept (rewind points), step notation.")
     flags.DEFINE_string("eval_every", "1ep", "Evaluate (metrics.jsonl) every this many steps.")
     flags.DEFINE_string("checkpoint_every", "1ep", "Checkpoint (for resuming) every this many steps.")
-    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy.")
+    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy (auto: mirrored over "
+                      "all GPUs when there are 2 or more, else the default).")
     flags.DEFINE_boolean("deterministic", False, "tf.config.experimental.enable_op_determinism().")
 
 
@@ -68,6 +84,50 @@ def base_preset(flag_values=FLAGS) -> presets.Preset | None:
             raise HparamError(f"--model: {e}") from None
         return presets.for_model(flag_values.model)
     raise HparamError("Give --preset (one of " + ", ".join(presets.names()) + ") or --model.")
+
+
+# Which flag sets each hyperparameter dataclass field (where the field name is not the flag's).
+_FIELD_FLAGS: dict[tuple[str, str], str] = {
+    ("DatasetHparams", "name"): "dataset",
+    ("DatasetHparams", "augment"): "augment",
+    ("ModelHparams", "name"): "model",
+    ("ModelHparams", "width"): "width",
+    ("PruningHparams", "fraction"): "pruning_fraction",
+    ("PruningHparams", "scope"): "pruning_scope",
+    ("PruningHparams", "layer_rates"): "layer_rates",
+    **{("TrainingHparams", f): f for f in _TRAINING_FIELDS},
+}
+_FIELD_RE = re.compile(r"\b([A-Z]\w*Hparams)\.(\w+)")
+
+
+def field_flag(cls: str, field: str, flag: str) -> None:
+    """Declare that ``--flag`` sets ``cls.field`` (a hyperparameter dataclass's name and
+    field), so errors about that field name the flag (see :func:`hparam_errors_as_flags`)."""
+    _FIELD_FLAGS[(cls, field)] = flag
+
+
+def flag_message(message: str) -> str:
+    """``message`` with each ``SomeHparams.field`` that a flag sets replaced by ``--flag``:
+    ``PruningHparams.fraction=1.5 is invalid: ...`` -> ``--pruning_fraction=1.5 is invalid: ...``."""
+
+    def repl(m):
+        flag = _FIELD_FLAGS.get((m.group(1), m.group(2)))
+        return f"--{flag}" if flag else m.group(0)
+
+    return _FIELD_RE.sub(repl, message)
+
+
+@contextlib.contextmanager
+def hparam_errors_as_flags():
+    """Within the block, an :class:`HparamError` naming a dataclass field is raised again
+    naming the flag that sets it (:func:`flag_message`)."""
+    try:
+        yield
+    except HparamError as e:
+        message = flag_message(str(e))
+        if message == str(e):
+            raise
+        raise HparamError(message) from None
 
 
 def run_hparams(flag_values=FLAGS) -> RunHparams:
@@ -85,18 +145,29 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
     overrides = {f: flag_values[f].value for f in _TRAINING_FIELDS if flag_values[f].value is not None}
     if "milestones" in overrides:
         overrides["milestones"] = tuple(overrides["milestones"])
-    training = dataclasses.replace(base.training, **overrides)
     augment = None if flag_values.augment is None else flag_values.augment == "true"
     width = flag_values.width if flag_values.width is not None else base.model.width
-    return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width), training)
+    with hparam_errors_as_flags():
+        training = dataclasses.replace(base.training, **overrides)
+        return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width), training)
+
+
+def _prog() -> str:
+    return sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "tflth"
+
+
+def _error_exit(message: str, status: int) -> None:
+    """``<prog>: error: <message>`` as one line on stderr, then exit ``status``."""
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    sys.stdout.flush()
+    print(f"{_prog()}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def fail(message: str) -> None:
     """One line on stderr, exit status 2 (a usage error)."""
     _startup.discard()
-    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "tflth"
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    _error_exit(message, 2)
 
 
 def parse_flags_or_fail(argv: list[str]) -> list[str]:
@@ -123,11 +194,13 @@ def define_pruning_flags() -> None:
     from tflth.lottery import CONTROLS, RESETS
 
     flags.DEFINE_integer("levels", 8, "Pruning levels after the dense level 0 (density ≈ (1-fraction)^levels).")
-    flags.DEFINE_float("pruning_fraction", None, "Fraction of remaining weights pruned per level (default 0.2).")
-    flags.DEFINE_enum("pruning_scope", None, ["global", "layerwise"], "One global threshold or per layer.")
+    flags.DEFINE_float("pruning_fraction", None, "Fraction of remaining weights pruned per level." + _FROM_PRESET)
+    flags.DEFINE_enum("pruning_scope", None, ["global", "layerwise"], "One global threshold or per layer."
+                      + _FROM_PRESET)
     flags.DEFINE_list("layer_rates", None, "Per-layer rate overrides 'glob:rate', e.g. output:0.1,conv*:0 "
-                                           "(0 excludes a layer).")
-    flags.DEFINE_string("rewind_step", None, "Rewind point k (step notation); 0it = original lottery ticket.")
+                                           "(0 excludes a layer)." + _FROM_PRESET)
+    flags.DEFINE_string("rewind_step", None, "Rewind point k (step notation); 0it = original lottery ticket."
+                        + _FROM_PRESET)
     flags.DEFINE_enum("reset", "rewind", list(RESETS), "How survivors restart each level.")
     flags.DEFINE_list("controls", [], f"Control experiments on each level's mask: {', '.join(CONTROLS)}.")
     flags.DEFINE_integer("replicates", 1, "Independent IMP runs (init and data-order seeds + r).")
@@ -154,11 +227,13 @@ def pruning_hparams(flag_values=FLAGS):
 
     preset = base_preset(flag_values)
     base = preset.pruning if preset else PruningHparams()
-    pruning = PruningHparams(
-        fraction=base.fraction if flag_values.pruning_fraction is None else flag_values.pruning_fraction,
-        scope=flag_values.pruning_scope or base.scope,
-        layer_rates=base.layer_rates if flag_values.layer_rates is None else parse_layer_rates(flag_values.layer_rates),
-    )
+    with hparam_errors_as_flags():
+        pruning = PruningHparams(
+            fraction=base.fraction if flag_values.pruning_fraction is None else flag_values.pruning_fraction,
+            scope=flag_values.pruning_scope or base.scope,
+            layer_rates=(base.layer_rates if flag_values.layer_rates is None
+                         else parse_layer_rates(flag_values.layer_rates)),
+        )
     rewind = flag_values.rewind_step or (preset.rewind_step if preset else "0it")
     lottery = LotteryHparams(levels=flag_values.levels, rewind_step=rewind, reset=flag_values.reset,
                              controls=tuple(flag_values.controls), replicates=flag_values.replicates)
@@ -198,15 +273,26 @@ def _held_logs():
 def prepare_or_fail(job_from_flags):
     """Build the job from flags and validate it against its data, or fail in one line.
 
-    Returns ``(job, dataset)``; then replays TensorFlow's start-up output and the log
-    lines written while validating, and applies ``--deterministic``.
+    Validation is building the job's ``--strategy`` (which the run then reuses: see
+    :func:`get_strategy`) and ``job.prepare()`` (which loads the data and writes nothing). A bad
+    value fails with exit status 2; a damaged state file found meanwhile, with 1. Returns
+    ``(job, dataset)``; then replays TensorFlow's start-up output and the log lines
+    written while validating, and applies ``--deterministic``.
     """
+    from tflth.fileio import RunFileError
+
     with _held_logs() as held:
         try:
-            job = job_from_flags()
-            dataset = job.prepare()  # logs the data source, say
+            with hparam_errors_as_flags():
+                job = job_from_flags()
+                if getattr(job, "strategy", None):
+                    get_strategy(job.strategy)  # before loading data: it needs none
+                dataset = job.prepare()  # logs the data source, say
         except ValueError as e:
             fail(str(e))  # the one line; what was logged meanwhile is dropped
+        except RunFileError as e:
+            _startup.discard()
+            _error_exit(str(e), 1)
     flags_are_valid()
     held.replay()
     if FLAGS.deterministic:
@@ -216,12 +302,100 @@ def prepare_or_fail(job_from_flags):
     return job, dataset
 
 
-def exit_on_divergence(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``; a diverged run (NaN loss) exits 1 with its message."""
-    from tflth.training import TrainingDiverged
+def run_errors() -> tuple[type[BaseException], ...]:
+    """What :func:`exit_on_run_error` reports in one line: a diverged run, a damaged state
+    file or a full disk (:class:`tflth.fileio.RunFileError`), an unusable checkpoint or mask."""
+    from tflth.fileio import RunFileError
+    from tflth.masks import MaskError
+    from tflth.training.checkpoint import CheckpointError
+    from tflth.training.trainer import TrainingDiverged
 
+    return TrainingDiverged, RunFileError, CheckpointError, MaskError
+
+
+def exit_on_run_error(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``; an error of :func:`run_errors` while running exits 1 with
+    ``<prog>: error: <message>`` on stderr (one line, no traceback)."""
     try:
         return fn(*args, **kwargs)
-    except TrainingDiverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    except run_errors() as e:
+        _error_exit(str(e), 1)
+
+
+exit_on_divergence = exit_on_run_error  # its former name
+
+
+class _HelpFlag(app.HelpFlag):
+    """``--help`` / ``-?``: the command's own flags on stdout, exit status 0."""
+
+    doc = ""  # the command's description, set by run()
+
+    def parse(self, arg):
+        if self._parse(arg):
+            print_help(self.doc)
+            sys.exit(0)
+
+
+class _HelpshortFlag(_HelpFlag):
+    NAME = "helpshort"
+    SHORT_NAME = None
+
+
+class _HelpfullFlag(app.HelpfullFlag):
+    """``--helpfull``: every flag, TensorFlow's and absl's included; exit status 0."""
+
+    NAME = "helpfull"
+
+    def parse(self, arg):
+        if self._parse(arg):
+            app.usage(writeto_stdout=True)
+            sys.exit(0)
+
+
+def _own_help_flags(doc: str) -> None:
+    """Replace absl's help flags (which exit 1, and print the ``__main__`` docstring) by ours."""
+    app.define_help_flags()
+    _HelpFlag.doc = doc
+    for cls in (_HelpFlag, _HelpshortFlag, _HelpfullFlag):
+        old = FLAGS[cls.NAME]
+        if isinstance(old, cls):
+            continue
+        for name in {old.name, old.short_name} - {None}:
+            delattr(FLAGS, name)
+        flags.DEFINE_flag(cls(), FLAGS, module_name=app.__name__)
+
+
+def own_flags() -> list:
+    """The flags tflth's own modules defined (not TensorFlow's or absl's), by name."""
+    found = {f.name: f for module, module_flags in FLAGS.flags_by_module_dict().items()
+             if module.split(".")[0] == "tflth" for f in module_flags}
+    return [found[name] for name in sorted(found)]
+
+
+def print_help(doc: str = "") -> None:
+    """Usage, ``doc`` and the key flags of the main module (see :func:`run`) on stdout."""
+    text = f"USAGE: {_prog()} [--flag=value ...]\n"
+    if doc and doc.strip():
+        text += "\n" + doc.strip().replace("``", "") + "\n"
+    listing = FLAGS.main_module_help().lstrip("\n")
+    header = f"{sys.argv[0]}:\n"  # absl names the main module; the usage line did already
+    text += "\nflags:\n" + (listing[len(header):] if listing.startswith(header) else listing) + "\n"
+    text += "\n--helpfull also lists TensorFlow's and absl's own flags.\n"
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def run(main, doc: str | None = None) -> None:
+    """``absl.app.run(main)`` for a tflth command.
+
+    The flags tflth's modules defined become key flags of the main module (so absl's
+    ``--help`` lists them, and only them), ``--help`` prints ``doc`` (default: the
+    docstring of ``main``'s module) with them and exits 0, and flag errors are one line,
+    exit 2 (:func:`parse_flags_or_fail`).
+    """
+    if doc is None:
+        doc = sys.modules[main.__module__].__doc__ or ""
+    for flag in own_flags():
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    _own_help_flags(doc)
+    app.run(main, flags_parser=parse_flags_or_fail)

@@ -1,8 +1,13 @@
-"""``tflth-prune`` / ``bin/prune.py``: IMP with rewinding, controls and a report."""
+"""``tflth-prune`` / ``bin/prune.py``: IMP with rewinding, controls and a report.
+
+Trains the dense network (level 0), then prunes and retrains it --levels times, each
+level from the --rewind_step state of level 0 (--reset), plus any --controls; writes the
+experiment to --output_dir/lottery_<hash> (rerunning resumes it) and a report there.
+
+Example: bin/prune.py --preset=lenet_300_100_mnist --levels=3 --rewind_step=0it --controls=random_reinit
+"""
 
 from __future__ import annotations
-
-from absl import app
 
 from tflth import report
 from tflth.cli import flags as tflags
@@ -28,15 +33,15 @@ def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
     job, dataset = tflags.prepare_or_fail(job_from_flags)
     print(f"experiment {job.experiment_dir}: {job.label}; data: {dataset.source}", flush=True)
-    rows = tflags.exit_on_divergence(job.run_all, dataset, on_level=_progress)
+    rows = tflags.exit_on_run_error(job.run_all, dataset, on_level=_progress)
     summary = report.summarize(rows)
-    paths = report.write_report(job.experiment_dir, rows, title=job.label)
+    paths = tflags.exit_on_run_error(report.write_report, job.experiment_dir, rows, title=job.label)
     print(report.text_table(summary))
     print("report: " + ", ".join(paths.values()))
 
 
 def run():
-    app.run(main, flags_parser=tflags.parse_flags_or_fail)
+    tflags.run(main)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""``tflth-train`` / ``bin/train.py``: train one network, resumably."""
+"""``tflth-train`` / ``bin/train.py``: train one network, resumably.
+
+Writes the run to --output_dir/train_<hash> (named by its hyperparameters; rerunning the
+same command resumes a killed run, or reports a finished one).
+
+Example: bin/train.py --preset=lenet_300_100_mnist --training_steps=2ep
+"""
 
 from __future__ import annotations
-
-from absl import app
 
 from tflth.cli import flags as tflags
 from tflth.training.job import TrainJob
@@ -26,14 +30,14 @@ def job_from_flags() -> TrainJob:
 def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
     job, dataset = tflags.prepare_or_fail(job_from_flags)
-    result = tflags.exit_on_divergence(job.run, dataset)
+    result = tflags.exit_on_run_error(job.run, dataset)
     result = result if isinstance(result, dict) else result.to_dict()
     print(f"run_dir={job.run_dir} step={result['step']} test_accuracy={result['test_accuracy']:.4f} "
           f"test_loss={result['test_loss']:.4f}")
 
 
 def run():
-    app.run(main, flags_parser=tflags.parse_flags_or_fail)
+    tflags.run(main)
 
 
 if __name__ == "__main__":

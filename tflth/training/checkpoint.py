@@ -70,7 +70,8 @@ def _unlink(path: str) -> None:
 class Writer:
     """Saves and deletes checkpoint files on one background thread, in call order.
 
-    ``save`` takes arrays the caller will not modify (host copies of the state), so the
+    Once an operation fails, the ones queued after it are skipped. ``save`` takes arrays
+    the caller will not modify (host copies of the state), so the
     caller can go on training at once. At most ``max_pending`` operations are queued;
     one more waits for the oldest, which bounds the memory held by snapshots. An error
     in the background is raised by the next call (or by :meth:`flush`). Callers
@@ -81,11 +82,23 @@ class Writer:
         self.max_pending = max_pending
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tflth-checkpoint")
         self._pending: collections.deque[concurrent.futures.Future] = collections.deque()
+        self._failed = False
 
     def _submit(self, fn, *args) -> None:
         while self._pending and (self._pending[0].done() or len(self._pending) >= self.max_pending):
             self._pending.popleft().result()  # raises a background error here
-        self._pending.append(self._pool.submit(fn, *args))
+        self._pending.append(self._pool.submit(self._run, fn, *args))
+
+    def _run(self, fn, *args) -> None:
+        """One queued operation; after a failure the rest are skipped (a failed save must not
+        be followed by the deletion of the checkpoint it was to replace)."""
+        if self._failed:
+            return
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed = True
+            raise
 
     def save(self, path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars: list[np.ndarray]) -> None:
         """Queue :func:`save`."""

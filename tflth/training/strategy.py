@@ -7,9 +7,20 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "get_strategy", "is_chief"]
+from tflth.hparams import HparamError
+
+__all__ = ["STRATEGIES", "StrategyError", "get_strategy", "is_chief"]
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+
+# Strategies built here, by name: one per process (two MirroredStrategy objects over the same
+# devices hand out colliding collective keys; a TPU system is initialised once), so a command
+# can build its strategy while it checks its flags and the run reuses it.
+_built: dict[str, tf.distribute.Strategy] = {}
+
+
+class StrategyError(HparamError):
+    """The strategy asked for cannot be built here; the message names ``--strategy``."""
 
 
 def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -17,26 +28,43 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
     ``mirrored`` mirrors over all GPUs (or all logical CPUs when there is no GPU),
     ``multi_worker`` reads the cluster from ``TF_CONFIG``, ``tpu`` connects to a TPU.
+    A strategy this function built is built once per process and returned again.
+    Raises :class:`StrategyError` (a ``ValueError``) for an unknown name or a strategy
+    this machine cannot run (no TPU, no ``TF_CONFIG``).
     """
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy '{name}': expected one of {list(STRATEGIES)}.")
-    if name == "auto":
-        gpus = tf.config.list_logical_devices("GPU")
-        return tf.distribute.MirroredStrategy() if len(gpus) >= 2 else tf.distribute.get_strategy()
+        raise StrategyError(f"--strategy={name} is unknown: expected one of {list(STRATEGIES)}.")
     if name == "default":
         return tf.distribute.get_strategy()
+    if name == "auto":
+        if len(tf.config.list_logical_devices("GPU")) < 2:
+            return tf.distribute.get_strategy()
+    if name not in _built:
+        _built[name] = _build(name)
+    return _built[name]
+
+
+def _build(name: str) -> tf.distribute.Strategy:
+    if name == "auto":
+        return tf.distribute.MirroredStrategy()
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment variable.")
+            raise StrategyError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                                "(the cluster and this worker's task); it is not set.")
         return tf.distribute.MultiWorkerMirroredStrategy()
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-    tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return tf.distribute.TPUStrategy(resolver)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise StrategyError(f"--strategy=tpu: no TPU could be reached on this machine ({reason}); "
+                            "use --strategy=auto.") from None
 
 
 def is_chief() -> bool:

@@ -1,0 +1,61 @@
+"""--help of each binary, in a real process: its own flags with help and defaults, exit 0,
+nothing of TensorFlow's or absl's own flags."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tflth.cli import flags as tflags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+PRUNING = {"levels", "pruning_fraction", "pruning_scope", "layer_rates", "rewind_step", "reset", "controls",
+           "replicates"}
+REPORT = {"experiments", "report_dir", "title"}
+# Flags absl and TensorFlow define for themselves (all listed by --helpfull).
+FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile", "undefok", "only_check_args",
+           "test_random_seed", "hbm_oom_exit", "op_conversion_fallback_to_while_loop", "delta_threshold"]
+
+
+def _training_flags():
+    """bin/train.py's flags: one per TrainingHparams field, and these."""
+    return set(tflags._TRAINING_FIELDS) | {"preset", "model", "dataset", "data_dir", "output_dir", "augment", "width",
+                                           "save_steps", "eval_every", "checkpoint_every", "strategy", "deterministic"}
+
+
+def _help(command):
+    out = subprocess.run(command + ["--help"], env=ENV, capture_output=True, text=True, timeout=180)
+    listed = re.findall(r"^  (?:-\S+,)?--(?:\[no\])?(\w+):", out.stdout, re.M)
+    return out, listed
+
+
+@pytest.mark.parametrize("binary", ["train", "prune", "report"])
+def test_help_lists_the_binary_s_own_flags(binary):
+    out, listed = _help([sys.executable, os.path.join(ROOT, "bin", f"{binary}.py")])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stderr == "", out.stderr[-3000:]  # TensorFlow's start-up output is dropped too
+    expected = {"train": _training_flags(), "prune": _training_flags() | PRUNING, "report": REPORT}[binary]
+    assert len(listed) == len(set(listed)) and set(listed) == expected, out.stdout
+    assert out.stdout.startswith(f"USAGE: {binary}.py ") and f"tflth-{binary}" in out.stdout
+    for name in FOREIGN:
+        assert f"--{name}" not in out.stdout and f"--[no]{name}" not in out.stdout, name
+    if binary == "prune":
+        assert re.search(r"--levels: Pruning levels.*\n.*\n?\s+\(default: '8'\)", out.stdout), out.stdout
+        assert re.search(r"--rewind_step: Rewind point k.*\n.*Default: from --preset or --model", out.stdout)
+        assert re.search(r"--reset: <rewind\|\w+\|\w+>: How survivors restart", out.stdout)
+    if binary == "train":
+        assert re.search(r"--strategy: <auto\|default\|mirrored\|multi_worker\|tpu>:", out.stdout)
+        assert re.search(r"--output_dir: .*\n\s+\(default: 'runs'\)", out.stdout)
+
+
+def test_console_script_help():
+    script = os.path.join(os.path.dirname(sys.executable), "tflth-prune")
+    if not os.path.exists(script):
+        pytest.skip("tflth is not installed with its console scripts in this environment")
+    out, listed = _help([script])
+    assert out.returncode == 0 and out.stdout.startswith("USAGE: tflth-prune "), out.stderr[-3000:]
+    assert {"preset", "levels", "rewind_step", "lr"} <= set(listed) and "logtostderr" not in listed

@@ -1,0 +1,59 @@
+"""``tflth-stability`` / ``bin/stability.py``: instability of a network or IMP subnetworks vs k.
+
+For each rewind step k (--rewind_steps), trains the dense network once to k (the
+parent), then --pairs pairs of copies from W_k with different data order and
+augmentation, to the end of training; measures their L2 distances and the error along
+the straight line between them (instability = the error barrier, on test and train
+data). With --experiment (an IMP experiment of bin/prune.py) it analyses the masks of
+--levels and the --controls on them instead, reusing the experiment's W_k and masks.
+Writes --output_dir/stability_<hash> (rerunning resumes a killed sweep and reuses every
+finished copy; --shard=I/N splits a sweep between N processes) and a report in its
+report/ directory: stability.csv, stability.md, instability.png, curves_*.png.
+
+Example: bin/stability.py --preset=lenet_300_100_mnist --rewind_steps=0it,100it,500it --pairs=3
+"""
+
+from __future__ import annotations
+
+from tflth.cli import flags as tflags
+from tflth.stability import report
+from tflth.stability.sweep import StabilityJob
+
+FLAGS = tflags.FLAGS
+tflags.define_stability_flags()
+
+
+def job_from_flags() -> StabilityJob:
+    return StabilityJob(run=tflags.run_hparams(FLAGS), stability=tflags.stability_hparams(FLAGS),
+                        experiment=FLAGS.experiment or None, output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir,
+                        strategy=FLAGS.strategy, eval_every=FLAGS.eval_every or None,
+                        checkpoint_every=FLAGS.checkpoint_every or None)
+
+
+def _progress(pair: dict) -> None:
+    curve = pair["curve"]
+    train = curve.get("train") or {}
+    print(f"replicate {pair['replicate']} level {pair['level']} {pair['method']:<13} k={pair['k']}it "
+          f"pair {pair['pair']}: test instability {100 * curve['test']['instability']:.2f} pts"
+          + (f", train {100 * train['instability']:.2f} pts" if train else "")
+          + f", L2 {pair['distances']['total']['l2']:.4g}", flush=True)
+
+
+def main(argv):
+    del argv  # parse_flags_or_fail rejects positional arguments
+    job, dataset = tflags.prepare_or_fail(job_from_flags)
+    sweep = job.sweep
+    print(f"sweep {sweep.path}: {job.label}; data: {dataset.source}", flush=True)
+    tflags.exit_on_run_error(job.run_all, dataset, on_pair=_progress)
+    pairs = tflags.exit_on_run_error(report.collect, sweep.path)
+    out = tflags.exit_on_run_error(report.write_report, sweep.report_dir, pairs, title=job.label)
+    print(report.text_table(report.summarize(pairs)))
+    print("report: " + ", ".join([out["csv"], out["markdown"], out["plot"]] + out["curves"]))
+
+
+def run():
+    tflags.run(main)
+
+
+if __name__ == "__main__":
+    run()
