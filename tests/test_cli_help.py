@@ -13,8 +13,10 @@ from tflth.cli import flags as tflags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
-PRUNING = {"levels", "pruning_fraction", "pruning_scope", "layer_rates", "rewind_step", "reset", "controls",
-           "replicates"}
+EXPERIMENT = {"levels", "controls", "replicates"}
+PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy", "layer_rates", "rewind_step", "reset"}
+STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
+                          "train_examples", "bn_batches", "shard"}
 REPORT = {"experiments", "report_dir", "title"}
 # Flags absl and TensorFlow define for themselves (all listed by --helpfull).
 FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile", "undefok", "only_check_args",
@@ -33,20 +35,24 @@ def _help(command):
     return out, listed
 
 
-@pytest.mark.parametrize("binary", ["train", "prune", "report"])
+@pytest.mark.parametrize("binary", ["train", "prune", "report", "stability"])
 def test_help_lists_the_binary_s_own_flags(binary):
     out, listed = _help([sys.executable, os.path.join(ROOT, "bin", f"{binary}.py")])
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr == "", out.stderr[-3000:]  # TensorFlow's start-up output is dropped too
-    expected = {"train": _training_flags(), "prune": _training_flags() | PRUNING, "report": REPORT}[binary]
+    expected = {"train": _training_flags(), "prune": _training_flags() | PRUNING, "report": REPORT,
+                "stability": _training_flags() | STABILITY}[binary]
     assert len(listed) == len(set(listed)) and set(listed) == expected, out.stdout
     assert out.stdout.startswith(f"USAGE: {binary}.py ") and f"tflth-{binary}" in out.stdout
     for name in FOREIGN:
         assert f"--{name}" not in out.stdout and f"--[no]{name}" not in out.stdout, name
     if binary == "prune":
-        assert re.search(r"--levels: Pruning levels.*\n.*\n?\s+\(default: '8'\)", out.stdout), out.stdout
+        assert re.search(r"--levels: bin/prune.py: pruning levels.*\n.*\(default 8\)", out.stdout), out.stdout
         assert re.search(r"--rewind_step: Rewind point k.*\n.*Default: from --preset or --model", out.stdout)
         assert re.search(r"--reset: <rewind\|\w+\|\w+>: How survivors restart", out.stdout)
+    if binary == "stability":
+        assert re.search(r"--rewind_steps: .*\n.*\n\s+\(default: '0it'\)", out.stdout), out.stdout
+        assert re.search(r"--bn: <recompute\|interpolate>:", out.stdout)
     if binary == "train":
         assert re.search(r"--strategy: <auto\|default\|mirrored\|multi_worker\|tpu>:", out.stdout)
         assert re.search(r"--output_dir: .*\n\s+\(default: 'runs'\)", out.stdout)

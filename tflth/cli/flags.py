@@ -95,6 +95,7 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
     ("PruningHparams", "fraction"): "pruning_fraction",
     ("PruningHparams", "scope"): "pruning_scope",
     ("PruningHparams", "layer_rates"): "layer_rates",
+    ("PruningHparams", "strategy"): "pruning_strategy",
     **{("TrainingHparams", f): f for f in _TRAINING_FIELDS},
 }
 _FIELD_RE = re.compile(r"\b([A-Z]\w*Hparams)\.(\w+)")
@@ -186,24 +187,91 @@ def flags_are_valid() -> None:
     _startup.release()
 
 
+def _define_experiment_flags() -> None:
+    """--levels, --controls, --replicates: shared by bin/prune.py and bin/stability.py."""
+    if "levels" in FLAGS:
+        return
+    from tflth.starts import CONTROLS
+
+    flags.DEFINE_string("levels", None, "bin/prune.py: pruning levels after the dense level 0, density ≈ "
+                        "(1-fraction)^levels (default 8). bin/stability.py: the levels of --experiment whose "
+                        "masks are analysed, e.g. 0,4,8 (default 0: the dense network).")
+    flags.DEFINE_list("controls", [], f"Controls on each level's mask: {', '.join(CONTROLS)}.")
+    flags.DEFINE_integer("replicates", 1, "Independent initialisations (init, data-order and augment seeds + r).")
+
+
 def define_pruning_flags() -> None:
     """Flags of ``bin/prune.py`` on top of the training flags. Idempotent."""
     define_training_flags()
-    if "levels" in FLAGS:
+    _define_experiment_flags()
+    if "pruning_fraction" in FLAGS:
         return
-    from tflth.lottery import CONTROLS, RESETS
+    from tflth.pruning import STRATEGIES
+    from tflth.starts import RESETS
 
-    flags.DEFINE_integer("levels", 8, "Pruning levels after the dense level 0 (density ≈ (1-fraction)^levels).")
     flags.DEFINE_float("pruning_fraction", None, "Fraction of remaining weights pruned per level." + _FROM_PRESET)
     flags.DEFINE_enum("pruning_scope", None, ["global", "layerwise"], "One global threshold or per layer."
                       + _FROM_PRESET)
+    flags.DEFINE_enum("pruning_strategy", "magnitude", list(STRATEGIES), "How a level chooses what to prune.")
     flags.DEFINE_list("layer_rates", None, "Per-layer rate overrides 'glob:rate', e.g. output:0.1,conv*:0 "
                                            "(0 excludes a layer)." + _FROM_PRESET)
     flags.DEFINE_string("rewind_step", None, "Rewind point k (step notation); 0it = original lottery ticket."
                         + _FROM_PRESET)
     flags.DEFINE_enum("reset", "rewind", list(RESETS), "How survivors restart each level.")
-    flags.DEFINE_list("controls", [], f"Control experiments on each level's mask: {', '.join(CONTROLS)}.")
-    flags.DEFINE_integer("replicates", 1, "Independent IMP runs (init and data-order seeds + r).")
+
+
+def define_stability_flags() -> None:
+    """Flags of ``bin/stability.py`` on top of the training flags. Idempotent."""
+    define_training_flags()
+    _define_experiment_flags()
+    if "rewind_steps" in FLAGS:
+        return
+    from tflth.stability.evaluate import BN_MODES
+    from tflth.stability.sweep import NOISES
+
+    flags.DEFINE_list("rewind_steps", ["0it"], "Rewind steps k whose stability is measured, e.g. 0it,100it,500it.")
+    flags.DEFINE_integer("pairs", 1, "Pairs of copies (different SGD noise) per initialisation and k.")
+    flags.DEFINE_string("experiment", None, "An IMP experiment directory (lottery_<hash> of bin/prune.py) whose "
+                        "--levels masks (and --controls on them) are analysed; default: the dense network.")
+    flags.DEFINE_enum("noise", "data_order_and_augment", list(NOISES), "What differs between the two copies "
+                      "(none: identical copies, a check of the instrument).")
+    flags.DEFINE_enum("bn", "recompute", list(BN_MODES), "BatchNorm along the line: recompute the statistics "
+                      "exactly at every point, or interpolate them with the weights.")
+    flags.DEFINE_integer("interpolation_points", 30, "Evenly spaced α in --alpha_range (endpoints included).")
+    flags.DEFINE_list("alpha_range", ["0", "1"], "low,high of the α grid (low <= 0, high >= 1).")
+    flags.DEFINE_integer("train_examples", 10_000, "Size of the fixed training subset of the train curve "
+                         "(0: test curve only).")
+    flags.DEFINE_integer("bn_batches", 20, "Training batches (unaugmented) BatchNorm statistics are recomputed over.")
+    flags.DEFINE_string("shard", "1/1", "I/N: run every N-th unit of work, the I-th of each N (1 <= I <= N), so N "
+                        "processes or hosts split a sweep.")
+
+
+def _int(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise HparamError(f"--{flag}={text} is invalid: expected an integer.") from None
+
+
+def stability_hparams(flag_values=FLAGS):
+    """StabilityHparams from the stability flags."""
+    from tflth.stability.sweep import StabilityHparams
+
+    levels = tuple(_int("levels", v) for v in (flag_values.levels or "0").split(","))
+    try:
+        alpha_range = tuple(float(v) for v in flag_values.alpha_range)
+    except ValueError:
+        raise HparamError(f"--alpha_range={','.join(flag_values.alpha_range)} is invalid: expected two numbers "
+                          "low,high.") from None
+    shard = flag_values.shard.split("/")
+    if len(shard) != 2:
+        raise HparamError(f"--shard={flag_values.shard} is invalid: expected I/N, e.g. 1/4.")
+    return StabilityHparams(
+        rewind_steps=tuple(flag_values.rewind_steps), pairs=flag_values.pairs, replicates=flag_values.replicates,
+        levels=levels, controls=tuple(flag_values.controls), noise=flag_values.noise, bn=flag_values.bn,
+        interpolation_points=flag_values.interpolation_points, alpha_range=alpha_range,
+        train_examples=flag_values.train_examples, bn_batches=flag_values.bn_batches,
+        shard=tuple(_int("shard", v) for v in shard))
 
 
 def parse_layer_rates(items) -> tuple[tuple[str, float], ...]:
@@ -231,11 +299,13 @@ def pruning_hparams(flag_values=FLAGS):
         pruning = PruningHparams(
             fraction=base.fraction if flag_values.pruning_fraction is None else flag_values.pruning_fraction,
             scope=flag_values.pruning_scope or base.scope,
+            strategy=flag_values.pruning_strategy,
             layer_rates=(base.layer_rates if flag_values.layer_rates is None
                          else parse_layer_rates(flag_values.layer_rates)),
         )
     rewind = flag_values.rewind_step or (preset.rewind_step if preset else "0it")
-    lottery = LotteryHparams(levels=flag_values.levels, rewind_step=rewind, reset=flag_values.reset,
+    levels = 8 if flag_values.levels is None else _int("levels", flag_values.levels)
+    lottery = LotteryHparams(levels=levels, rewind_step=rewind, reset=flag_values.reset,
                              controls=tuple(flag_values.controls), replicates=flag_values.replicates)
     return pruning, lottery
 

@@ -1,0 +1,151 @@
+"""bin/stability.py: a dense sweep end to end; bad flags are one line / exit 2 / nothing written;
+SIGKILL during a sweep resumes to the same CSV, reusing finished copies."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from absl.testing import flagsaver
+
+from tflth.cli import prune as prune_cli
+from tflth.cli import stability as stability_cli
+
+from helpers import write_synthetic_npz
+from test_cli_train import _snapshot
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STABILITY = os.path.join(ROOT, "bin", "stability.py")
+TINY = dict(model="lenet_32_16", dataset="mnist", batch_size=32, training_steps="16it", eval_every="8it",
+            checkpoint_every="8it")
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    return write_synthetic_npz(tmp_path_factory.mktemp("data") / "synthetic.npz")
+
+
+@pytest.fixture(scope="module")
+def experiment(data_path, tmp_path_factory):
+    """A 1-level IMP experiment of lenet_32_16 (rewind 4it) with a random_prune control."""
+    out = tmp_path_factory.mktemp("imp")
+    with flagsaver.flagsaver(data_dir=data_path, output_dir=str(out), levels="1", rewind_step="4it",
+                             pruning_fraction=0.5, pruning_scope="global", controls=["random_prune"], **TINY):
+        prune_cli.main(["prune"])
+    (name,) = [d for d in os.listdir(out) if d.startswith("lottery_")]
+    return str(out / name)
+
+
+def _flags(data_path, output_dir, **extra):
+    values = dict(TINY, data_dir=data_path, output_dir=str(output_dir), rewind_steps=["0it", "4it"], pairs=1,
+                  interpolation_points=5, train_examples=64, levels=None, controls=[], experiment=None,
+                  shard="1/1")
+    values.update(extra)
+    return values
+
+
+def test_dense_sweep_prints_pairs_table_and_report(data_path, tmp_path, capsys):
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path)):
+        stability_cli.main(["stability"])
+    out = capsys.readouterr().out
+    assert re.search(r"replicate 0 level 0 imp\s+k=4it pair 0: test instability \d+\.\d\d pts", out), out
+    assert "first stable k" in out and "report:" in out
+    (sweep,) = [d for d in os.listdir(tmp_path) if d.startswith("stability_")]
+    report = set(os.listdir(tmp_path / sweep / "report"))
+    assert {"stability.csv", "stability.md", "instability.png"} <= report
+    assert any(f.startswith("curves_") and f.endswith("_level0_imp.png") for f in report)
+    rows = (tmp_path / sweep / "report" / "stability.csv").read_text().splitlines()
+    assert rows[0].startswith("row,sweep,label,level,method") and len(rows) == 1 + 2 + 2  # 2 pairs + 2 settings
+
+
+def test_imp_sweep_reuses_the_experiment(data_path, experiment, tmp_path, capsys):
+    before = _snapshot(experiment)
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path, experiment=experiment, levels="0,1",
+                                      controls=["random_prune"], rewind_steps=["4it"])):
+        stability_cli.main(["stability"])
+    out = capsys.readouterr().out
+    assert re.search(r"level 1 random_prune\s+k=4it", out) and re.search(r"level 1 imp\s+k=4it", out), out
+    assert _snapshot(experiment) == before  # nothing of the experiment retrained or rewritten
+    (sweep,) = [d for d in os.listdir(tmp_path) if d.startswith("stability_")]
+    assert not os.path.exists(tmp_path / sweep / "replicate_0" / "parent")  # W_4 came from the experiment
+
+
+BAD = [
+    ({"rewind_steps": ["foo"]}, r"error: --rewind_steps: Invalid step 'foo'"),
+    ({"rewind_steps": ["0it", "16it"]}, r"error: --rewind_steps=16it is iteration 16, the end of training"),
+    ({"rewind_steps": ["3ep"]}, r"error: --rewind_steps=3ep is iteration 24, beyond the end of training"),
+    ({"interpolation_points": 1}, r"error: --interpolation_points=1 is invalid: expected an integer >= 2"),
+    ({"shard": "3/2"}, r"error: --shard=3/2 is invalid: expected I/N with 1 <= I <= N"),
+    ({"shard": "x"}, r"error: --shard=x is invalid"),
+    ({"levels": "0,a"}, r"error: --levels=a is invalid: expected an integer"),
+    ({"levels": "0,1"}, r"error: --levels and --controls analyse an IMP experiment's masks: give --experiment"),
+    ({"alpha_range": ["0.5", "1"]}, r"error: --alpha_range=0.5,1.0 is invalid"),
+    ({"experiment": "NOTDIR"}, r"error: --experiment=\S+ is not an IMP experiment directory"),
+    ({"experiment": "EXP", "model": "lenet_16"}, r"error: --experiment=\S+ was trained with other settings "
+                                                 r"\(model.name: experiment 'lenet_32_16', flags 'lenet_16'"),
+    ({"experiment": "EXP", "dataset": "fashion_mnist"}, r"was trained with other settings \(dataset.name"),
+    ({"experiment": "EXP", "levels": "0,3"}, r"error: --levels=0,3: level 3 of replicate 0 is not trained"),
+    ({"experiment": "EXP", "replicates": 2}, r"level 0 of replicate 1 is not trained"),
+]
+
+
+@pytest.mark.parametrize("override,pattern", BAD, ids=[",".join(f"{k}={v}" for k, v in o.items()) for o, _ in BAD])
+def test_bad_flags_one_line_exit_2_nothing_written(data_path, experiment, tmp_path, capsys, override, pattern):
+    override = dict(override)
+    if override.get("experiment") == "EXP":
+        override["experiment"] = experiment
+    elif override.get("experiment") == "NOTDIR":
+        override["experiment"] = str(tmp_path)
+    (tmp_path / "keep.txt").write_text("a user's file\n")
+    before, exp_before = _snapshot(tmp_path), _snapshot(experiment)
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path, **override)):
+        with pytest.raises(SystemExit) as info:
+            stability_cli.main(["stability"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+    assert _snapshot(tmp_path) == before and _snapshot(experiment) == exp_before
+
+
+def _cmd(data_path, output_dir):
+    return [sys.executable, STABILITY, "--model=lenet_300_100", "--dataset=mnist", f"--data_dir={data_path}",
+            f"--output_dir={output_dir}", "--batch_size=8", "--training_steps=600it", "--checkpoint_every=50it",
+            "--eval_every=300it", "--rewind_steps=0it,20it", "--pairs=2", "--interpolation_points=7",
+            "--train_examples=120", "--deterministic"]
+
+
+def test_sigkill_during_a_sweep_resumes_to_the_same_csv(data_path, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full = subprocess.run(_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    proc = subprocess.Popen(_cmd(data_path, tmp_path / "killed"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    caught = None
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        done = [os.path.join(r, "pair.json") for r, _, files in os.walk(tmp_path / "killed") if "pair.json" in files]
+        running = [r for r, _, files in os.walk(tmp_path / "killed")
+                   if r.endswith(os.path.join("copy_a", "checkpoints")) and files]
+        if done and len(running) > len(done):  # one pair finished, the next one's copy a training
+            caught = done[0]
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert caught is not None, "never caught the sweep between two pairs"
+    finished_copy = os.path.join(os.path.dirname(caught), "copy_a", "result.json")
+    stamps = os.stat(caught).st_mtime_ns, os.stat(finished_copy).st_mtime_ns
+    resumed = subprocess.run(_cmd(data_path, tmp_path / "killed"), env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (os.stat(caught).st_mtime_ns, os.stat(finished_copy).st_mtime_ns) == stamps  # reused, not redone
+
+    def csv(root):
+        (sweep,) = [d for d in os.listdir(root) if d.startswith("stability_")]
+        return (root / sweep / "report" / "stability.csv").read_text()
+
+    assert csv(tmp_path / "killed") == csv(tmp_path / "full")
