@@ -131,14 +131,14 @@ class RunDir:
         return os.path.isfile(self.result)
 
 
-class Experiment:
-    """An IMP experiment directory (``lottery_<hash>``)."""
+class _Group:
+    """A directory of runs with its own ``hparams.json`` and ``replicate_<r>/`` subdirectories."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
 
     def __repr__(self) -> str:
-        return f"Experiment({self.path!r})"
+        return f"{type(self).__name__}({self.path!r})"
 
     @property
     def hparams(self) -> str:
@@ -150,6 +150,10 @@ class Experiment:
 
     def replicate_dir(self, replicate: int) -> str:
         return os.path.join(self.path, f"replicate_{replicate}")
+
+
+class Experiment(_Group):
+    """An IMP experiment directory (``lottery_<hash>``)."""
 
     def level(self, replicate: int, level: int) -> RunDir:
         return RunDir(os.path.join(self.replicate_dir(replicate), f"level_{level}"))
@@ -169,29 +173,12 @@ class Experiment:
         return sorted(c for c in set(known) if os.path.isdir(os.path.join(base, c)))
 
 
-class Sweep:
+class Sweep(_Group):
     """A stability sweep directory (``stability_<hash>``)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-
-    def __repr__(self) -> str:
-        return f"Sweep({self.path!r})"
-
-    @property
-    def hparams(self) -> str:
-        return os.path.join(self.path, HPARAMS)
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(os.path.normpath(os.path.abspath(self.path)))
 
     @property
     def report_dir(self) -> str:
         return os.path.join(self.path, "report")
-
-    def replicate_dir(self, replicate: int) -> str:
-        return os.path.join(self.path, f"replicate_{replicate}")
 
     def parent(self, replicate: int) -> RunDir:
         return RunDir(os.path.join(self.replicate_dir(replicate), "parent"))
