@@ -25,19 +25,18 @@ line on stdout (everything else the process prints goes to stderr):
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # what tfmot sets on import anyway; here before TF loads
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import serve, take_stdout  # noqa: E402  (needs numpy only, not tflth)
 
 # The protocol owns the real stdout; anything else printed goes to stderr.
-_PROTOCOL = os.fdopen(os.dup(1), "w", buffering=1)
-os.dup2(2, 1)
-sys.stdout = sys.stderr
+_PROTOCOL = take_stdout()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -111,22 +110,7 @@ class Worker:
 
 def main() -> int:
     worker = Worker()
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            request = json.loads(line)
-            cmd = request.pop("cmd")
-            if cmd == "quit":
-                _PROTOCOL.write(json.dumps({"ok": True}) + "\n")
-                return 0
-            answer = getattr(worker, cmd)(**request) if cmd in ("build", "epoch", "versions") else None
-            if answer is None:
-                raise ValueError(f"unknown command {cmd!r}")
-        except Exception:  # answered, so the driver can report it
-            answer = {"error": traceback.format_exc()}
-        _PROTOCOL.write(json.dumps(answer) + "\n")
-    return 0
+    return serve({"build": worker.build, "epoch": worker.epoch, "versions": worker.versions}, _PROTOCOL)
 
 
 if __name__ == "__main__":

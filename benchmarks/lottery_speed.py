@@ -41,22 +41,19 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from tflth import data as data_lib  # noqa: E402
+from _common import define_flags, fashion_mnist_dir, print_table, quick_overrides, row, timed  # noqa: E402
 from tflth import presets  # noqa: E402
 from tflth.hparams import DatasetHparams  # noqa: E402
 from tflth.lottery import LotteryHparams, LotteryJob  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
-flags.DEFINE_boolean("quick", False, "Smoke check: 5 levels of 100 steps, 2 in-process runs, 1 command run.")
-flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory or .npz (default: tflth's resolution).")
-flags.DEFINE_boolean("synthetic", False, "A synthetic .npz of Fashion-MNIST's shape instead of real data.")
+define_flags("Smoke check: 5 levels of 100 steps, 2 in-process runs, 1 command run.")
 flags.DEFINE_string("training_steps", "2ep", "Length of each of the 6 trainings.")
 flags.DEFINE_integer("levels", 5, "Pruning levels after the dense level 0.")
 flags.DEFINE_integer("runs", 3, "In-process runs of the whole job.")
@@ -65,34 +62,7 @@ FLAGS = flags.FLAGS
 
 PRESET = "lenet_300_100_mnist"
 BOUND = 1.05
-
-
-def _synthetic_npz(path, num_train=60000, num_test=10000, seed=0) -> str:
-    """Learnable arrays of Fashion-MNIST's shape: class c brightens pixel block c."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, size=n)
-        x = rng.integers(0, 60, size=(n, 28 * 28), dtype=np.uint8)
-        for c in range(10):
-            x[y == c, c * 8:(c + 1) * 8] = 255
-        return x.reshape(n, 28, 28, 1), y
-
-    x_train, y_train = make(num_train)
-    x_test, y_test = make(num_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
-
-
-def _data_dir(tmp: str) -> str:
-    """Where the benchmark's data is: an IDX directory or an .npz (never tfds: no network)."""
-    if FLAGS.synthetic:
-        return _synthetic_npz(os.path.join(tmp, "synthetic_fashion_mnist.npz"))
-    if FLAGS.data_dir:
-        return FLAGS.data_dir
-    if os.path.isdir(data_lib.DEBIAN_FASHION_MNIST_DIR):
-        return data_lib.DEBIAN_FASHION_MNIST_DIR
-    return _synthetic_npz(os.path.join(tmp, "synthetic_fashion_mnist.npz"))
+QUICK = dict(training_steps="100it", runs=2, command_runs=1)
 
 
 def _job(output_dir: str, data_dir: str, training_steps: str) -> LotteryJob:
@@ -115,29 +85,18 @@ def _training_seconds(job: LotteryJob) -> list[float]:
     return seconds
 
 
-def _row(name, bound, a_times, b_times) -> dict:
-    ratios = [a / b for a, b in zip(a_times, b_times)]
-    ratio = statistics.median(ratios)
-    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratio, ratio, ratio)
-    return {"name": name, "a": statistics.median(a_times), "b": statistics.median(b_times), "ratio": ratio,
-            "q1": q1, "q3": q3, "n": len(ratios), "bound": bound, "ok": bound is None or ratio <= bound}
-
-
 def in_process(data_dir: str, tmp: str, training_steps: str, runs: int) -> tuple[dict, list[float]]:
     walls, sums = [], []
     for i in range(runs):
         job = _job(os.path.join(tmp, f"inproc_{i}"), data_dir, training_steps)
         dataset = job.prepare()  # bin/prune.py's validation, before run_all
-        t0 = time.perf_counter()
-        job.run_all(dataset)
-        walls.append(time.perf_counter() - t0)
+        walls.append(timed(lambda: job.run_all(dataset)))
         sums.append(sum(_training_seconds(job)))
         shutil.rmtree(job.output_dir, ignore_errors=True)
     trainings = FLAGS.levels + 1
     per_level = [(w - s) / trainings for w, s in zip(walls, sums)]
-    row = _row(f"IMP {FLAGS.levels} levels, {trainings} x {training_steps}: LotteryJob.run_all / "
-               f"sum of its trainings' seconds", BOUND, walls, sums)
-    return row, per_level
+    return row(f"IMP {FLAGS.levels} levels, {trainings} x {training_steps}: LotteryJob.run_all / "
+               f"sum of its trainings' seconds", BOUND, walls, sums), per_level
 
 
 def _command(extra: list[str]) -> float:
@@ -162,41 +121,31 @@ def whole_command(data_dir: str, tmp: str, training_steps: str, runs: int) -> tu
         sums.append(sum(_training_seconds(job)))
         adjusted.append(wall - startups[-1])
         shutil.rmtree(out, ignore_errors=True)
-    row = _row(f"bin/prune.py, same run: (wall - start-up) / sum of its trainings' seconds", None, adjusted, sums)
-    return row, startups
+    return row(f"bin/prune.py, same run: (wall - start-up) / sum of its trainings' seconds", None,
+               adjusted, sums), startups
 
 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    if FLAGS.quick:
-        training_steps, runs, command_runs = "100it", 2, 1
-    else:
-        training_steps, runs, command_runs = FLAGS.training_steps, FLAGS.runs, FLAGS.command_runs
+    quick_overrides(FLAGS, **QUICK)
+    training_steps, runs, command_runs = FLAGS.training_steps, FLAGS.runs, FLAGS.command_runs
     tmp = tempfile.mkdtemp(prefix="tflth_lottery_bench_")
     try:
-        data_dir = _data_dir(tmp)
+        data_dir = fashion_mnist_dir(FLAGS.data_dir, tmp, FLAGS.synthetic)
         print(f"data: {data_dir}; TF {tf.__version__}; {os.cpu_count()} CPU cores", flush=True)
         results = []
-        row, per_level = in_process(data_dir, tmp, training_steps, runs)
-        results.append(row)
+        result, per_level = in_process(data_dir, tmp, training_steps, runs)
+        results.append(result)
         print(f"in-process: IMP's own cost per level (wall - trainings) / {FLAGS.levels + 1}: median "
               f"{statistics.median(per_level):.3f} s", flush=True)
         if command_runs:
-            row, startups = whole_command(data_dir, tmp, training_steps, command_runs)
-            results.append(row)
+            result, startups = whole_command(data_dir, tmp, training_steps, command_runs)
+            results.append(result)
             print(f"bin/prune.py start-up (--helpshort): median {statistics.median(startups):.2f} s", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\nA/B is the median over runs of the per-run ratio; times are medians (s).\n"
-          "| comparison | A (s) | B (s) | A/B | quartiles of A/B | runs | bound | ok |\n"
-          "|---|---|---|---|---|---|---|---|")
-    for r in results:
-        bound = "—" if r["bound"] is None else f"<= {r['bound']}"
-        ok = "—" if r["bound"] is None else "yes" if r["ok"] else "NO"
-        print(f"| {r['name']} | {r['a']:.3f} | {r['b']:.3f} | {r['ratio']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} | "
-              f"{r['n']} | {bound} | {ok} |")
-    sys.exit(0 if all(r["ok"] for r in results) else 1)
+    sys.exit(0 if print_table(results, what="runs") else 1)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@
    ms/step with quartiles over windows, steps/s, and the implied seconds per epoch of
    60,000 images (469 steps).
 
-Usage::
+``--quick`` (a smoke check) times 3 turns of everything, the replicas' epochs over the
+first 6,000 images (``--epoch_examples``) and the model-size windows 20x shorter. Usage::
 
     python benchmarks/scaling.py [--quick] [--data_dir=DIR|FILE.npz] [--synthetic]
 """
@@ -30,9 +31,9 @@ import math
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import tensorflow as tf  # noqa: E402
 
@@ -42,20 +43,20 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from tflth import data as data_lib  # noqa: E402
+from _common import (  # noqa: E402
+    define_flags, first, no_evaluation, print_table, rotating, row, start, timed_steps)
 from tflth import models, presets  # noqa: E402
 from tflth.hparams import DatasetHparams, ModelHparams  # noqa: E402
 from tflth.training import Trainer  # noqa: E402
 
-flags.DEFINE_boolean("quick", False, "Smoke check: 3 short turns of everything.")
-flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory or .npz (default: tflth's resolution).")
-flags.DEFINE_boolean("synthetic", False, "Synthetic arrays of Fashion-MNIST's shape instead of real data.")
+define_flags("Smoke check: 3 short turns of everything (replicas: epochs of 6,000 images).")
 flags.DEFINE_integer("epoch_turns", 10, "Replicas: timed epochs per strategy.")
+flags.DEFINE_integer("epoch_examples", 60000, "Replicas: training images per epoch (at most all).")
 flags.DEFINE_integer("windows", 10, "Model size: timed windows per model.")
 FLAGS = flags.FLAGS
+QUICK = dict(epoch_turns=3, epoch_examples=6000, windows=3)
 
 # name, preset, model overrides, steps per window (full run)
 MODELS = (
@@ -66,22 +67,6 @@ MODELS = (
 BATCH = 128
 
 
-def _dataset():
-    if FLAGS.synthetic or (FLAGS.data_dir is None and not os.path.isdir(data_lib.DEBIAN_FASHION_MNIST_DIR)):
-        rng = np.random.default_rng(0)
-
-        def make(n):
-            y = rng.integers(0, 10, size=n)
-            x = rng.integers(0, 60, size=(n, 28 * 28), dtype=np.uint8)
-            for c in range(10):
-                x[y == c, c * 8:(c + 1) * 8] = 255
-            return x.reshape(n, 28, 28, 1), y
-
-        return data_lib.from_arrays("fashion_mnist", *make(60000), *make(10000),
-                                    source="synthetic arrays of Fashion-MNIST's shape")
-    return data_lib.load("fashion_mnist", FLAGS.data_dir)
-
-
 def _hparams(preset: str, model: ModelHparams, batch_size: int):
     run = presets.get(preset).run
     return dataclasses.replace(run, dataset=DatasetHparams("fashion_mnist"), model=model,
@@ -89,61 +74,36 @@ def _hparams(preset: str, model: ModelHparams, batch_size: int):
                                                             training_steps="1000000it"))
 
 
-def _quiet(trainer: Trainer) -> Trainer:
-    trainer.evaluate = lambda split="test": (0.0, 0.0)  # time training only
-    return trainer
-
-
-def _timed_steps(trainer: Trainer, steps: int) -> float:
-    t0 = time.perf_counter()
-    trainer.train(end_step=trainer.step + steps)
-    return time.perf_counter() - t0
-
-
 def _quartiles(values):
     return statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
 
 
 def replicas(dataset, turns: int, examples: int) -> list[dict]:
-    if examples < dataset.num_train:
-        dataset = data_lib.from_arrays("fashion_mnist", dataset.x_train[:examples], dataset.y_train[:examples],
-                                       dataset.x_test, dataset.y_test, source=f"{dataset.source}, first {examples}")
+    dataset = first(dataset, examples)
     hp = _hparams("lenet_300_100_mnist", ModelHparams("lenet_300_100"), 60)
     strategies = {
         "default": tf.distribute.get_strategy(),
         "mirrored x1": tf.distribute.MirroredStrategy(["/cpu:0"]),
         "mirrored x2": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
     }
-    trainers = {k: _quiet(Trainer(hp, dataset=dataset, strategy=s)) for k, s in strategies.items()}
+    trainers = {k: no_evaluation(Trainer(hp, dataset=dataset, strategy=s)) for k, s in strategies.items()}
     epoch = trainers["default"].iterations_per_epoch
     for t in trainers.values():  # trace and warm up
-        _timed_steps(t, epoch)
-    names = list(trainers)
-    times = {k: [] for k in names}
-    for i in range(turns):
-        for k in names[i % 3:] + names[:i % 3]:
-            times[k].append(_timed_steps(trainers[k], epoch))
-    rows = []
-    for a, b in (("mirrored x2", "mirrored x1"), ("mirrored x1", "default")):
-        ratios = [x / y for x, y in zip(times[a], times[b])]
-        q1, _, q3 = _quartiles(ratios)
-        rows.append({"name": f"LeNet-300-100 epoch ({epoch} steps, batch 60): {a} / {b}",
-                     "a": statistics.median(times[a]), "b": statistics.median(times[b]),
-                     "ratio": statistics.median(ratios), "q1": q1, "q3": q3, "n": turns})
-    return rows
+        timed_steps(t, epoch)
+    times = rotating({k: (lambda t=t: timed_steps(t, epoch)) for k, t in trainers.items()}, turns)
+    return [row(f"LeNet-300-100 epoch ({epoch} steps, batch 60): {a} / {b}", None, times[a], times[b])
+            for a, b in (("mirrored x2", "mirrored x1"), ("mirrored x1", "default"))]
 
 
 def model_size(dataset, windows: int, quick: bool) -> list[dict]:
     built = []
     for label, preset, model, steps in MODELS:
-        t = _quiet(Trainer(_hparams(preset, model, BATCH), dataset=dataset))
+        t = no_evaluation(Trainer(_hparams(preset, model, BATCH), dataset=dataset))
         steps = max(2, steps // 20) if quick else steps
-        _timed_steps(t, steps)  # trace and warm up
+        timed_steps(t, steps)  # trace and warm up
         built.append((label, preset, t, steps))
-    times = {label: [] for label, *_ in built}
-    for i in range(windows):
-        for label, _, t, steps in built[i % 3:] + built[:i % 3]:
-            times[label].append(_timed_steps(t, steps) / steps)
+    times = rotating({label: (lambda t=t, steps=steps: timed_steps(t, steps) / steps)
+                      for label, _, t, steps in built}, windows)
     per_epoch = math.ceil(60000 / BATCH)
     rows = []
     for label, preset, t, steps in built:
@@ -158,23 +118,13 @@ def model_size(dataset, windows: int, quick: bool) -> list[dict]:
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    dataset = _dataset()
+    dataset = start(FLAGS, **QUICK)
     print(f"data: {dataset.source}; TF {tf.__version__}; {os.cpu_count()} CPU cores as "
           f"{len(tf.config.list_logical_devices('CPU'))} logical devices; "
           f"GPUs: {len(tf.config.list_physical_devices('GPU'))}", flush=True)
-    if FLAGS.quick:
-        rep_rows = replicas(dataset, 3, 6000)
-        size_rows = model_size(dataset, 3, quick=True)
-    else:
-        rep_rows = replicas(dataset, FLAGS.epoch_turns, dataset.num_train)
-        size_rows = model_size(dataset, FLAGS.windows, quick=False)
-    print("\nReplicas (two logical devices on the same cores). A/B is the median over turns of the per-turn "
-          "ratio; times are medians (s).\n"
-          "| comparison | A (s) | B (s) | A/B | quartiles of A/B | turns |\n|---|---|---|---|---|---|")
-    for r in rep_rows:
-        print(f"| {r['name']} | {r['a']:.3f} | {r['b']:.3f} | {r['ratio']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} | "
-              f"{r['n']} |")
+    rep_rows = replicas(dataset, FLAGS.epoch_turns, FLAGS.epoch_examples)
+    size_rows = model_size(dataset, FLAGS.windows, quick=FLAGS.quick)
+    print_table(rep_rows, what="turns", title="Replicas (two logical devices on the same cores).")
     print(f"\nOne training step at batch {BATCH}, input 28x28x1, default strategy (median over windows).\n"
           "| model | optimizer | parameters | ms/step | quartiles | steps/s | s/epoch (469 steps) | window x n |\n"
           "|---|---|---|---|---|---|---|---|")

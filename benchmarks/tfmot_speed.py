@@ -48,24 +48,25 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
 
 from absl import app, flags  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from _common import (  # noqa: E402
+    define_flags, fashion_mnist, first, no_evaluation, print_table, quick_overrides, random_masks, rotating, row,
+    serve)
 
 flags.DEFINE_boolean("worker", False, "Internal: serve as the tflth worker (JSON lines on stdin/stdout).")
-flags.DEFINE_boolean("quick", False, "Smoke check: 3 repetitions of short epochs.")
-flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory or .npz (default: tflth's resolution).")
-flags.DEFINE_boolean("synthetic", False, "Synthetic arrays of Fashion-MNIST's shape instead of real data.")
+define_flags("Smoke check: 3 repetitions of short epochs.")
 flags.DEFINE_string("tfmot_python", os.path.join(ROOT, ".venv-tfmot", "bin", "python"),
                     "Python of the tfmot environment (make bench-tfmot builds it).")
 flags.DEFINE_list("networks", ["lenet_300_100", "conv2"], "Networks to compare.")
@@ -73,6 +74,7 @@ flags.DEFINE_integer("repetitions", 10, "Timed epochs per side and network.")
 flags.DEFINE_integer("lenet_examples", 60000, "Training images per LeNet-300-100 epoch (all of Fashion-MNIST).")
 flags.DEFINE_integer("conv_examples", 12000, "Training images per Conv-2 epoch (a fixed subset).")
 FLAGS = flags.FLAGS
+QUICK = dict(repetitions=3, lenet_examples=6000, conv_examples=600)
 
 BATCH_SIZE = 60
 LR = 1.2e-3
@@ -88,45 +90,6 @@ LABELS = {"tflth": "tflth loop, 80 % masked", "tfmot": "tfmot prune_low_magnitud
 # ---------------------------------------------------------------------------- workers
 
 
-def _serve(handlers: dict) -> int:
-    """Answer JSON-line requests on stdin with JSON lines on the real stdout."""
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # whatever else gets printed goes to stderr
-    sys.stdout = sys.stderr
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            request = json.loads(line)
-            cmd = request.pop("cmd")
-            if cmd == "quit":
-                protocol.write(json.dumps({"ok": True}) + "\n")
-                return 0
-            if cmd not in handlers:
-                raise ValueError(f"unknown command {cmd!r}")
-            answer = handlers[cmd](**request)
-        except Exception:
-            answer = {"error": traceback.format_exc()}
-        protocol.write(json.dumps(answer) + "\n")
-    return 0
-
-
-def _synthetic(num_train=60000, num_test=10000, seed=0):
-    """Learnable arrays of Fashion-MNIST's shape: class c brightens pixel block c."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, size=n)
-        x = rng.integers(0, 60, size=(n, 28 * 28), dtype=np.uint8)
-        for c in range(10):
-            x[y == c, c * 8:(c + 1) * 8] = 255
-        return x.reshape(n, 28, 28, 1), y
-
-    return (*make(num_train), *make(num_test))
-
-
 class _TflthWorker:
     """The tflth side: tflth's data loader and Trainer, in the core venv."""
 
@@ -139,34 +102,24 @@ class _TflthWorker:
         import tensorflow as tf
         from tflth import data as data_lib
 
-        if synthetic or (data_dir is None and not os.path.isdir(data_lib.DEBIAN_FASHION_MNIST_DIR)):
-            arrays, source = _synthetic(), "synthetic arrays of Fashion-MNIST's shape"
-        else:
-            ds = data_lib.load("fashion_mnist", data_dir)
-            arrays, source = (ds.x_train, ds.y_train, ds.x_test, ds.y_test), ds.source
-        np.savez(out, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+        with tempfile.TemporaryDirectory(prefix="data_", dir=os.path.dirname(out)) as tmp:
+            ds = fashion_mnist(data_dir, tmp, synthetic)
+        np.savez(out, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
         mean, std = data_lib.NORMALIZATION["fashion_mnist"]
-        return {"source": str(source), "num_train": int(len(arrays[0])), "mean": mean[0], "std": std[0],
+        return {"source": str(ds.source), "num_train": int(ds.num_train), "mean": mean[0], "std": std[0],
                 "tensorflow": tf.__version__, "keras": keras.__version__}
 
     def build(self, network, data, examples, batch_size, lr, density, seed=0):
-        import numpy as np
         from tflth import data as data_lib
-        from tflth import masks
         from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams
         from tflth.training import Trainer
 
-        with np.load(data) as a:
-            dataset = data_lib.from_arrays("fashion_mnist", a["x_train"][:examples], a["y_train"][:examples],
-                                           a["x_test"], a["y_test"], source=data)
+        dataset = first(data_lib.load("fashion_mnist", data), examples)
         hp = RunHparams(DatasetHparams("fashion_mnist"), ModelHparams(network),
                         TrainingHparams(optimizer="adam", lr=lr, batch_size=batch_size,
                                         training_steps="1000000it", seed=seed))
-        self.trainer = Trainer(hp, dataset=dataset)
-        self.trainer.evaluate = lambda split="test": (0.0, 0.0)  # time training only
-        rng = np.random.default_rng(seed)
-        masks.set_masks(self.trainer.model, {p: rng.random(m.shape) < density
-                                             for p, m in masks.get_masks(self.trainer.model).items()})
+        self.trainer = no_evaluation(Trainer(hp, dataset=dataset))
+        random_masks(self.trainer.model, density, seed)
         return {"examples": int(dataset.num_train), "steps_per_epoch": self.trainer.iterations_per_epoch}
 
     def epoch(self, side="tflth"):
@@ -230,15 +183,6 @@ class Worker:
 # ----------------------------------------------------------------------------- driver
 
 
-def _row(name, bound, a_times, b_times) -> dict:
-    """Median times, the median per-repetition ratio and its quartiles."""
-    ratios = [a / b for a, b in zip(a_times, b_times)]
-    ratio = statistics.median(ratios)
-    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratio, ratio, ratio)
-    return {"name": name, "a": statistics.median(a_times), "b": statistics.median(b_times), "ratio": ratio,
-            "q1": q1, "q3": q3, "n": len(ratios), "bound": bound, "ok": bound is None or ratio <= bound}
-
-
 def compare(network: str, examples: int, npz: str, workers: dict, norm: tuple, repetitions: int) -> list[dict]:
     common = {"network": network, "data": npz, "examples": examples, "batch_size": BATCH_SIZE, "lr": LR, "seed": 0}
     built = workers["tflth"].ask("build", density=1 - SPARSITY, **common)
@@ -258,16 +202,13 @@ def compare(network: str, examples: int, npz: str, workers: dict, norm: tuple, r
           f"{last['tflth']['density']:.3f}, tfmot {last['tfmot']['density']:.3f}; train loss tflth "
           f"{last['tflth']['loss']:.3f}, tfmot {last['tfmot']['loss']:.3f}, dense fit {last['dense']['loss']:.3f}",
           flush=True)
-    times = {side: [] for side in SIDES}
-    for i in range(repetitions):
-        order = SIDES[i % 3:] + SIDES[:i % 3]  # rotate which side goes first
-        for side in order:
-            times[side].append(worker_of[side].ask("epoch", side=side)["seconds"])
+    times = rotating({side: (lambda side=side: worker_of[side].ask("epoch", side=side)["seconds"])
+                      for side in SIDES}, repetitions)
     title = {"lenet_300_100": "LeNet-300-100", "conv2": "Conv-2 (28x28x1)"}.get(network, network)
     return [
-        _row(f"{title} epoch: {LABELS['tflth']} / {LABELS['tfmot']}", BOUND, times["tflth"], times["tfmot"]),
-        _row(f"{title} epoch: {LABELS['tfmot']} / {LABELS['dense']}", None, times["tfmot"], times["dense"]),
-        _row(f"{title} epoch: {LABELS['tflth']} / {LABELS['dense']}", None, times["tflth"], times["dense"]),
+        row(f"{title} epoch: {LABELS['tflth']} / {LABELS['tfmot']}", BOUND, times["tflth"], times["tfmot"]),
+        row(f"{title} epoch: {LABELS['tfmot']} / {LABELS['dense']}", None, times["tfmot"], times["dense"]),
+        row(f"{title} epoch: {LABELS['tflth']} / {LABELS['dense']}", None, times["tflth"], times["dense"]),
     ]
 
 
@@ -275,11 +216,9 @@ def main(argv):
     del argv
     if FLAGS.worker:
         w = _TflthWorker()
-        return _serve({"data": w.data, "build": w.build, "epoch": w.epoch})
-    if FLAGS.quick:
-        repetitions, sizes = 3, {"lenet_300_100": 6000, "conv2": 600}
-    else:
-        repetitions, sizes = FLAGS.repetitions, {"lenet_300_100": FLAGS.lenet_examples, "conv2": FLAGS.conv_examples}
+        return serve({"data": w.data, "build": w.build, "epoch": w.epoch})
+    quick_overrides(FLAGS, **QUICK)
+    repetitions, sizes = FLAGS.repetitions, {"lenet_300_100": FLAGS.lenet_examples, "conv2": FLAGS.conv_examples}
     tfmot_python = os.path.abspath(FLAGS.tfmot_python)
     if not os.access(tfmot_python, os.X_OK):
         sys.exit(f"{tfmot_python} not found: run `make bench-tfmot`, which builds .venv-tfmot first.")
@@ -311,18 +250,8 @@ def main(argv):
     finally:
         for w in workers.values():
             w.close()
-    for name in os.listdir(tmp):
-        os.unlink(os.path.join(tmp, name))
-    os.rmdir(tmp)
-    print("\nA/B is the median over repetitions of the per-repetition ratio; times are medians (s per epoch).\n"
-          "| comparison | A (s) | B (s) | A/B | quartiles of A/B | repetitions | bound | ok |\n"
-          "|---|---|---|---|---|---|---|---|")
-    for r in results:
-        bound = "—" if r["bound"] is None else f"<= {r['bound']}"
-        ok = "—" if r["bound"] is None else "yes" if r["ok"] else "NO"
-        print(f"| {r['name']} | {r['a']:.3f} | {r['b']:.3f} | {r['ratio']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} | "
-              f"{r['n']} | {bound} | {ok} |")
-    sys.exit(0 if all(r["ok"] for r in results) else 1)
+    shutil.rmtree(tmp, ignore_errors=True)  # only on success: a failure's message names the workers' logs here
+    sys.exit(0 if print_table(results, what="repetitions", unit="s per epoch") else 1)
 
 
 if __name__ == "__main__":

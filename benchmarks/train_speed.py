@@ -17,9 +17,12 @@ next and two identical networks built at different times differ by a few percent
 masked comparison therefore spreads its pairs over several fresh builds). The cost of a
 rewind checkpoint is measured the same way, as 200-step windows with and without one
 checkpoint in the middle, and scaled to 10 checkpoints per run: differencing whole
-25-second runs cannot resolve 2 % here. The script exits 1 if a bound is missed. Usage::
+25-second runs cannot resolve 2 % here. The script exits 1 if a bound is missed. Data:
+``--data_dir``, else Debian's Fashion-MNIST, else synthetic arrays of its shape.
+``--quick`` is a smoke check (few builds, pairs and steps; the fit comparison on 6,000
+images): its figures are too noisy to judge the bounds by. Usage::
 
-    python benchmarks/train_speed.py [--data_dir=/usr/share/datasets/fashion-mnist]
+    python benchmarks/train_speed.py [--quick] [--data_dir=DIR|FILE.npz] [--synthetic]
 """
 
 from __future__ import annotations
@@ -31,31 +34,36 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 import tflth  # noqa: E402
-from tflth import data as data_lib  # noqa: E402
-from tflth import masks, presets  # noqa: E402
+from _common import (  # noqa: E402
+    define_flags, first, no_evaluation, paired, print_table, random_masks, row, start, timed, timed_steps)
+from tflth import presets  # noqa: E402
 from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams  # noqa: E402
 from tflth.training import Trainer, checkpoint  # noqa: E402
 
-flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory (default: tflth's resolution).")
+define_flags("Smoke check: 2 builds x 2 pairs of short masked/unmasked runs, 2 fit pairs on 6,000 images, "
+             "3 checkpoint pairs.")
 flags.DEFINE_integer("rounds", 10, "Masked/unmasked: fresh builds of both networks.")
 flags.DEFINE_integer("round_pairs", 6, "Masked/unmasked: timed pairs per build.")
 flags.DEFINE_integer("lenet_steps", 500, "Steps per LeNet-300-100 masked/unmasked measurement.")
 flags.DEFINE_integer("conv_steps", 20, "Steps per Conv-2 masked/unmasked measurement.")
 flags.DEFINE_integer("fit_pairs", 16, "Timed epoch pairs for tflth loop vs Keras fit.")
+flags.DEFINE_integer("fit_examples", 60000, "Training images per epoch of tflth loop vs Keras fit (at most all).")
 flags.DEFINE_integer("checkpoint_pairs", 100, "Timed window pairs for the cost of a rewind checkpoint.")
+flags.DEFINE_integer("checkpoint_warmup", 1000, "Steps before the checkpoint measurement (tracing, warm-up).")
 FLAGS = flags.FLAGS
 
 WINDOW = 200  # steps per window of the checkpoint measurement
+QUICK = dict(rounds=2, round_pairs=2, lenet_steps=50, conv_steps=3, fit_pairs=2, fit_examples=6000,
+             checkpoint_pairs=3, checkpoint_warmup=100)
 
 
 def _hparams(model: str, steps: str, optimizer: str = "adam", lr: float = 1.2e-3) -> RunHparams:
@@ -63,72 +71,26 @@ def _hparams(model: str, steps: str, optimizer: str = "adam", lr: float = 1.2e-3
                       TrainingHparams(optimizer=optimizer, lr=lr, batch_size=60, training_steps=steps))
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def _train_for(trainer: Trainer, steps: int) -> None:
-    """``steps`` more training steps; the end-of-call test evaluation is skipped."""
-    trainer.evaluate = lambda split="test": (0.0, 0.0)
-    trainer.train(end_step=trainer.step + steps)
-
-
-def _timed_train(trainer: Trainer, steps: int) -> float:
-    """Seconds for ``steps`` more training steps (no evaluation, no run directory)."""
-    return _timed(lambda: _train_for(trainer, steps))
-
-
-def _pairs(rounds, pairs_per_round) -> tuple[list[float], list[float]]:
-    """Time sides a and b as adjacent pairs, alternating which goes first.
-
-    ``rounds`` is a list of functions, each returning an ``(a, b)`` pair of callables
-    that return seconds; each round runs ``pairs_per_round`` pairs.
-    """
-    a_times, b_times = [], []
-    for make_sides in rounds:
-        side_a, side_b = make_sides()
-        for _ in range(pairs_per_round):
-            if len(a_times) % 2:
-                b, a = side_b(), side_a()
-            else:
-                a, b = side_a(), side_b()
-            a_times.append(a)
-            b_times.append(b)
-    return a_times, b_times
-
-
-def _row(name, bound, a_times, b_times, ratios=None) -> dict:
-    """Median times, the median per-pair ratio and its quartiles."""
-    ratios = ratios or [a / b for a, b in zip(a_times, b_times)]
-    ratio = statistics.median(ratios)
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return {"name": name, "a": statistics.median(a_times), "b": statistics.median(b_times), "ratio": ratio,
-            "q1": q1, "q3": q3, "n": len(ratios), "bound": bound, "ok": bound is None or ratio <= bound}
-
-
 def masked_vs_unmasked(dataset, model_name, steps) -> dict:
     """Masked (80 % pruned, as IMP trains it) vs plain Keras layers, same loop and weights."""
     hp = _hparams(model_name, "1000000it")
 
-    def make_sides():
+    a, b = [], []
+    for _ in range(FLAGS.rounds):  # fresh builds: two identical networks built apart differ by a few percent
         gc.collect()  # the previous round's networks
-        masked = Trainer(hp, dataset=dataset)
-        plain = Trainer(hp, dataset=dataset, model=tflth.unmasked(masked.model))
-        # The masked forward pass costs the same at any density: pruned weights are zeros, not skipped.
-        rng = np.random.default_rng(0)
-        masks.set_masks(masked.model, {p: rng.random(m.shape) < 0.2 for p, m in masks.get_masks(masked.model).items()})
+        masked = no_evaluation(Trainer(hp, dataset=dataset))
+        plain = no_evaluation(Trainer(hp, dataset=dataset, model=tflth.unmasked(masked.model)))
+        random_masks(masked.model, 0.2)
         for t in (masked, plain):  # trace and warm up
-            _timed_train(t, steps)
-        return (lambda: _timed_train(masked, steps)), (lambda: _timed_train(plain, steps))
-
-    a, b = _pairs([make_sides] * FLAGS.rounds, FLAGS.round_pairs)
-    return _row(f"{model_name}: masked / unmasked, {steps} steps", 1.05, a, b)
+            timed_steps(t, steps)
+        paired(lambda: timed_steps(masked, steps), lambda: timed_steps(plain, steps), FLAGS.round_pairs, a, b)
+    return row(f"{model_name}: masked / unmasked, {steps} steps", 1.05, a, b)
 
 
-def loop_vs_fit(dataset) -> dict:
-    trainer = Trainer(_hparams("lenet_300_100", "1000000it"), dataset=dataset)
+def loop_vs_fit(dataset, examples: int) -> dict:
+    images = f" ({examples} images)" if examples < dataset.num_train else ""
+    dataset = first(dataset, examples)
+    trainer = no_evaluation(Trainer(_hparams("lenet_300_100", "1000000it"), dataset=dataset))
     epoch = trainer.iterations_per_epoch
     x = ((dataset.x_train.astype("float32") / 255.0 - 0.2860) / 0.3530)
     y = dataset.y_train
@@ -137,15 +99,15 @@ def loop_vs_fit(dataset) -> dict:
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
     def fit_epoch():
-        return _timed(lambda: model.fit(x, y, batch_size=60, epochs=1, shuffle=True, verbose=0))
+        return timed(lambda: model.fit(x, y, batch_size=60, epochs=1, shuffle=True, verbose=0))
 
-    _timed_train(trainer, epoch)  # trace
+    timed_steps(trainer, epoch)  # trace
     fit_epoch()
-    a, b = _pairs([lambda: (lambda: _timed_train(trainer, epoch), fit_epoch)], FLAGS.fit_pairs)
-    return _row("LeNet-300-100 epoch: tflth loop / keras fit", 0.7, a, b)
+    a, b = paired(lambda: timed_steps(trainer, epoch), fit_epoch, FLAGS.fit_pairs)
+    return row(f"LeNet-300-100 epoch{images}: tflth loop / keras fit", 0.7, a, b)
 
 
-def checkpoint_overhead(dataset) -> list[dict]:
+def checkpoint_overhead(dataset, warmup: int) -> list[dict]:
     """What 10 rewind checkpoints add to a LeNet-300-100 run, from the cost of one.
 
     A: train half a window, save a checkpoint as the loop does at a rewind point (a host
@@ -155,23 +117,23 @@ def checkpoint_overhead(dataset) -> list[dict]:
     2-core machine the background write competes with training for the CPU, so it costs
     about what a synchronous write does; on a GPU machine it overlaps the steps.)
     """
-    trainer = Trainer(dataclasses.replace(presets.get("lenet_300_100_mnist").run,
-                                          dataset=DatasetHparams("fashion_mnist")), dataset=dataset)
+    trainer = no_evaluation(Trainer(dataclasses.replace(presets.get("lenet_300_100_mnist").run,
+                                                        dataset=DatasetHparams("fashion_mnist")), dataset=dataset))
     root = tempfile.mkdtemp(prefix="tflth_bench_")
     writer = checkpoint.Writer()
 
     def window(save: bool):
         def run():
-            _train_for(trainer, WINDOW // 2)
+            timed_steps(trainer, WINDOW // 2)
             if save:
                 trainer.save_checkpoint(checkpoint.path_for(root, trainer.step), writer)
-            _train_for(trainer, WINDOW - WINDOW // 2)
+            timed_steps(trainer, WINDOW - WINDOW // 2)
             writer.flush()
-        return _timed(run)
+        return timed(run)
 
-    _timed_train(trainer, 1000)  # trace and warm up
+    timed_steps(trainer, warmup)  # trace and warm up
     window(True)
-    a, b = _pairs([lambda: (lambda: window(True), lambda: window(False))], FLAGS.checkpoint_pairs)
+    a, b = paired(lambda: window(True), lambda: window(False), FLAGS.checkpoint_pairs)
     writer.close()
     shutil.rmtree(root, ignore_errors=True)
     window_seconds, extra = statistics.median(b), [x - y for x, y in zip(a, b)]
@@ -181,33 +143,23 @@ def checkpoint_overhead(dataset) -> list[dict]:
                                     ("2-epoch", 2 * trainer.iterations_per_epoch, None)):
         run_seconds = window_seconds * run_steps / WINDOW
         ratios = [1 + 10 * e / run_seconds for e in extra]
-        row = _row(f"LeNet-300-100 {label} run: with 10 rewind checkpoints / without", bound,
-                   [run_seconds + 10 * e for e in extra], [run_seconds, run_seconds], ratios)
-        rows.append(row)
+        rows.append(row(f"LeNet-300-100 {label} run: with 10 rewind checkpoints / without", bound,
+                        [run_seconds + 10 * e for e in extra], [run_seconds, run_seconds], ratios))
     return rows
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
-    dataset = data_lib.load("fashion_mnist", FLAGS.data_dir)
+    dataset = start(FLAGS, **QUICK)
     print(f"data: {dataset.source}; TF {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}", flush=True)
     results = [
         masked_vs_unmasked(dataset, "lenet_300_100", FLAGS.lenet_steps),
         masked_vs_unmasked(dataset, "conv2", FLAGS.conv_steps),
-        loop_vs_fit(dataset),
-        *checkpoint_overhead(dataset),
+        loop_vs_fit(dataset, FLAGS.fit_examples),
+        *checkpoint_overhead(dataset, FLAGS.checkpoint_warmup),
     ]
-    print("\nA/B is the median over timed pairs of the per-pair ratio; times are medians.\n"
-          "| comparison | A (s) | B (s) | A/B | quartiles of A/B | pairs | bound | ok |\n"
-          "|---|---|---|---|---|---|---|---|")
-    for r in results:
-        bound = "—" if r["bound"] is None else f"<= {r['bound']}"
-        ok = "—" if r["bound"] is None else "yes" if r["ok"] else "NO"
-        print(f"| {r['name']} | {r['a']:.3f} | {r['b']:.3f} | {r['ratio']:.3f} | {r['q1']:.3f}-{r['q3']:.3f} | "
-              f"{r['n']} | {bound} | {ok} |")
-    sys.exit(0 if all(r["ok"] for r in results) else 1)
+    sys.exit(0 if print_table(results, what="pairs") else 1)
 
 
 if __name__ == "__main__":
