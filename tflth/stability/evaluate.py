@@ -65,6 +65,7 @@ class CurveEvaluator:
         self.splits = ("test", "train") if self.train_examples > 0 else ("test",)
         self._masks = [v.path for v in trainer.model.variables if v.path.endswith("/mask")]
         self._bn_inputs = None
+        self._fixed = set(self._masks)
         if self.has_bn and bn == "recompute":
             batches = data_lib.eval_batches(trainer.dataset, "train", trainer.hparams.training.batch_size)
             self._bn_inputs = [x for x, _ in batches.take(int(bn_batches))]
@@ -72,18 +73,21 @@ class CurveEvaluator:
         self._test_inputs = None
         self.seconds = {"assign": 0.0, "bn": 0.0, "evaluate": 0.0}
 
-    def _assign(self, weights: Mapping[str, np.ndarray]) -> None:
+    def _assign(self, weights: Mapping[str, np.ndarray], full: bool = True) -> None:
         t0 = time.perf_counter()
-        self.trainer.set_weights(weights)
+        if not full:  # the masks are equal in both copies: the curve's first point assigned them
+            weights = {k: v for k, v in weights.items() if k not in self._fixed}
+        self.trainer.set_weights(weights, strict=full)
         t1 = time.perf_counter()
         if self._bn_inputs is not None:
             recompute_bn_statistics(self.trainer.model, self._bn_inputs)
         self.seconds["assign"] += t1 - t0
         self.seconds["bn"] += time.perf_counter() - t1
 
-    def point(self, weights: Mapping[str, np.ndarray]) -> dict[str, float]:
-        """Assign ``weights`` (BN treated per ``bn``) and evaluate: test and train error/loss."""
-        self._assign(weights)
+    def point(self, weights: Mapping[str, np.ndarray], full: bool = True) -> dict[str, float]:
+        """Assign ``weights`` (BN treated per ``bn``) and evaluate: test and train error/loss.
+        ``full=False`` leaves the mask variables as they are (the curve's later points)."""
+        self._assign(weights, full)
         t0 = time.perf_counter()
         out = {}
         for split in self.splits:
@@ -104,8 +108,9 @@ class CurveEvaluator:
         "disagreement", "points": [per-α measurements]}``."""
         alphas = [float(a) for a in alphas]
         points, ends = [], {}
-        for a in alphas:
-            points.append(dict(alpha=a, **self.point(curve_lib.interpolate(w1, w2, a, equal=self._masks))))
+        for i, a in enumerate(alphas):
+            weights = curve_lib.interpolate(w1, w2, a, equal=self._masks)
+            points.append(dict(alpha=a, **self.point(weights, full=i == 0)))
             if a in (0.0, 1.0):
                 ends[a] = self.predictions()
         out = {"bn": self.bn, "has_batchnorm": self.has_bn, "alphas": alphas, "points": points,
