@@ -62,4 +62,4 @@ bench-tfmot: setup $(TFMOT_VENV)/.installed
 	$(PY) benchmarks/tfmot_speed.py --tfmot_python=$(TFMOT_VENV)/bin/python $(TFMOT_BENCH_FLAGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(TFMOT_VENV) *.egg-info

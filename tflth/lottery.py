@@ -28,7 +28,7 @@ from tflth.hparams import (HparamError, PruningHparams, RunHparams, defaults_dic
                            to_dict)
 from tflth.training.job import (check_schedule_steps, check_step_in_run, load_for_run, named_run_dir,
                                 open_run_dir, train_or_resume)
-from tflth.training.strategy import get_strategy
+from tflth.training.strategy import get_strategy, is_chief
 from tflth.training import checkpoint
 from tflth.training.trainer import Trainer
 
@@ -229,7 +229,8 @@ class _Replicate:
             return masks_lib.load_masks(path)
         prev = self._level(level - 1)
         mask = self.pruner(self._kernels(self._final_checkpoint(prev)), self._mask_for(level - 1))
-        masks_lib.save_masks(path, mask)
+        if is_chief():  # the other workers compute the same mask
+            masks_lib.save_masks(path, mask)
         return mask
 
     def _trainer_for_reset(self) -> Trainer:
@@ -251,14 +252,15 @@ class _Replicate:
         trainer = trainer or self.trainer
 
         def start(t):
-            fileio.write_json(run.density, masks_lib.density_report(mask).to_dict())
+            if is_chief():
+                fileio.write_json(run.density, masks_lib.density_report(mask).to_dict())
             init(t)
             masks_lib.set_masks(t.model, mask)
 
         finished = run.finished()
         result = train_or_resume(trainer, run.path, start, save_steps=keep_steps, eval_every=self.job.eval_every,
                                  checkpoint_every=self.job.checkpoint_every, label=label)
-        if not finished:
+        if not finished and is_chief():
             self._tidy(run, keep=set(keep_steps), final=result["step"])
         density = fileio.read_json(run.density, required=("density",))["density"]
         return {"test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 from tflth import report
 from tflth.cli import flags as tflags
 from tflth.lottery import LotteryJob
+from tflth.training.strategy import is_chief
 
 FLAGS = tflags.FLAGS
 tflags.define_pruning_flags()
@@ -34,10 +35,10 @@ def main(argv):
     job, dataset = tflags.prepare_or_fail(job_from_flags)
     print(f"experiment {job.experiment_dir}: {job.label}; data: {dataset.source}", flush=True)
     rows = tflags.exit_on_run_error(job.run_all, dataset, on_level=_progress)
-    summary = report.summarize(rows)
-    paths = tflags.exit_on_run_error(report.write_report, job.experiment_dir, rows, title=job.label)
-    print(report.text_table(summary))
-    print("report: " + ", ".join(paths.values()))
+    print(report.text_table(report.summarize(rows)))
+    if is_chief():  # one writer under MultiWorkerMirroredStrategy
+        paths = tflags.exit_on_run_error(report.write_report, job.experiment_dir, rows, title=job.label)
+        print("report: " + ", ".join(paths.values()))
 
 
 def run():

@@ -18,6 +18,7 @@ from __future__ import annotations
 from tflth.cli import flags as tflags
 from tflth.stability import report
 from tflth.stability.sweep import StabilityJob
+from tflth.training.strategy import is_chief
 
 FLAGS = tflags.FLAGS
 tflags.define_stability_flags()
@@ -44,7 +45,10 @@ def main(argv):
     job, dataset = tflags.prepare_or_fail(job_from_flags)
     sweep = job.sweep
     print(f"sweep {sweep.path}: {job.label}; data: {dataset.source}", flush=True)
-    tflags.exit_on_run_error(job.run_all, dataset, on_pair=_progress)
+    mine = tflags.exit_on_run_error(job.run_all, dataset, on_pair=_progress)
+    if not is_chief():  # one writer under MultiWorkerMirroredStrategy: the chief reports
+        print(report.text_table(report.summarize(mine)))
+        return
     pairs = tflags.exit_on_run_error(report.collect, sweep.path)
     out = tflags.exit_on_run_error(report.write_report, sweep.report_dir, pairs, title=job.label)
     print(report.text_table(report.summarize(pairs)))

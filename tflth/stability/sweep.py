@@ -48,7 +48,7 @@ from tflth.stability.evaluate import BN_MODES, CurveEvaluator
 from tflth.training import checkpoint
 from tflth.training.job import (check_schedule_steps, check_step_in_run, load_for_run, open_run_dir, read_result,
                                 train_or_resume)
-from tflth.training.strategy import get_strategy
+from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
 __all__ = ["NOISES", "StabilityHparams", "SweepKey", "StabilityJob", "Unit", "copy_seeds"]
@@ -324,7 +324,7 @@ class _Replicate:
         missing = [k for k in self.ks if k not in found]
         if missing:
             parent = self.sweep.parent(self.r)
-            with _ParentLock(parent.path):
+            with _ParentLock(parent.path, enabled=is_chief()):  # the other workers train it with the chief
                 train_or_resume(self.trainer, parent.path, end_step=max(missing), save_steps=missing,
                                 checkpoint_every=self.job.checkpoint_every,
                                 label=f"replicate {self.r} parent to k={max(missing)}it")
@@ -372,7 +372,7 @@ class _Replicate:
                                  eval_every=self.job.eval_every, checkpoint_every=self.job.checkpoint_every,
                                  label=f"{unit.label()} copy {which}")
         final = result["step"]
-        for s in run.checkpoint_steps():  # keep the start and the final weights
+        for s in run.checkpoint_steps() if is_chief() else ():  # keep the start and the final weights
             if s not in (unit.k, final):
                 os.unlink(run.checkpoint(s))
         return dict(result, data_order_seed=d, augment_seed=a), checkpoint.load(run.checkpoint(final))[1]
@@ -407,7 +407,8 @@ class _Replicate:
         out["curve"] = self._curve(w_a, w_b)
         out["seconds"] = {"copies": result_a["seconds"] + result_b["seconds"],
                           "analysis": time.perf_counter() - t0}
-        fileio.write_json(path, out)
+        if is_chief():
+            fileio.write_json(path, out)
         return out
 
     # --- analysis
@@ -445,9 +446,10 @@ class _ParentLock:
     others wait. A lock left by a killed process on this host is taken over; one left
     on another host must be removed by hand (the message says which file)."""
 
-    def __init__(self, run_dir: str, poll: float = 5.0):
+    def __init__(self, run_dir: str, poll: float = 5.0, enabled: bool = True):
         self.path = run_dir.rstrip("/") + ".lock"
         self.poll = poll
+        self.enabled = enabled
         self.held = False
 
     def _owner_dead(self) -> bool:
@@ -466,6 +468,8 @@ class _ParentLock:
         return False
 
     def __enter__(self):
+        if not self.enabled:
+            return self
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         told = False
         while True:

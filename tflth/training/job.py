@@ -111,8 +111,7 @@ def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], N
         return read_result(run.path)
     if start is not None and checkpoint.latest(run.checkpoints) is None:
         start(trainer)
-    trainer.train(run.path, **train_kwargs)
-    return read_result(run.path)
+    return trainer.train(run.path, **train_kwargs).to_dict()  # every worker's own (only the chief writes)
 
 
 @dataclasses.dataclass(frozen=True)

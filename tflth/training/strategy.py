@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tflth.hparams import HparamError
 
-__all__ = ["STRATEGIES", "StrategyError", "get_strategy", "is_chief"]
+__all__ = ["STRATEGIES", "StrategyError", "get_strategy", "is_chief", "barrier"]
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
@@ -77,3 +77,11 @@ def is_chief() -> bool:
     if kind == "worker":
         return "chief" not in config.get("cluster", {}) and index == 0
     return False
+
+
+def barrier(strategy: tf.distribute.Strategy) -> None:
+    """Wait until every worker of a MultiWorkerMirroredStrategy reaches this point (a tiny
+    all-reduce); nothing to wait for under any other strategy. After a barrier that follows
+    the chief's writes, every worker can read what the chief wrote (shared filesystem)."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)

@@ -40,7 +40,7 @@ from tflth.training import checkpoint
 from tflth.training.metrics import MetricsLog, Progress
 from tflth.training.optimizers import PrunedStayZero, make_optimizer
 from tflth.training.schedule import StepSchedule
-from tflth.training.strategy import get_strategy, is_chief
+from tflth.training.strategy import barrier, get_strategy, is_chief
 
 __all__ = ["Trainer", "TrainingDiverged", "TrainResult"]
 
@@ -352,6 +352,7 @@ class Trainer:
         result = TrainResult(*outcome, seconds=time.perf_counter() - t0)
         if run_dir and chief:
             fileio.write_json(paths.RunDir(run_dir).result, result.to_dict())
+        barrier(self.strategy)  # other workers read the chief's files only once they are written
         return result
 
     def _sync_masks(self) -> None:

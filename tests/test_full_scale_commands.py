@@ -1,0 +1,392 @@
+"""README "Reproducing the papers at full scale": every `bin/` command there runs, at toy size.
+
+Each command of the section's ```sh blocks is extracted (lines continued with ``\\``,
+leading ``VAR=value`` assignments such as ``TF_CONFIG`` or ``CUDA_VISIBLE_DEVICES``,
+comments, a trailing ``&``, ``--experiment="$(ls -d DIR/lottery_*)"``), then
+
+1. its flags must be flags of *its* binary (asked of the binary in a subprocess: in this
+   process every binary's flags share one ``FLAGS``), its argv must parse (so the
+   original ``--strategy`` value is accepted) and build its job, and every step it names
+   must fall before the end of training on the full data set (CIFAR-10: 50,000 training
+   images; ImageNet: 1,281,167);
+2. it runs in-process at toy size under ``tfds.testing.mock_data`` (8 fake examples per
+   split, no network): the toy flags of :data:`TOY` are appended, ``--output_dir`` and
+   ``--data_dir`` point under a temporary directory, ``--experiment`` to the experiment
+   its prune command made there, and ``--strategy`` is ``default`` (no GPUs or hosts
+   here; the environment assignments are checked, not applied). It must end without a
+   non-zero ``SystemExit`` and write its result files.
+
+So a renamed flag, a changed preset or a broken command in the README breaks the build.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+import tensorflow_datasets as tfds
+from absl import flags
+from absl.testing import flagsaver
+
+from tflth import paths, presets, steps
+from tflth.cli import flags as tflags
+from tflth.cli import prune as prune_cli
+from tflth.cli import stability as stability_cli
+from tflth.cli import train as train_cli
+from tflth.training.job import check_schedule_steps, check_step_in_run
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+SECTION = "## Reproducing the papers at full scale"
+CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
+FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
+                       "imagenet2012": 1_281_167}
+MOCK_EXAMPLES = 8  # per split: with --batch_size=4, 2 iterations per epoch
+
+# Appended to every command, where its binary has the flag. --levels (prune: a count;
+# stability: a list) and --save_steps are shrunk only where the command gives them.
+TOY = {
+    "training_steps": "2it", "batch_size": "4", "eval_every": "2it", "checkpoint_every": "2it",
+    "rewind_step": "1it", "rewind_steps": "1it", "interpolation_points": "3", "train_examples": "8",
+    "bn_batches": "1", "pairs": "1", "replicates": "1", "strategy": "default",
+}
+TOY_WIDTH = {"imagenet2012": "8"}  # ResNet-50 at 224x224 on 2 CPU cores: width 64 -> 8
+
+_BIN = re.compile(r"(?:^|/)bin/(train|prune|stability)\.py$")
+_ASSIGN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_LS_GLOB = re.compile(r'"?\$\(ls -d ([^()\s"]+)\)"?')  # "$(ls -d runs/x/lottery_*)"
+_GLOB = "@glob:"
+_FLAG = re.compile(r"^--(\w+)(?:=(.*))?$", re.S)
+
+
+@dataclasses.dataclass
+class Command:
+    index: int
+    line: int  # README line number where the command starts
+    text: str
+    env: dict
+    binary: str
+    flags: list  # [(name, value)] in order; value None for a bare boolean flag
+
+    def value(self, name, default=None):
+        found = [v for n, v in self.flags if n == name]
+        return found[-1] if found else default
+
+    def argv(self, replace=None) -> list[str]:
+        """The flags as argv, with ``replace[name](value)`` applied where given."""
+        out = []
+        for name, value in self.flags:
+            if replace and name in replace:
+                value = replace[name](value)
+            out.append(f"--{name}" if value is None else f"--{name}={value}")
+        return out
+
+    def key(self, without=()) -> tuple:
+        return (self.binary,) + tuple((n, v) for n, v in self.flags if n not in without)
+
+    @property
+    def id(self) -> str:
+        extra = "".join(f"-{v}" for n, v in self.flags if n == "strategy")
+        extra += "".join(f"-shard{v.replace('/', 'of')}" for n, v in self.flags if n == "shard")
+        if "TF_CONFIG" in self.env:
+            extra += f"-worker{json.loads(self.env['TF_CONFIG'])['task']['index']}"
+        return f"{self.index:02d}-{self.binary}-{self.value('preset', 'nopreset')}{extra}"
+
+
+class ReadmeError(AssertionError):
+    pass
+
+
+def section_lines() -> tuple[int, list[str]]:
+    """(line number of the heading, the section's lines up to the next ``## `` heading)."""
+    lines = open(README, encoding="utf-8").read().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == SECTION]
+    if len(starts) != 1:
+        raise ReadmeError(f"README.md has {len(starts)} lines {SECTION!r}; expected one.")
+    start = starts[0]
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return start + 1, lines[start:end]
+
+
+def shell_lines(lines: list[str], first: int):
+    """``(line number, logical line)`` of every ```sh block, ``\\`` continuations joined."""
+    in_block, pending = False, None
+    for n, raw in enumerate(lines, first):
+        line = raw.strip()
+        if not in_block:
+            in_block = line == "```sh"
+            continue
+        if line == "```":
+            if pending:
+                raise ReadmeError(f"README.md line {pending[0]}: the block ends inside a continued line.")
+            in_block = False
+            continue
+        start, text = (pending[0], pending[1] + " " + line) if pending else (n, line)
+        if text.endswith("\\"):
+            pending = (start, text[:-1].rstrip())
+            continue
+        pending = None
+        yield start, text
+    if in_block:
+        raise ReadmeError("README.md: a ```sh block of the section is not closed.")
+
+
+def parse_command(index: int, line: int, text: str) -> Command | None:
+    """The ``bin/`` command on one logical shell line, or None for any other line."""
+    tokens = shlex.split(_LS_GLOB.sub(lambda m: _GLOB + m.group(1), text), comments=True)
+    env = {}
+    while tokens and _ASSIGN.match(tokens[0]):
+        name, value = tokens.pop(0).split("=", 1)
+        env[name] = value
+    if tokens and tokens[-1] == "&":
+        tokens.pop()
+    if tokens and re.search(r"(^|/)python3?$", tokens[0]):
+        tokens.pop(0)
+    match = _BIN.search(tokens[0]) if tokens else None
+    if not match:
+        return None
+    parsed = []
+    for token in tokens[1:]:
+        m = _FLAG.match(token)
+        if not m or "$" in token or "`" in token:
+            raise ReadmeError(f"README.md line {line}: {token!r} is not a --flag=value this test can run "
+                              "(shell syntax other than VAR=value, \\, # comments, a trailing & and "
+                              '"$(ls -d DIR/lottery_*)" is not supported).')
+        parsed.append((m.group(1), m.group(2)))
+    return Command(index, line, text, env, match.group(1), parsed)
+
+
+def readme_commands() -> list[Command]:
+    first, lines = section_lines()
+    found = []
+    for line, text in shell_lines(lines, first):
+        cmd = parse_command(len(found), line, text)
+        if cmd:
+            found.append(cmd)
+    return found
+
+
+try:
+    COMMANDS = readme_commands()
+    README_PROBLEM = None
+except (ReadmeError, ValueError, OSError) as e:  # reported by test_section_covers_the_papers
+    COMMANDS, README_PROBLEM = [], str(e)
+
+
+# ------------------------------------------------------------------ running a command
+
+
+def _model_of(cmd: Command) -> str:
+    return presets.get(cmd.value("preset")).run.model.name if cmd.value("preset") else cmd.value("model")
+
+
+def _parse(binary: str, argv: list[str]) -> None:
+    """Parse ``argv`` as the binary does (call inside a flagsaver)."""
+    FLAGS.unparse_flags()
+    FLAGS([f"bin/{binary}.py"] + argv)
+
+
+def _hparams(job):
+    return job.hparams if isinstance(job, train_cli.TrainJob) else job.run
+
+
+def _glob_target(value: str) -> str:
+    if not value.startswith(_GLOB):
+        raise ReadmeError(f'--experiment={value}: expected "$(ls -d DIR/lottery_*)"')
+    return value[len(_GLOB):]
+
+
+def full_size_check(cmd: Command) -> str:
+    """The command parses and builds its job; its steps fall inside the full-size run.
+    Returns the dataset name."""
+    with flagsaver.flagsaver():
+        _parse(cmd.binary, cmd.argv())
+        with tflags.hparam_errors_as_flags():
+            job = CLIS[cmd.binary].job_from_flags()
+    hp = _hparams(job)
+    ipe = math.ceil(FULL_TRAIN_EXAMPLES[hp.dataset.name] / hp.training.batch_size)
+    end = steps.to_iterations(hp.training.training_steps, ipe)
+    named = {"train": lambda: [("--save_steps", s) for s in job.save_steps],
+             "prune": lambda: [("--rewind_step", job.lottery.rewind_step)],
+             "stability": lambda: [("--rewind_steps", s) for s in job.stability.rewind_steps]}[cmd.binary]()
+    for label, s in named:
+        k = check_step_in_run(label, s, ipe, end)
+        assert k < end, f"{cmd.text}\n{label}={s} is iteration {k}, not before the end of training ({end})"
+    check_schedule_steps(hp.training, job.eval_every, job.checkpoint_every, ipe, end)
+    return hp.dataset.name
+
+
+def _toy_path(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
+    def experiment(value):
+        pattern = _toy_path(root, _glob_target(value))
+        found = sorted(glob.glob(pattern))
+        assert len(found) == 1, f"{pattern} matches {found}: the README's ls -d must find one experiment"
+        return found[0]
+
+    def levels(value):
+        if cmd.binary == "prune":
+            return "1"
+        return ",".join(dict.fromkeys("0" if v.strip() == "0" else "1" for v in value.split(",")))
+
+    argv = cmd.argv({"output_dir": lambda v: _toy_path(root, v), "data_dir": lambda v: os.path.join(root, "tfds"),
+                     "experiment": experiment, "levels": levels, "save_steps": lambda v: "1it",
+                     "strategy": lambda v: "default"})
+    toy = {k: v for k, v in TOY.items() if k in own}
+    if dataset in TOY_WIDTH:
+        toy["width"] = TOY_WIDTH[dataset]
+    if cmd.value("output_dir") is None:
+        toy["output_dir"] = _toy_path(root, "runs")
+    return argv + [f"--{k}={v}" for k, v in toy.items()]
+
+
+def _pair_rows(csv_path: str) -> int:
+    with open(csv_path, newline="") as f:
+        return sum(row["row"] == "pair" for row in csv.DictReader(f))
+
+
+def check_outputs(cmd: Command, job) -> None:
+    if cmd.binary == "train":
+        assert os.path.isfile(paths.RunDir(job.run_dir).result), job.run_dir
+        return
+    if cmd.binary == "prune":
+        exp, lot = job.experiment, job.lottery
+        for name in ("results.csv", "results.md", "results.png"):
+            assert os.path.isfile(os.path.join(exp.path, name)), (exp.path, name)
+        for r in range(lot.replicates):
+            for level in range(lot.levels + 1):
+                assert exp.level(r, level).finished(), (r, level)
+                for control in lot.controls if level else ():
+                    assert exp.control(r, level, control).finished(), (r, level, control)
+        return
+    sweep, st = job.sweep, job.stability
+    for name in ("stability.csv", "stability.md", "instability.png"):
+        assert os.path.isfile(os.path.join(sweep.report_dir, name)), (sweep.report_dir, name)
+    ipe = math.ceil(MOCK_EXAMPLES / int(TOY["batch_size"]))
+    ks = sorted({steps.to_iterations(s, ipe) for s in st.rewind_steps})
+    for u in job.shard_units(ks):  # this shard's pairs
+        assert os.path.isfile(sweep.pair_result(u.replicate, u.level, u.method, u.k, u.pair)), u
+    written = glob.glob(os.path.join(sweep.path, "replicate_*", "**", "pair.json"), recursive=True)
+    assert _pair_rows(os.path.join(sweep.report_dir, "stability.csv")) == len(written)  # the report merges them all
+    if st.shard == (1, 1):
+        assert len(written) == len(job.units(ks))
+
+
+class Runner:
+    """Runs the section's commands at toy size in one directory tree, each once, in order
+    of need (a stability sweep of an experiment runs that experiment's prune command first)."""
+
+    def __init__(self, root: str, own_flags: dict):
+        self.root, self.own = root, own_flags
+        self.done: dict[int, object] = {}
+
+    def producer(self, cmd: Command) -> Command:
+        target = os.path.dirname(_glob_target(cmd.value("experiment")))
+        found = [c for c in COMMANDS if c.binary == "prune" and c.value("output_dir") == target]
+        assert found, f"README line {cmd.line}: no bin/prune.py command writes to --output_dir={target}"
+        return found[0]
+
+    def run(self, cmd: Command):
+        if cmd.index in self.done:
+            return self.done[cmd.index]
+        dataset = full_size_check(cmd)
+        if cmd.value("experiment"):
+            self.run(self.producer(cmd))
+        module = CLIS[cmd.binary]
+        argv = toy_argv(cmd, self.root, dataset, self.own[cmd.binary])
+        os.makedirs(os.path.join(self.root, "tfds"), exist_ok=True)
+        with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES), flagsaver.flagsaver():
+            _parse(cmd.binary, argv)
+            job = module.job_from_flags()
+            try:
+                module.main([f"bin/{cmd.binary}.py"])
+            except SystemExit as e:
+                assert e.code in (0, None), f"README line {cmd.line}: exit status {e.code} for\n  {' '.join(argv)}"
+        check_outputs(cmd, job)
+        self.done[cmd.index] = job
+        return job
+
+
+@pytest.fixture(scope="module")
+def own_flags():
+    """Each binary's own flag names, asked of a fresh process per binary."""
+    code = ("from tflth.cli import {0}; from tflth.cli.flags import own_flags; "
+            "print(' '.join(f.name for f in own_flags()))")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    procs = {b: subprocess.Popen([sys.executable, "-c", code.format(b)], cwd=ROOT, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for b in CLIS}
+    names = {}
+    for b, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        names[b] = set(out.strip().splitlines()[-1].split())
+    assert "rewind_steps" in names["stability"] and "rewind_steps" not in names["prune"]
+    return names
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory, own_flags):
+    root = tmp_path_factory.mktemp("full_scale")
+    yield Runner(str(root), own_flags)
+    shutil.rmtree(root, ignore_errors=True)  # VGG-16's toy checkpoints alone take gigabytes
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_section_covers_the_papers():
+    assert README_PROBLEM is None, README_PROBLEM
+    assert COMMANDS, f"no bin/ commands in README.md's {SECTION!r} section"
+    have = {(_model_of(c), c.binary) for c in COMMANDS}
+    for model in ("resnet20", "vgg16", "resnet50"):
+        for binary in ("prune", "stability"):
+            assert (model, binary) in have, f"no bin/{binary}.py command for {model}"
+    used = {c.value("preset") for c in COMMANDS}
+    assert {"resnet20_cifar10", "resnet20_lowlr_cifar10", "vgg16_cifar10", "resnet50_imagenet"} <= used
+    for c in COMMANDS:
+        if c.value("preset") and presets.get(c.value("preset")).run.dataset.name == "imagenet2012":
+            assert c.value("data_dir"), f"README line {c.line}: ImageNet needs --data_dir (a prepared tfds directory)"
+
+    assert any(c.value("strategy") == "mirrored" for c in COMMANDS), "no one-host multi-GPU command"
+
+    workers = [c for c in COMMANDS if c.value("strategy") == "multi_worker"]
+    assert len(workers) >= 2, "no multi-worker example"
+    for c in workers:
+        assert "TF_CONFIG" in c.env, f"README line {c.line}: --strategy=multi_worker without TF_CONFIG"
+    configs = [json.loads(c.env["TF_CONFIG"]) for c in workers]
+    assert all(len(cfg["cluster"]["worker"]) == 2 and cfg["task"]["type"] == "worker" for cfg in configs)
+    assert sorted(cfg["task"]["index"] for cfg in configs) == [0, 1]
+    assert len({json.dumps(cfg["cluster"], sort_keys=True) for cfg in configs}) == 1
+    assert len({c.key() for c in workers}) == 1, "the workers must run the same command"
+
+    shards = [c for c in COMMANDS if c.value("shard")]
+    assert sorted(c.value("shard") for c in shards) == ["1/4", "2/4", "3/4", "4/4"]
+    assert len({c.key(without=("shard",)) for c in shards}) == 1, "the shards must differ only in --shard"
+    assert len({c.env.get("CUDA_VISIBLE_DEVICES") for c in shards}) == 4, "one GPU per shard"
+    last = max(c.index for c in shards)
+    assert any(c.index > last and c.key() == shards[0].key(without=("shard",)) for c in COMMANDS), \
+        "no run after the shards to write the merged report"
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=[c.id for c in COMMANDS])
+def test_command_runs_at_toy_size(cmd, own_flags, runner):
+    unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]
+               and not (n.startswith("no") and n[2:] in own_flags[cmd.binary])]
+    assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
+    if cmd.env.get("TF_CONFIG"):
+        json.loads(cmd.env["TF_CONFIG"])
+    runner.run(cmd)
