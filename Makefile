@@ -26,7 +26,7 @@ data:
 test: setup data
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# Tests marked @pytest.mark.slow (none today; exit 5 = none collected is fine).
+# Tests marked @pytest.mark.slow: the full-scale README commands at toy size (exit 5 = none collected is fine).
 test-slow: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m slow || [ $$? -eq 5 ]
 
