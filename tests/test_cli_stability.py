@@ -149,3 +149,24 @@ def test_sigkill_during_a_sweep_resumes_to_the_same_csv(data_path, tmp_path):
         return (root / sweep / "report" / "stability.csv").read_text()
 
     assert csv(tmp_path / "killed") == csv(tmp_path / "full")
+
+
+def test_report_binary_merges_sweeps_with_labels(data_path, tmp_path, capsys):
+    from tflth.cli import report as report_cli
+
+    for lr in (0.05, 0.01):
+        with flagsaver.flagsaver(**_flags(data_path, tmp_path / "runs", lr=lr, optimizer="sgd")):
+            stability_cli.main(["stability"])
+    sweeps = sorted(str(tmp_path / "runs" / d) for d in os.listdir(tmp_path / "runs") if d.startswith("stability_"))
+    capsys.readouterr()
+    with flagsaver.flagsaver(sweeps=sweeps, labels=["first", "second"], experiments=[],
+                             report_dir=str(tmp_path / "rep")):
+        report_cli.main(["report"])
+    out = capsys.readouterr().out
+    assert out.count("first stable k") == 2 and "first (stability_" in out and "second (stability_" in out
+    assert {"stability.csv", "stability.md", "instability.png"} <= set(os.listdir(tmp_path / "rep"))
+    with flagsaver.flagsaver(sweeps=sweeps, labels=["only one"], experiments=[], report_dir=str(tmp_path / "x")):
+        with pytest.raises(SystemExit) as info:
+            report_cli.main(["report"])
+    assert info.value.code == 2 and "--labels has 1 names for 2 directories" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x")

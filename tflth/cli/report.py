@@ -1,6 +1,12 @@
-"""``tflth-report`` / ``bin/report.py``: tables and a plot from experiment directories.
+"""``tflth-report`` / ``bin/report.py``: tables and plots from IMP experiments or stability sweeps.
+
+--experiments (lottery_<hash> directories of bin/prune.py) give results.csv, results.md and
+results.png; --sweeps (stability_<hash> directories of bin/stability.py, e.g. one per
+learning rate) give stability.csv, stability.md, instability.png (one line per sweep and
+setting) and curves_*.png, in --report_dir.
 
 Example: bin/report.py --experiments=runs/lottery_<hash>,runs/lottery_<hash2> --report_dir=report
+Example: bin/report.py --sweeps=runs/stability_<hash>,runs/stability_<hash2> --report_dir=report
 """
 
 from __future__ import annotations
@@ -9,32 +15,43 @@ from absl import flags
 
 from tflth import report
 from tflth.cli import flags as tflags
+from tflth.stability import report as stability_report
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("experiments", [], "Experiment directories (lottery_<hash>) to report together.")
-flags.DEFINE_string("report_dir", "report", "Where results.csv, results.md and results.png go.")
+flags.DEFINE_list("sweeps", [], "Stability sweep directories (stability_<hash>) to report together.")
+flags.DEFINE_list("labels", [], "Names for the directories, one per --experiments/--sweeps entry, in order "
+                                "(default: each run's own label).")
+flags.DEFINE_string("report_dir", "report", "Where the tables and plots go.")
 flags.DEFINE_string("title", None, "Plot title.")
 
 
-def _collect(experiments: list[str]) -> list[dict]:
-    rows = [row for d in experiments for row in report.collect(d)]
+def _collect(directories: list[str], collect, labels: list[str]) -> list[dict]:
+    if labels and len(labels) != len(directories):
+        raise ValueError(f"--labels has {len(labels)} names for {len(directories)} directories; give one each.")
+    rows = [dict(row, **({"label": labels[i]} if labels else {}))
+            for i, d in enumerate(directories) for row in collect(d)]
     if not rows:
-        raise ValueError(f"no finished runs in {experiments}")
+        raise ValueError(f"no finished runs in {directories}")
     return rows
 
 
 def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
-    if not FLAGS.experiments:
-        tflags.fail("--experiments: give one or more experiment directories (lottery_<hash>).")
-    try:
-        rows = tflags.exit_on_run_error(_collect, FLAGS.experiments)  # a damaged result file: exit 1
+    if not FLAGS.experiments and not FLAGS.sweeps:
+        tflags.fail("--experiments or --sweeps: give one or more experiment (lottery_<hash>) or stability sweep "
+                    "(stability_<hash>) directories.")
+    if FLAGS.experiments and FLAGS.sweeps:
+        tflags.fail("--experiments and --sweeps: give one kind at a time (each has its own report).")
+    kind = report if FLAGS.experiments else stability_report
+    try:  # a damaged result file: exit 1
+        rows = tflags.exit_on_run_error(_collect, FLAGS.experiments or FLAGS.sweeps, kind.collect, FLAGS.labels)
     except ValueError as e:
         tflags.fail(str(e))
     tflags.flags_are_valid()
-    paths = tflags.exit_on_run_error(report.write_report, FLAGS.report_dir, rows, title=FLAGS.title)
-    print(report.text_table(report.summarize(rows)))
-    print("report: " + ", ".join(paths.values()))
+    paths = tflags.exit_on_run_error(kind.write_report, FLAGS.report_dir, rows, title=FLAGS.title)
+    print(kind.text_table(kind.summarize(rows)))
+    print("report: " + ", ".join(str(p) for v in paths.values() for p in (v if isinstance(v, list) else [v])))
 
 
 def run():

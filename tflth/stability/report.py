@@ -204,15 +204,18 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
     series: dict[tuple, list[Mapping]] = {}
     for s in summary:
         series.setdefault((s["sweep"], s["level"], _method_rank(s["method"]), s["method"]), []).append(s)
-    levels = sorted({key[1] for key in series})
-    for i, ((_, level, rank, method), rows) in enumerate(sorted(series.items())):
+    groups = sorted({key[:2] for key in series})  # (sweep, level): one colour each
+    labels = {s["sweep"]: s["label"] for s in summary}
+    for i, ((sweep, level, rank, method), rows) in enumerate(sorted(series.items())):
         rows = sorted(rows, key=lambda s: s["k"])
         label = f"level {level} ({tables.fmt_percent(rows[0]['density'])}%) {method}" if level else \
             f"dense {method}" if method != "imp" else "dense"
+        if len(labels) > 1:
+            label = f"{labels[sweep]}: {label}"
         plots.errorbar_series(ax, [s["k"] for s in rows], [s["test_instability"] or 0.0 for s in rows],
                               [s["test_instability_std"] or 0.0 for s in rows], label=label, scale=100,
                               marker=plots.MARKERS[rank % len(plots.MARKERS)],
-                              color=plots.series_color(levels.index(level)),
+                              color=plots.series_color(groups.index((sweep, level))),
                               linestyle="-" if method == "imp" else "--")
     ax.axhline(STABLE_POINTS, color="0.3", lw=1.0, ls="--", label="2 points (stable below)", zorder=1)
     plots.log_x_axis(ax, sorted({s["k"] for s in summary}), fmt=lambda v: f"{v:g}")
