@@ -17,7 +17,7 @@ EXPERIMENT = {"levels", "controls", "replicates"}
 PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy", "layer_rates", "rewind_step", "reset"}
 STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
                           "train_examples", "bn_batches", "shard"}
-REPORT = {"experiments", "report_dir", "title"}
+REPORT = {"experiments", "sweeps", "labels", "report_dir", "title"}
 # Flags absl and TensorFlow define for themselves (all listed by --helpfull).
 FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile", "undefok", "only_check_args",
            "test_random_seed", "hbm_oom_exit", "op_conversion_fallback_to_while_loop", "delta_threshold"]
