@@ -44,6 +44,7 @@ __all__ = [
     "read_json",
     "read_npz",
     "remove_partial",
+    "remove",
 ]
 
 TMP_PREFIX = ".tmp_"
@@ -116,7 +117,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], text: bo
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException as e:
-        _unlink(tmp)
+        remove(tmp)
         if isinstance(e, OSError) and e.errno in _FULL:
             raise StorageFullError(path, e.strerror) from None
         raise
@@ -185,10 +186,11 @@ def remove_partial(directory: str | os.PathLike) -> None:
     if os.path.isdir(directory):
         for name in os.listdir(directory):
             if name.startswith(TMP_PREFIX):
-                _unlink(os.path.join(directory, name))
+                remove(os.path.join(directory, name))
 
 
-def _unlink(path: str) -> None:
+def remove(path: str | os.PathLike) -> None:
+    """Delete ``path``; a file that is already gone is fine."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -200,7 +200,6 @@ class _Replicate:
         self.end = self.trainer.end_step
         self.reset = starts.get_reset(job.lottery.reset)
         self._reset_trainer = None
-        self.layers = masks_lib.prunable_layers(self.trainer.model)
         self.pruner = pruning.strategy_for(job.pruning, seed=self.hparams.training.seed)
 
     # --- helpers
@@ -218,7 +217,7 @@ class _Replicate:
 
     def _kernels(self, ckpt_path: str) -> dict:
         _, weights, _ = checkpoint.load(ckpt_path)
-        return {p: weights[layer.kernel_variable.path] for p, layer in self.layers.items()}
+        return masks_lib.kernels_in(weights, self.trainer.model)
 
     def _mask_for(self, level: int) -> dict:
         """Level ``level``'s IMP mask (computed once from level-1's final weights, then stored)."""

@@ -22,6 +22,7 @@ __all__ = [
     "get_masks",
     "set_masks",
     "get_kernels",
+    "kernels_in",
     "ones_like",
     "apply_mask",
     "save_masks",
@@ -125,6 +126,12 @@ def get_kernels(model) -> dict[str, np.ndarray]:
     {'fc1': (4, 3), 'fc2': (3, 2)}
     """
     return {path: layer.kernel_variable.numpy() for path, layer in prunable_layers(model).items()}
+
+
+def kernels_in(weights: Mapping[str, np.ndarray], model) -> dict[str, np.ndarray]:
+    """The prunable kernels of ``model`` taken from ``weights`` (``{variable path: array}``,
+    as ``Trainer.get_weights`` and checkpoints hold them), keyed by layer path like masks."""
+    return {p: weights[layer.kernel_variable.path] for p, layer in prunable_layers(model).items()}
 
 
 def ones_like(model) -> Masks:

@@ -304,7 +304,6 @@ class _Replicate:
         self.trainer = trainer
         self.end = trainer.end_step
         self.experiment = paths.Experiment(job.experiment) if job.experiment else None
-        self.layers = masks_lib.prunable_layers(trainer.model)
         self._rewinds: dict[int, str] | None = None
         self._evaluator = None
 
@@ -417,7 +416,7 @@ class _Replicate:
         return [v.path for v in self.trainer.model.trainable_variables]
 
     def _kernels(self, weights: dict) -> dict:
-        return {p: weights[layer.kernel_variable.path] for p, layer in self.layers.items()}
+        return masks_lib.kernels_in(weights, self.trainer.model)
 
     def _distances(self, w_a, w_b, w_k, mask) -> dict:
         return distances_lib.compare_weights(self._kernels(w_a), self._kernels(w_b), mask,

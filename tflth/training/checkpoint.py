@@ -60,13 +60,6 @@ def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
     return int(data["step"]), model_vars, [data[k] for k in opt]
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 class Writer:
     """Saves and deletes checkpoint files on one background thread, in call order.
 
@@ -106,7 +99,7 @@ class Writer:
 
     def remove(self, path: str) -> None:
         """Queue the deletion of ``path`` (after every save queued before it)."""
-        self._submit(_unlink, path)
+        self._submit(fileio.remove, path)
 
     def flush(self) -> None:
         """Wait for every queued operation; raise the first error."""
