@@ -35,12 +35,13 @@ demo: setup data
 	  --data_dir=$(DATA_DIR) --output_dir=$(OUTPUT_DIR)/demo \
 	  --training_steps=2ep --levels=3 --rewind_step=0it --controls=random_reinit $(DEMO_FLAGS)
 
-# Engine speed, IMP overhead and scaling, each printing its table; all three run, and the
-# target fails at the end if any missed a bound.
+# Engine speed, IMP overhead, stability curves and scaling, each printing its table; all four
+# run, and the target fails at the end if any missed a bound.
 bench: setup
 	status=0; \
 	$(PY) benchmarks/train_speed.py || status=1; \
 	$(PY) benchmarks/lottery_speed.py || status=1; \
+	$(PY) benchmarks/stability_speed.py || status=1; \
 	$(PY) benchmarks/scaling.py || status=1; \
 	exit $$status
 

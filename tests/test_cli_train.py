@@ -68,6 +68,7 @@ BAD = [
     ({"checkpoint_every": "often"}, r"--checkpoint_every: Invalid step 'often'"),
     ({"data_dir": "/nonexistent/dir"}, r"/nonexistent/dir does not exist"),
     ({"optimizer": "rmsprop"}, r"error: --optimizer='rmsprop' is invalid"),
+    ({"width": 8}, r"--width=8: model 'lenet_32_16' has no width option"),
 ]
 
 

@@ -372,6 +372,13 @@ def test_resnet_depth_must_be_6n_plus_2():
         assert str(depth) in str(info.value)
 
 
+def test_options_are_what_get_accepts():
+    assert models.options("resnet20") == ("width",) == models.options("resnet50")
+    assert models.options("vgg16") == () == models.options("lenet_10_10")
+    with pytest.raises(ValueError, match="Unknown model name 'nope'"):
+        models.options("nope")
+
+
 def test_bad_overrides():
     with pytest.raises(ValueError, match="'depth_multiplier'") as info:
         models.get("resnet20", depth_multiplier=2)

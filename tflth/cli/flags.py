@@ -51,7 +51,7 @@ def define_training_flags() -> None:
     flags.DEFINE_string("data_dir", None, "IDX directory, .npz file or tfds data_dir.")
     flags.DEFINE_string("output_dir", "runs", "Where run directories (named by hparam hash) go.")
     flags.DEFINE_enum("augment", None, ["true", "false"], "Override the dataset's standard augmentation." + keep)
-    flags.DEFINE_integer("width", None, "Model width override (ResNets/VGG); 0 keeps the default." + keep)
+    flags.DEFINE_integer("width", None, "Model width override (ResNets only); 0 keeps the default." + keep)
     flags.DEFINE_string("optimizer", None, "sgd, adam or adamw." + keep)
     flags.DEFINE_float("lr", None, "Base learning rate." + keep)
     flags.DEFINE_float("momentum", None, "SGD momentum." + keep)
@@ -148,6 +148,9 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
         overrides["milestones"] = tuple(overrides["milestones"])
     augment = None if flag_values.augment is None else flag_values.augment == "true"
     width = flag_values.width if flag_values.width is not None else base.model.width
+    if width and "width" not in models.options(model_name):
+        raise HparamError(f"--width={width}: model {model_name!r} has no width option; expected --width "
+                          f"only with a ResNet (resnet<D>, resnet18, resnet50), or 0.")
     with hparam_errors_as_flags():
         training = dataclasses.replace(base.training, **overrides)
         return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width), training)

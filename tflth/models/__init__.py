@@ -5,6 +5,7 @@
     tflth.models.names()              # canonical names; see registry for patterns
     tflth.models.default_dataset("vgg16")   # 'cifar10'
     tflth.models.count_params(model)  # parameters, masks excluded
+    tflth.models.options("vgg16")     # () -- get() options; ("width",) for ResNets
 
 Conventions: every Dense / Conv2D is a ``MaskedDense`` / ``MaskedConv2D``; every layer
 has a fixed descriptive name and the logits layer is ``output``; kernels are He-normal
@@ -13,6 +14,6 @@ with per-layer seeds derived from ``seed``, biases zero. One module per family
 ``registry`` module maps names to builders.
 """
 
-from tflth.models.registry import DATASETS, count_params, dataset_info, default_dataset, get, names
+from tflth.models.registry import DATASETS, count_params, dataset_info, default_dataset, get, names, options
 
-__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names"]
+__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names", "options"]

@@ -36,7 +36,7 @@ from tflth.layers import is_masked
 from tflth.models import cifar_resnet, cifar_vgg, convnet, imagenet_resnet, lenet
 from tflth.models._common import check_positive_int, is_int
 
-__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names"]
+__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names", "options"]
 
 # dataset -> (input_shape, num_classes), read from the dataset registry (tflth.data.registry)
 DATASETS: Mapping[str, tuple[tuple[int, int, int], int]] = MappingProxyType({
@@ -134,6 +134,12 @@ def _resolve(name) -> tuple[_Family, re.Match]:
 def default_dataset(name: str) -> str:
     """The dataset the paper trains model ``name`` on (a key of :data:`DATASETS`)."""
     return _resolve(name)[0].dataset
+
+
+def options(name: str) -> tuple[str, ...]:
+    """The options :func:`get` accepts for model ``name`` (e.g. ``("width",)`` for a
+    ResNet, ``()`` for VGG)."""
+    return tuple(_resolve(name)[0].options)
 
 
 def dataset_info(dataset: str) -> tuple[tuple[int, ...], int]:
