@@ -114,15 +114,44 @@ def test_csv_round_trip_with_exact_columns(tmp_path):
     assert report.write_csv(str(path), rows) == str(path)
     with open(path, newline="") as f:
         lines = f.read().splitlines()
-    assert lines[0] == "experiment,label,method,replicate,level,density,test_accuracy,test_loss"
-    assert len(lines) == 1 + len(rows)
+    assert lines[0] == "experiment,label,method,replicate,level,density,test_accuracy,test_loss,last_evals_range"
+    assert len(lines) == 1 + len(rows) and lines[1].endswith(",")  # unknown optional value: empty cell
     with open(path, newline="") as f:
         raw = list(csv.DictReader(f))
     assert raw[0]["method"] == "fine_tune" and "step" not in raw[0]
     back = report.read_csv(str(path))
-    expected = [{c: r[c] for c in report.COLUMNS} for r in rows]
+    expected = [dict({c: r[c] for c in report.COLUMNS}, last_evals_range=None) for r in rows]
     assert back == expected  # floats round-trip exactly, ints stay ints
     assert os.listdir(path.parent) == ["results.csv"]  # no temp file left behind
+
+    moved = [dict(r, last_evals_range=0.1 + i / 3) for i, r in enumerate(rows)]
+    report.write_csv(str(path), moved)
+    assert [r["last_evals_range"] for r in report.read_csv(str(path))] == [r["last_evals_range"] for r in moved]
+
+
+def test_read_csv_written_before_the_optional_column(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("experiment,label,method,replicate,level,density,test_accuracy,test_loss\n"
+                    "e,l,imp,0,0,1.0,0.9,0.3\n")
+    assert report.read_csv(str(path)) == [
+        {"experiment": "e", "label": "l", "method": "imp", "replicate": 0, "level": 0, "density": 1.0,
+         "test_accuracy": 0.9, "test_loss": 0.3, "last_evals_range": None}]
+    path.write_text("experiment,label,method\ne,l,imp\n")
+    with pytest.raises(ValueError, match="columns"):
+        report.read_csv(str(path))
+
+
+def test_last_evaluations_note_is_the_run_weighted_mean_and_max():
+    rows = [dict(row(0, "imp", r, 0.90 + r / 100), last_evals_range=m) for r, m in enumerate((0.002, 0.004, 0.009))]
+    rows += [dict(row(1, "imp", 0, 0.91, density=0.5), last_evals_range=0.001),
+             dict(row(1, "imp", 1, 0.91, density=0.5), last_evals_range=None)]
+    summary = report.summarize(rows)
+    level0 = by_key(summary)["exp", "imp", 0]
+    assert level0.last_evals_ranges == (0.002, 0.004, 0.009)
+    md = report.markdown_table(summary)
+    # (0.002 + 0.004 + 0.009 + 0.001) / 4 runs = 0.4 points; max 0.9
+    assert "the last 2 evaluations of a run differ by 0.40 points on average (max 0.90)" in md
+    assert "evaluations of a run" not in report.markdown_table(report.summarize(rows_fixture()))
 
 
 def test_write_csv_is_atomic_on_failure(tmp_path):
@@ -331,6 +360,11 @@ def fake_experiment(root, label=LABEL):
             if acc is not None:
                 write_json(os.path.join(d, "result.json"),
                            {"test_accuracy": acc, "test_loss": 1 - acc, "step": 100})
+    with open(os.path.join(exp, "replicate_0", "level_0", "metrics.jsonl"), "w") as f:
+        f.write("".join(json.dumps({"step": s, "test_accuracy": a}) + "\n"
+                        for s, a in ((100, 0.80), (200, 0.875), (300, 0.90))) + '{"step": 400, "test_acc')  # torn
+    with open(os.path.join(exp, "replicate_1", "level_0", "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"step": 300, "test_accuracy": 0.92}) + "\n")  # one evaluation: no range
     lvl1 = os.path.join(exp, "replicate_0", "level_1")
     write_json(os.path.join(lvl1, "random_reinit", "result.json"),
                {"test_accuracy": 0.85, "test_loss": 0.4, "step": 100})
@@ -344,10 +378,10 @@ def fake_experiment(root, label=LABEL):
 def test_collect_fake_experiment(tmp_path):
     exp = fake_experiment(str(tmp_path))
     rows = report.collect(exp)
-    common = {"experiment": "lenet_fmnist", "label": LABEL}
+    common = {"experiment": "lenet_fmnist", "label": LABEL, "last_evals_range": None}
     assert rows == [
         {**common, "method": "imp", "replicate": 0, "level": 0, "density": 1.0,
-         "test_accuracy": 0.90, "test_loss": pytest.approx(0.10)},
+         "test_accuracy": 0.90, "test_loss": pytest.approx(0.10), "last_evals_range": pytest.approx(0.025)},
         {**common, "method": "imp", "replicate": 0, "level": 1, "density": 0.8,
          "test_accuracy": 0.91, "test_loss": pytest.approx(0.09)},
         {**common, "method": "random_reinit", "replicate": 0, "level": 1, "density": 0.8,

@@ -42,6 +42,7 @@ __all__ = [
     "write_npz",
     "write_figure",
     "read_json",
+    "read_jsonl",
     "read_npz",
     "remove_partial",
     "remove",
@@ -164,6 +165,23 @@ def read_json(path: str | os.PathLike, required: Iterable[str] = ()):
         if missing:
             raise DamagedFileError(path, f"it lacks {missing}")
     return data
+
+
+def read_jsonl(path: str | os.PathLike) -> list:
+    """The records of an append-only JSON-lines log (``metrics.jsonl``), in order; ``[]``
+    when the file does not exist. Reading stops at the first line that is not valid JSON:
+    the one a kill tore while it was being appended (the records before it are intact)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 from tflth import fileio
 from tflth.paths import Experiment, RunDir
-from tflth.report.rows import method_key
+from tflth.report.rows import LAST_EVALS, method_key
 
 __all__ = ["collect"]
 
@@ -53,7 +53,14 @@ def _density(level_dir: RunDir, level: int) -> float:
     raise ValueError(f"{level_dir.path} has results but no density.json")
 
 
-def collect(experiment_dir: str, controls: Iterable[str] | None = None) -> list[dict]:
+def _last_evals_range(run: RunDir, last: int) -> float | None:
+    """Max − min of test accuracy over the run's last ``last`` evaluations (``None`` if fewer)."""
+    accs = [r["test_accuracy"] for r in fileio.read_jsonl(run.metrics)
+            if isinstance(r, dict) and isinstance(r.get("test_accuracy"), (int, float))][-last:]
+    return float(max(accs) - min(accs)) if last >= 2 and len(accs) == last else None
+
+
+def collect(experiment_dir: str, controls: Iterable[str] | None = None, last_evals: int = LAST_EVALS) -> list[dict]:
     """Read the result rows of one experiment directory.
 
     Layout: ``hparams.json`` (its ``"label"`` names the experiment; the directory's name is
@@ -65,6 +72,8 @@ def collect(experiment_dir: str, controls: Iterable[str] | None = None) -> list[
     yields no IMP row; a control whose ``result.json`` exists is collected regardless. Level
     0 without ``density.json`` has density 1.0; any other level with results but no
     ``density.json`` raises ``ValueError``. Rows are sorted by replicate, level, method.
+    Each row's ``last_evals_range`` is the range of test accuracy over the run's last
+    ``last_evals`` evaluations in ``metrics.jsonl`` (``None`` when it has fewer).
     """
     experiment_dir = os.fspath(experiment_dir)
     exp = Experiment(experiment_dir)
@@ -92,6 +101,7 @@ def collect(experiment_dir: str, controls: Iterable[str] | None = None) -> list[
             for method, run in found:
                 rows.append({"experiment": name, "label": label, "method": method,
                              "replicate": replicate, "level": level, "density": density,
-                             **_result_fields(run.result)})
+                             **_result_fields(run.result),
+                             "last_evals_range": _last_evals_range(run, last_evals)})
     rows.sort(key=lambda r: (r["replicate"], r["level"], method_key(r["method"])))
     return rows

@@ -6,6 +6,10 @@ A *result row* is one trained network, as a plain dict with the keys :data:`COLU
      "method": "imp", "replicate": 0, "level": 3, "density": 0.512,
      "test_accuracy": 0.8912, "test_loss": 0.31}
 
+and optionally ``"last_evals_range"`` (:data:`OPTIONAL_COLUMNS`): how far the run's test
+accuracy moved over its last :data:`LAST_EVALS` evaluations (max − min, a fraction;
+``None`` when it has fewer), so a table can say how much the final number itself moves.
+
 ``method`` is ``"imp"`` for the IMP subnetworks (level 0 is the dense network, density 1.0)
 and the control's name for the baselines (``"random_reinit"``, ``"random_prune"``, ...).
 
@@ -30,11 +34,15 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
 
-__all__ = ["COLUMNS", "METHOD_ORDER", "SummaryRow", "summarize", "write_csv", "read_csv",
+__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "LAST_EVALS", "METHOD_ORDER", "SummaryRow", "summarize", "write_csv", "read_csv",
            "normalize", "method_key", "display_name", "by_experiment"]
 
 #: Column order of ``results.csv`` (and the keys every result row must have).
 COLUMNS = ("experiment", "label", "method", "replicate", "level", "density", "test_accuracy", "test_loss")
+#: Columns a row may have; ``results.csv`` always has them (empty where unknown).
+OPTIONAL_COLUMNS = ("last_evals_range",)
+#: Evaluations at the end of a run over which ``last_evals_range`` is taken.
+LAST_EVALS = 2
 _TYPES = {"experiment": str, "label": str, "method": str, "replicate": int, "level": int,
           "density": float, "test_accuracy": float, "test_loss": float}
 
@@ -80,10 +88,12 @@ class SummaryRow:
     dense_acc_std: float | None
     matches: bool | None
     match_tolerance: float
+    last_evals_ranges: tuple[float, ...] = ()  # of the members that have one
 
 
 def normalize(row: Mapping, index: int) -> dict:
-    """``row`` reduced to :data:`COLUMNS` with their types; ``ValueError`` naming row ``index``."""
+    """``row`` reduced to :data:`COLUMNS` and :data:`OPTIONAL_COLUMNS` with their types
+    (an absent or empty optional value is ``None``); ``ValueError`` naming row ``index``."""
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise ValueError(f"result row {index} lacks {', '.join(missing)}: {dict(row)!r}")
@@ -93,6 +103,12 @@ def normalize(row: Mapping, index: int) -> dict:
             out[c] = _TYPES[c](row[c])
         except (TypeError, ValueError):
             raise ValueError(f"result row {index}: {c}={row[c]!r} is not a {_TYPES[c].__name__}") from None
+    for c in OPTIONAL_COLUMNS:
+        value = row.get(c)
+        try:
+            out[c] = None if value is None or value == "" else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"result row {index}: {c}={value!r} is not a number") from None
     if not 0.0 < out["density"] <= 1.0:
         raise ValueError(f"result row {index}: density {out['density']!r} is not in (0, 1]")
     if out["level"] < 0 or out["replicate"] < 0:
@@ -130,6 +146,7 @@ def summarize(rows: Iterable[Mapping], match_tolerance: float = 0.002) -> list[S
         accs = [m["test_accuracy"] for m in members]
         dense_mean, dense_std = dense.get(exp, (None, None))
         matches = None if dense_mean is None else bool(mean >= dense_mean - match_tolerance - _MATCH_SLACK)
+        moved = [m["last_evals_range"] for m in members if m["last_evals_range"] is not None]
         out.append(SummaryRow(
             experiment=exp, label=members[0]["label"], method=method, level=level,
             density=statistics.fmean(m["density"] for m in members), n=len(members),
@@ -137,6 +154,7 @@ def summarize(rows: Iterable[Mapping], match_tolerance: float = 0.002) -> list[S
             loss_mean=statistics.fmean(m["test_loss"] for m in members),
             dense_acc_mean=dense_mean, dense_acc_std=dense_std, matches=matches,
             match_tolerance=match_tolerance,
+            last_evals_ranges=tuple(moved),
         ))
     out.sort(key=lambda s: (s.experiment, s.level, method_key(s.method)))
     return out
@@ -151,24 +169,26 @@ def by_experiment(summary: Sequence[SummaryRow]) -> list[list[SummaryRow]]:
 
 
 def write_csv(path: str, rows: Iterable[Mapping]) -> str:
-    """Write every row to ``path`` with columns :data:`COLUMNS` (extra keys are dropped).
+    """Write every row to ``path`` with columns :data:`COLUMNS` + :data:`OPTIONAL_COLUMNS`
+    (other keys are dropped; an unknown optional value is an empty cell).
 
     Atomic (:func:`tflth.fileio.atomic_write`): a bad row leaves any previous file intact.
     """
     rows = [normalize(r, i) for i, r in enumerate(rows)]
 
     def write(f):
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=COLUMNS + OPTIONAL_COLUMNS, lineterminator="\n")
         w.writeheader()
-        w.writerows(rows)  # floats are written with repr(): they read back exactly
+        w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)  # floats are written with repr(): they read back exactly
 
     return fileio.atomic_write(path, write, text=True)
 
 
 def read_csv(path: str) -> list[dict]:
-    """Read a file written by :func:`write_csv` back into typed rows."""
+    """Read a file written by :func:`write_csv` back into typed rows (also one written
+    before :data:`OPTIONAL_COLUMNS` existed, with :data:`COLUMNS` only)."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(COLUMNS)}")
+        if tuple(reader.fieldnames or ()) not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(COLUMNS + OPTIONAL_COLUMNS)}")
         return [normalize(r, i) for i, r in enumerate(reader)]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 
 from absl import logging
 
 from tflth import paths
-from tflth.fileio import read_json, write_json, write_text  # noqa: F401  (read_json/write_json: old home)
+from tflth.fileio import read_json, read_jsonl, write_json, write_text  # noqa: F401  (read_json/write_json: old home)
 
 __all__ = ["MetricsLog", "Progress"]
 
@@ -37,17 +36,8 @@ class MetricsLog:
 
     @staticmethod
     def read(run_dir: str) -> list[dict]:
-        path = paths.RunDir(run_dir).metrics
-        if not os.path.exists(path):
-            return []
-        records = []
-        with open(path) as f:
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a line torn by a kill
-                    break
-        return records
+        """The run's evaluation records (a line torn by a kill ends them)."""
+        return read_jsonl(paths.RunDir(run_dir).metrics)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
