@@ -36,13 +36,14 @@ demo: setup data
 	  --training_steps=2ep --levels=3 --rewind_step=0it --controls=random_reinit $(DEMO_FLAGS)
 
 # Engine speed, IMP overhead, stability curves and scaling, each printing its table; all four
-# run, and the target fails at the end if any missed a bound.
-bench: setup
+# run, and the target fails at the end if any missed a bound. BENCH_FLAGS=--quick: a smoke check.
+BENCH_FLAGS ?=
+bench: setup data
 	status=0; \
-	$(PY) benchmarks/train_speed.py || status=1; \
-	$(PY) benchmarks/lottery_speed.py || status=1; \
-	$(PY) benchmarks/stability_speed.py || status=1; \
-	$(PY) benchmarks/scaling.py || status=1; \
+	$(PY) benchmarks/train_speed.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/lottery_speed.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/stability_speed.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/scaling.py $(BENCH_FLAGS) || status=1; \
 	exit $$status
 
 # tflth vs TensorFlow Model Optimization. tfmot flips tf.keras to tf_keras on import, so it
@@ -59,7 +60,7 @@ $(TFMOT_VENV)/.installed: | $(VENV)/.installed
 	touch $@
 
 .PHONY: bench-tfmot
-bench-tfmot: setup $(TFMOT_VENV)/.installed
+bench-tfmot: setup data $(TFMOT_VENV)/.installed
 	$(PY) benchmarks/tfmot_speed.py --tfmot_python=$(TFMOT_VENV)/bin/python $(TFMOT_BENCH_FLAGS)
 
 clean:

@@ -14,7 +14,7 @@
 
 Usage::
 
-    python benchmarks/stability_speed.py [--data_dir=...] [--quick]
+    python benchmarks/stability_speed.py [--quick] [--data_dir=DIR|FILE.npz] [--lenet_pairs=N] ...
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from _common import fashion_mnist_dir, paired, print_table, row, timed  # noqa: E402
+from _common import (  # noqa: E402
+    define_flags, fashion_mnist_dir, paired, print_table, quick_overrides, row, timed)
 from tflth import data as data_lib  # noqa: E402
 from tflth import paths  # noqa: E402
 from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams  # noqa: E402
@@ -40,9 +41,13 @@ from tflth.stability.evaluate import CurveEvaluator  # noqa: E402
 from tflth.stability.sweep import StabilityHparams, StabilityJob  # noqa: E402
 from tflth.training import Trainer  # noqa: E402
 
-flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX directory (default: Debian's, else synthetic arrays).")
-flags.DEFINE_boolean("quick", False, "A smoke check: few pairs, short runs.")
+define_flags("Smoke check: 2 LeNet pairs, 1 ResNet pair, one short sweep.", synthetic=False)
+flags.DEFINE_integer("lenet_pairs", 6, "LeNet-300-100: timed (curve, evaluations) pairs.")
+flags.DEFINE_integer("resnet_pairs", 3, "ResNet-8: timed pairs per comparison.")
+flags.DEFINE_integer("sweeps", 2, "Stability sweeps timed whole.")
+flags.DEFINE_string("sweep_steps", "2ep", "Training length of each sweep's runs.")
 FLAGS = flags.FLAGS
+QUICK = dict(lenet_pairs=2, resnet_pairs=1, sweeps=1, sweep_steps="300it")
 
 POINTS = 30
 
@@ -81,12 +86,11 @@ def curve_vs_evaluations(dataset, name, model, width, optimizer, lr, steps, pair
     return rows
 
 
-def sweep_overhead(data_dir: str, tmp: str, quick: bool) -> dict:
+def sweep_overhead(data_dir: str, tmp: str, sweeps: int, training_steps: str) -> dict:
     run = RunHparams(DatasetHparams("fashion_mnist"), ModelHparams("lenet_300_100"),
-                     TrainingHparams(optimizer="adam", lr=1.2e-3, batch_size=60,
-                                     training_steps="300it" if quick else "2ep"))
+                     TrainingHparams(optimizer="adam", lr=1.2e-3, batch_size=60, training_steps=training_steps))
     walls, sums = [], []
-    for i in range(1 if quick else 2):
+    for i in range(sweeps):
         job = StabilityJob(run, StabilityHparams(rewind_steps=("0it", "100it"), pairs=2, train_examples=10_000),
                            output_dir=os.path.join(tmp, f"sweep_{i}"), data_dir=data_dir, eval_every=None,
                            checkpoint_every="1ep")
@@ -104,16 +108,16 @@ def sweep_overhead(data_dir: str, tmp: str, quick: bool) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    quick_overrides(FLAGS, **QUICK)
     tmp = tempfile.mkdtemp(prefix="tflth_stability_bench_")
     try:
         data_dir = fashion_mnist_dir(FLAGS.data_dir, tmp)
         dataset = data_lib.load("fashion_mnist", data_dir)
         print(f"data: {dataset.source}; TF {tf.__version__}; {os.cpu_count()} CPU cores", flush=True)
-        pairs = 2 if FLAGS.quick else 6
-        rows = curve_vs_evaluations(dataset, "LeNet-300-100", "lenet_300_100", 0, "adam", 1.2e-3, 200, pairs)
-        rows += curve_vs_evaluations(dataset, "ResNet-8 width 8", "resnet8", 8, "sgd", 0.05, 50,
-                                     1 if FLAGS.quick else 3)
-        rows.append(sweep_overhead(data_dir, tmp, FLAGS.quick))
+        rows = curve_vs_evaluations(dataset, "LeNet-300-100", "lenet_300_100", 0, "adam", 1.2e-3, 200,
+                                    FLAGS.lenet_pairs)
+        rows += curve_vs_evaluations(dataset, "ResNet-8 width 8", "resnet8", 8, "sgd", 0.05, 50, FLAGS.resnet_pairs)
+        rows.append(sweep_overhead(data_dir, tmp, FLAGS.sweeps, FLAGS.sweep_steps))
         ok = print_table(rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
