@@ -2,17 +2,15 @@
 
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from absl.testing import flagsaver
 
 from tflth.cli import prune as prune_cli
 
-from helpers import write_synthetic_npz
+from helpers import kill_when, write_synthetic_npz
 from test_cli_train import _snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,19 +100,13 @@ def test_sigkill_during_level_2_resumes_to_the_same_table(data_path, tmp_path):
     full = subprocess.run(_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
     assert "Dataset mnist: 240 train" in full.stderr  # logged while validating, replayed once valid
-    proc = subprocess.Popen(_cmd(data_path, tmp_path / "killed"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    level2 = None
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
+
+    def in_level_2():
         found = [r for r, _, files in os.walk(tmp_path / "killed")
                  if r.endswith(os.path.join("level_2", "checkpoints")) and len(files) >= 2]
-        if found:
-            level2 = os.path.dirname(found[0])
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        return os.path.dirname(found[0]) if found else None
+
+    level2 = kill_when(_cmd(data_path, tmp_path / "killed"), env, in_level_2)
     assert level2 is not None, "never caught the run inside level 2"
     assert not os.path.exists(os.path.join(level2, "result.json"))
     level1_result = os.path.join(os.path.dirname(level2), "level_1", "result.json")

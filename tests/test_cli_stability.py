@@ -4,10 +4,8 @@ SIGKILL during a sweep resumes to the same CSV, reusing finished copies."""
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from absl.testing import flagsaver
@@ -15,7 +13,7 @@ from absl.testing import flagsaver
 from tflth.cli import prune as prune_cli
 from tflth.cli import stability as stability_cli
 
-from helpers import write_synthetic_npz
+from helpers import kill_when, write_synthetic_npz
 from test_cli_train import _snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,20 +120,14 @@ def test_sigkill_during_a_sweep_resumes_to_the_same_csv(data_path, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     full = subprocess.run(_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-3000:]
-    proc = subprocess.Popen(_cmd(data_path, tmp_path / "killed"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    caught = None
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None:
+
+    def between_pairs():
         done = [os.path.join(r, "pair.json") for r, _, files in os.walk(tmp_path / "killed") if "pair.json" in files]
         running = [r for r, _, files in os.walk(tmp_path / "killed")
                    if r.endswith(os.path.join("copy_a", "checkpoints")) and files]
-        if done and len(running) > len(done):  # one pair finished, the next one's copy a training
-            caught = done[0]
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        return done[0] if done and len(running) > len(done) else None  # one pair done, the next one's copy a training
+
+    caught = kill_when(_cmd(data_path, tmp_path / "killed"), env, between_pairs)
     assert caught is not None, "never caught the sweep between two pairs"
     finished_copy = os.path.join(os.path.dirname(caught), "copy_a", "result.json")
     stamps = os.stat(caught).st_mtime_ns, os.stat(finished_copy).st_mtime_ns

@@ -4,10 +4,8 @@ import hashlib
 import re
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from absl.testing import flagsaver
 from tflth.cli import train as train_cli
 from tflth.training import checkpoint
 
-from helpers import write_synthetic_npz
+from helpers import kill_when, write_synthetic_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "bin", "train.py")
@@ -107,18 +105,12 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(data_path, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     full = subprocess.run(_train_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
-    proc = subprocess.Popen(_train_cmd(data_path, tmp_path / "killed"), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    ckpt_dir = None
-    while time.time() < deadline and proc.poll() is None:
+
+    def past_step_300():
         found = [os.path.join(r, "") for r, d, _ in os.walk(tmp_path / "killed") if r.endswith("checkpoints")]
-        if found and any(s >= 300 for s in checkpoint.list_steps(found[0])):
-            ckpt_dir = found[0]
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+        return found[0] if found and any(s >= 300 for s in checkpoint.list_steps(found[0])) else None
+
+    ckpt_dir = kill_when(_train_cmd(data_path, tmp_path / "killed"), env, past_step_300, timeout=240)
     assert ckpt_dir is not None, "the run finished or never checkpointed before it could be killed"
     assert checkpoint.latest(ckpt_dir) < 3000 and not os.path.exists(os.path.join(ckpt_dir, "..", "result.json"))
     resumed = subprocess.run(_train_cmd(data_path, tmp_path / "killed"), env=env, capture_output=True, text=True,
