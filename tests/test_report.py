@@ -342,6 +342,24 @@ def test_write_report(tmp_path):
     assert sorted(os.listdir(tmp_path / "report")) == ["results.csv", "results.md", "results.png"]
 
 
+def test_comparison_table_puts_experiments_side_by_side(tmp_path):
+    rows = [row(0, "imp", r, 0.90 + r / 100, experiment="a", label="k=0") for r in (0, 1)]
+    rows += [row(1, "imp", r, 0.80 + r / 100, experiment="a", label="k=0") for r in (0, 1)]
+    rows += [row(0, "imp", 0, 0.91, experiment="b", label="k=24"), row(1, "imp", 0, 0.88, experiment="b", label="k=24"),
+             row(1, "random_prune", 0, 0.70, experiment="b", label="k=24")]
+    table = report.comparison_table(report.summarize(rows))
+    lines = table.splitlines()
+    assert lines[0] == "**All experiments by level (mean ± std over replicates)**"
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header == ["level", "density (%)", "k=0: IMP acc (%)", "k=24: IMP acc (%)", "k=24: random_prune acc (%)"]
+    # means and sample stds by hand: (0.90, 0.91) -> 90.50 ± 0.71; (0.80, 0.81) -> 80.50 ± 0.71
+    assert lines[4] == "| 0 | 100.0 | 90.50 ± 0.71 | 91.00 | — |"
+    assert lines[5] == "| 1 | 80.0 | 80.50 ± 0.71 | 88.00 | 70.00 |"
+    assert report.comparison_table(report.summarize(rows[:4])) == ""  # one experiment: nothing to compare
+    md = open(report.write_report(str(tmp_path), rows)["markdown"], encoding="utf-8").read()
+    assert table in md
+
+
 # ----------------------------------------------------------------------------- collect
 
 def write_json(path, data):
@@ -487,7 +505,7 @@ def test_package_imports_without_tensorflow_or_matplotlib():
 
 
 def test_public_names_are_reexported():
-    assert report.__all__ == ["COLUMNS", "METHOD_ORDER", "SummaryRow", "collect", "markdown_table", "plot",
+    assert report.__all__ == ["COLUMNS", "METHOD_ORDER", "SummaryRow", "collect", "comparison_table", "markdown_table", "plot",
                               "read_csv", "summarize", "text_table", "write_csv", "write_report"]
     for name in report.__all__:
         assert getattr(report, name) is not None

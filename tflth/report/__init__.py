@@ -13,7 +13,7 @@ One concern per module, so a new report (the stability report) reuses the generi
   ``reference_band``, ``log_x_axis`` (``thin_ticks``), ``style_axes``, ``place_legend``,
   ``save_figure``.
 * :mod:`tflth.report.imp` — the IMP report built on them: :func:`markdown_table`,
-  :func:`text_table`, :func:`plot` (accuracy vs density) and :func:`write_report`
+  :func:`comparison_table` (experiments side by side), :func:`text_table`, :func:`plot` (accuracy vs density) and :func:`write_report`
   (``results.csv``, ``results.md``, ``results.png``).
 
 Every file is written atomically through :mod:`tflth.fileio`. The package imports only
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from tflth.report import plots, tables
 from tflth.report.experiments import collect
-from tflth.report.imp import _figure, markdown_table, plot, text_table, write_report
+from tflth.report.imp import _figure, comparison_table, markdown_table, plot, text_table, write_report
 from tflth.report.rows import COLUMNS, METHOD_ORDER, SummaryRow, read_csv, summarize, write_csv
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "METHOD_ORDER",
     "SummaryRow",
     "collect",
+    "comparison_table",
     "markdown_table",
     "plot",
     "read_csv",

@@ -21,7 +21,7 @@ from tflth import fileio
 from tflth.report import plots, tables
 from tflth.report.rows import LAST_EVALS, SummaryRow, by_experiment, display_name, method_key, summarize, write_csv
 
-__all__ = ["markdown_table", "text_table", "plot", "write_report"]
+__all__ = ["markdown_table", "comparison_table", "text_table", "plot", "write_report"]
 
 _MARKERS = {"imp": "o", "random_reinit": "s", "random_prune": "^"}
 _OTHER_MARKERS = ("D", "v", "P", "X", "*", "<", ">")
@@ -104,6 +104,32 @@ def text_table(summary: Sequence[SummaryRow]) -> str:
     return "\n".join(parts)
 
 
+def comparison_table(summary: Sequence[SummaryRow]) -> str:
+    """Markdown: every experiment side by side, one row per level, one column per
+    (experiment, method), headed ``<label>: <method>``; ``""`` for fewer than two experiments.
+
+    For experiments that prune alike (the same densities per level) and differ in another
+    setting, e.g. IMP rewound to k = 0 and to k > 0 with its controls. The density column
+    is the first experiment's that has the level; cells as in :func:`markdown_table`.
+    """
+    experiments = by_experiment(summary)
+    if len(experiments) < 2:
+        return ""
+    columns = [(rows[0].experiment, rows[0].label, m)
+               for rows in experiments for m in sorted({s.method for s in rows}, key=method_key)]
+    n_max = {rows[0].experiment: max(s.n for s in rows) for rows in experiments}
+    cells = {(s.experiment, s.method, s.level): s for s in summary}
+    header = ["level", "density (%)"] + [f"{label}: {display_name(m)} acc (%)" for _, label, m in columns]
+    body = []
+    for level in sorted({s.level for s in summary}):
+        at_level = [s for s in summary if s.level == level]
+        density = next((s for s in at_level if s.method == "imp"), at_level[0]).density
+        body.append([str(level), tables.fmt_percent(density)]
+                    + [_fmt_acc(cells.get((e, m, level)), n_max[e]) for e, _, m in columns])
+    return tables.render_markdown(header, body, align="r" * len(header),
+                                  title="All experiments by level (mean ± std over replicates)")
+
+
 # ----------------------------------------------------------------------------- figure
 
 def plot(path: str, summary: Sequence[SummaryRow], title: str | None = None) -> str:
@@ -176,6 +202,9 @@ def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = N
     if title:
         md.write(f"# {title}\n\n")
     md.write(markdown_table(summary))
+    both = comparison_table(summary)
+    if both:
+        md.write("\n" + both)
     md.write("\n![test accuracy vs density](results.png)\n")
     fileio.write_text(paths["markdown"], md.getvalue())
     plot(paths["plot"], summary, title=title)
