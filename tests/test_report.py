@@ -84,12 +84,13 @@ def test_summarize_order_and_experiment_without_dense():
     rows = rows_fixture() + [row(3, "imp", 0, 0.5, experiment="a_other"),
                              row(3, "random_reinit", 0, 0.4, experiment="a_other")]
     keys = [(s.experiment, s.level, s.method) for s in report.summarize(rows)]
-    assert keys == [
-        ("a_other", 3, "imp"), ("a_other", 3, "random_reinit"),
+    assert keys == [  # experiments in the order the rows name them, not by name
         ("exp", 0, "imp"),
         ("exp", 1, "imp"), ("exp", 1, "random_reinit"), ("exp", 1, "random_prune"), ("exp", 1, "fine_tune"),
         ("exp", 2, "imp"),
+        ("a_other", 3, "imp"), ("a_other", 3, "random_reinit"),
     ]
+    assert [s.experiment for s in report.summarize(rows[-2:] + rows[:-2])][0] == "a_other"
     other = by_key(report.summarize(rows))["a_other", "imp", 3]
     assert other.dense_acc_mean is None and other.matches is None
 
@@ -192,7 +193,7 @@ def test_markdown_one_table_per_experiment_and_density_format():
             row(25, "imp", 0, 0.60, experiment="a", label="conv")]
     md = report.markdown_table(report.summarize(rows))
     assert md.count("| level | density (%) |") == 2
-    assert md.index("**conv (a)") < md.index(f"**{LABEL} (b)")
+    assert md.index(f"**{LABEL} (b)") < md.index("**conv (a)")  # in the order of the rows
     assert "| 8 | 16.8 | 97.00 | no |" in md  # 1 point below dense
     assert "**conv (a): dense test accuracy 70.00 %; 1 replicate;" in md
     assert "| 15 | 3.5 | 69.00 | no |" in md

@@ -119,8 +119,9 @@ def normalize(row: Mapping, index: int) -> dict:
 def summarize(rows: Iterable[Mapping], match_tolerance: float = 0.002) -> list[SummaryRow]:
     """Group ``rows`` by (experiment, method, level) into :class:`SummaryRow` s.
 
-    Sorted by experiment, level, then method (imp, random_reinit, random_prune, others
-    alphabetically). Two rows with the same (experiment, method, level, replicate) raise
+    Sorted by experiment (in the order the rows first name them, so ``bin/report.py
+    --experiments=a,b`` reports a before b), level, then method (imp, random_reinit,
+    random_prune, others alphabetically). Two rows with the same (experiment, method, level, replicate) raise
     ``ValueError``: they would silently count one network twice.
     """
     rows = [normalize(r, i) for i, r in enumerate(rows)]
@@ -156,16 +157,17 @@ def summarize(rows: Iterable[Mapping], match_tolerance: float = 0.002) -> list[S
             match_tolerance=match_tolerance,
             last_evals_ranges=tuple(moved),
         ))
-    out.sort(key=lambda s: (s.experiment, s.level, method_key(s.method)))
+    order = {e: i for i, e in enumerate(dict.fromkeys(r["experiment"] for r in rows))}
+    out.sort(key=lambda s: (order[s.experiment], s.level, method_key(s.method)))
     return out
 
 
 def by_experiment(summary: Sequence[SummaryRow]) -> list[list[SummaryRow]]:
-    """``summary`` split per experiment (experiments sorted by name, rows in their order)."""
+    """``summary`` split per experiment (experiments and rows in their order in ``summary``)."""
     groups: dict[str, list[SummaryRow]] = {}
     for s in summary:
         groups.setdefault(s.experiment, []).append(s)
-    return [groups[e] for e in sorted(groups)]
+    return list(groups.values())
 
 
 def write_csv(path: str, rows: Iterable[Mapping]) -> str:
