@@ -261,3 +261,22 @@ def test_consecutive_train_calls_continue_the_stream_exactly(dataset, tmp_path):
     for name, v in whole.get_weights().items():
         np.testing.assert_array_equal(pieces.get_weights()[name], v, err_msg=name)
         np.testing.assert_array_equal(rewound.get_weights()[name], v, err_msg=name)
+
+
+def test_every_job_rejects_a_width_its_model_lacks_before_writing(tmp_path):
+    from tflth.hparams import HparamError
+    from tflth.lottery import LotteryHparams, LotteryJob
+    from tflth.stability.sweep import StabilityHparams, StabilityJob
+    from tflth.training.job import TrainJob
+
+    run = RunHparams(DatasetHparams("mnist"), ModelHparams("vgg11", width=8), TrainingHparams(training_steps="4it"))
+    out = str(tmp_path / "runs")
+    jobs = [TrainJob(run, output_dir=out),
+            LotteryJob(run, lottery=LotteryHparams(levels=1), output_dir=out),
+            StabilityJob(run, StabilityHparams(), output_dir=out)]
+    for job in jobs:
+        with pytest.raises(HparamError, match=r"^ModelHparams\.width=8: model 'vgg11' has no width option"):
+            job.prepare()  # before the data is loaded: no data_dir needed
+    assert not os.path.exists(out)
+    with pytest.raises(HparamError, match="ModelHparams.width=-1"):
+        ModelHparams("resnet20", width=-1)  # the dataclass's own check, unchanged

@@ -148,9 +148,6 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
         overrides["milestones"] = tuple(overrides["milestones"])
     augment = None if flag_values.augment is None else flag_values.augment == "true"
     width = flag_values.width if flag_values.width is not None else base.model.width
-    if width > 0 and "width" not in models.options(model_name):  # width < 0: ModelHparams says so
-        raise HparamError(f"--width={width}: model {model_name!r} has no width option; expected --width "
-                          f"only with a ResNet (resnet<D>, resnet18, resnet50), or 0.")
     with hparam_errors_as_flags():
         training = dataclasses.replace(base.training, **overrides)
         return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width), training)

@@ -16,13 +16,13 @@ from typing import Callable
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, paths, steps
-from tflth.hparams import HparamError, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
+from tflth import fileio, models, paths, steps
+from tflth.hparams import HparamError, ModelHparams, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
 from tflth.training import checkpoint
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer
 
-__all__ = ["TrainJob", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir",
+__all__ = ["TrainJob", "check_model", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir",
            "named_run_dir", "read_result", "train_or_resume"]
 
 
@@ -40,8 +40,17 @@ def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int
     return it
 
 
+def check_model(model: ModelHparams) -> None:
+    """A width other than the default only for a model that has a width option."""
+    if model.width > 0 and "width" not in models.options(model.name):
+        raise HparamError(f"ModelHparams.width={model.width}: model {model.name!r} has no width option; expected "
+                          f"a width only with a ResNet (resnet<D>, resnet18, resnet50), or 0.")
+
+
 def load_for_run(hparams: RunHparams, data_dir: str | None):
-    """``(dataset, iterations per epoch, end iteration)`` for a run; raises on a bad data_dir."""
+    """``(dataset, iterations per epoch, end iteration)`` for a run; raises on a bad data_dir
+    or model option (:func:`check_model`) before loading anything."""
+    check_model(hparams.model)
     if data_dir and not os.path.exists(data_dir):
         raise data_lib.DataError(f"--data_dir={data_dir} does not exist.")
     dataset = data_lib.load(hparams.dataset.name, data_dir or None)
