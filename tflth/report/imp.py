@@ -35,9 +35,19 @@ def _fmt_acc(s: SummaryRow | None, n_max: int) -> str:
     return tables.fmt_mean_std(s.acc_mean, s.acc_std, scale=100, n=s.n, n_max=n_max)
 
 
+def _methods(rows: Iterable[SummaryRow]) -> list[str]:
+    """The methods in ``rows``, in report order (:func:`~tflth.report.rows.method_key`)."""
+    return sorted({s.method for s in rows}, key=method_key)
+
+
+def _level_density(at_level: Sequence[SummaryRow]) -> float:
+    """A level's density: its IMP row's, else that of its first row."""
+    return next((s for s in at_level if s.method == "imp"), at_level[0]).density
+
+
 def _table_parts(rows: list[SummaryRow], long_names: bool = True):
     """Heading text, column names, alignment and cell strings of one experiment's table."""
-    methods = sorted({s.method for s in rows}, key=method_key)
+    methods = _methods(rows)
     n_max = max(s.n for s in rows)
     first = rows[0]
     tol_pts = first.match_tolerance * 100
@@ -57,7 +67,7 @@ def _table_parts(rows: list[SummaryRow], long_names: bool = True):
     body = []
     for level in sorted({s.level for s in rows}):
         cells = {s.method: s for s in rows if s.level == level}
-        density = cells.get("imp", next(iter(cells.values()))).density
+        density = _level_density(list(cells.values()))
         if first.dense_acc_mean is None:
             matching = "n/a"
         else:
@@ -116,14 +126,13 @@ def comparison_table(summary: Sequence[SummaryRow]) -> str:
     if len(experiments) < 2:
         return ""
     columns = [(rows[0].experiment, rows[0].label, m)
-               for rows in experiments for m in sorted({s.method for s in rows}, key=method_key)]
+               for rows in experiments for m in _methods(rows)]
     n_max = {rows[0].experiment: max(s.n for s in rows) for rows in experiments}
     cells = {(s.experiment, s.method, s.level): s for s in summary}
     header = ["level", "density (%)"] + [f"{label}: {display_name(m)} acc (%)" for _, label, m in columns]
     body = []
     for level in sorted({s.level for s in summary}):
-        at_level = [s for s in summary if s.level == level]
-        density = next((s for s in at_level if s.method == "imp"), at_level[0]).density
+        density = _level_density([s for s in summary if s.level == level])
         body.append([str(level), tables.fmt_percent(density)]
                     + [_fmt_acc(cells.get((e, m, level)), n_max[e]) for e, _, m in columns])
     return tables.render_markdown(header, body, align="r" * len(header),
@@ -161,7 +170,7 @@ def _figure(summary: Sequence[SummaryRow], title: str | None = None):
             prefix = f"{first.label}: " if multi else ""
             label = f"{prefix}dense {tables.fmt_mean_std(m, sd if sd > 0 else None)} %"
             plots.reference_band(ax, m, sd, color=plots.series_color(color_i), label=label)
-        for method in sorted({s.method for s in rows}, key=method_key):
+        for method in _methods(rows):
             pts = sorted((s for s in rows if s.method == method), key=lambda s: -s.density)
             x = [s.density * 100 for s in pts]
             densities += x

@@ -181,7 +181,8 @@ def write_csv(path: str, rows: Iterable[Mapping]) -> str:
     def write(f):
         w = csv.DictWriter(f, fieldnames=COLUMNS + OPTIONAL_COLUMNS, lineterminator="\n")
         w.writeheader()
-        w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)  # floats are written with repr(): they read back exactly
+        # floats are written with repr(): they read back exactly; None (unknown) is an empty cell
+        w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
 
     return fileio.atomic_write(path, write, text=True)
 
