@@ -1,6 +1,7 @@
 """IMP with rewinding: the reset is exact, levels resume and extend, controls are what they claim."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -158,3 +159,19 @@ def test_lottery_hparams_validation():
                             ({"rewind_step": "k"}, r"Invalid step 'k'")]:
         with pytest.raises(HparamError, match=pattern):
             LotteryHparams(**kwargs)
+
+
+def test_run_all_rows_are_what_the_report_reads_back(data_path, dataset, tmp_path):
+    from tflth import report
+
+    job = _job(data_path, tmp_path, levels=1, controls=("random_reinit",))
+    rows = job.run_all(dataset)
+    keys = ("method", "level", "replicate", "density", "test_accuracy", "test_loss", "last_evals_range")
+    assert sorted(tuple(r[k] for k in keys) for r in rows) == \
+        sorted(tuple(r[k] for k in keys) for r in report.collect(job.experiment_dir))
+    for r in rows:  # evaluations at 8it and 16it: the range is their difference, by hand
+        run = job.level_dir(0, r["level"]) if r["method"] == "imp" else \
+            os.path.join(job.level_dir(0, r["level"]), r["method"])
+        with open(os.path.join(run, "metrics.jsonl")) as f:
+            accs = [json.loads(line)["test_accuracy"] for line in f]
+        assert len(accs) == 2 and r["last_evals_range"] == abs(accs[0] - accs[1])

@@ -26,6 +26,7 @@ from tflth import fileio, models, paths, pruning, starts, steps
 from tflth import masks as masks_lib
 from tflth.hparams import (HparamError, PruningHparams, RunHparams, defaults_dict, identity, legacy_hash, run_hash,
                            to_dict)
+from tflth.report.experiments import last_evals_range
 from tflth.training.job import (check_schedule_steps, check_step_in_run, load_for_run, named_run_dir,
                                 open_run_dir, train_or_resume)
 from tflth.training.strategy import get_strategy, is_chief
@@ -98,7 +99,7 @@ class LotteryJob:
     ``prepare()`` validates every setting against the data and writes nothing;
     ``run_all(dataset, on_level=None)`` trains what is missing and returns one result row
     per network (``method``, ``level``, ``replicate``, ``density``, ``test_accuracy``,
-    ...), ready for :func:`tflth.report.write_report`. Rerunning resumes; raising
+    ``last_evals_range``, ...; as :func:`tflth.report.collect` reads them back), ready for :func:`tflth.report.write_report`. Rerunning resumes; raising
     ``levels`` extends.
 
     Example::
@@ -263,7 +264,7 @@ class _Replicate:
             self._tidy(run, keep=set(keep_steps), final=result["step"])
         density = fileio.read_json(run.density, required=("density",))["density"]
         return {"test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],
-                "density": density, "step": result["step"]}
+                "density": density, "step": result["step"], "last_evals_range": last_evals_range(run)}
 
     @staticmethod
     def _tidy(run: paths.RunDir, keep: set[int], final: int) -> None:

@@ -24,7 +24,7 @@ from tflth import fileio
 from tflth.paths import Experiment, RunDir
 from tflth.report.rows import LAST_EVALS, method_key
 
-__all__ = ["collect"]
+__all__ = ["collect", "last_evals_range"]
 
 
 def _registered_controls() -> list[str]:
@@ -53,7 +53,7 @@ def _density(level_dir: RunDir, level: int) -> float:
     raise ValueError(f"{level_dir.path} has results but no density.json")
 
 
-def _last_evals_range(run: RunDir, last: int) -> float | None:
+def last_evals_range(run: RunDir, last: int = LAST_EVALS) -> float | None:
     """Max − min of test accuracy over the run's last ``last`` evaluations (``None`` if fewer)."""
     accs = [r["test_accuracy"] for r in fileio.read_jsonl(run.metrics)
             if isinstance(r, dict) and isinstance(r.get("test_accuracy"), (int, float))][-last:]
@@ -102,6 +102,6 @@ def collect(experiment_dir: str, controls: Iterable[str] | None = None, last_eva
                 rows.append({"experiment": name, "label": label, "method": method,
                              "replicate": replicate, "level": level, "density": density,
                              **_result_fields(run.result),
-                             "last_evals_range": _last_evals_range(run, last_evals)})
+                             "last_evals_range": last_evals_range(run, last_evals)})
     rows.sort(key=lambda r: (r["replicate"], r["level"], method_key(r["method"])))
     return rows
