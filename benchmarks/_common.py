@@ -201,12 +201,12 @@ def timed_steps(trainer, steps: int) -> float:
 
 
 def random_masks(model, density: float, seed: int = 0) -> None:
-    """A random mask keeping ``density`` of every prunable kernel of a tflth model (the
-    masked forward pass costs the same at any density: pruned weights are zeros, not skipped)."""
-    from tflth import masks
+    """A random mask keeping ``density`` of every masked variable of a model (the masked
+    forward pass costs the same at any density: pruned weights are zeros, not skipped)."""
+    from tflth import masking
 
     rng = np.random.default_rng(seed)
-    masks.set_masks(model, {p: rng.random(m.shape) < density for p, m in masks.get_masks(model).items()})
+    masking.apply_masks(model, {p: rng.random(s) < density for p, s in masking.shapes(model).items()})
 
 
 # ----------------------------------------------------------------------------- workers

@@ -124,13 +124,13 @@ class _TflthWorker:
 
     def epoch(self, side="tflth"):
         import numpy as np
-        from tflth import masks
+        from tflth import masking
 
         t = self.trainer
         t0 = time.perf_counter()
         result = t.train(end_step=t.step + t.iterations_per_epoch)
         seconds = time.perf_counter() - t0
-        kernels = masks.get_kernels(t.model)
+        kernels = masking.masked_weights(t.model)
         nonzero = sum(int(np.count_nonzero(k)) for k in kernels.values())
         return {"seconds": seconds, "loss": result.train_loss,
                 "density": nonzero / sum(k.size for k in kernels.values())}

@@ -1,16 +1,18 @@
-"""tflth: lottery-ticket research for TensorFlow 2 / Keras 3."""
+"""tflth: lottery-ticket research for TensorFlow 2 / Keras 3.
+
+Masks live on variables of any Keras 3 model (:mod:`tflth.masking`); pruning
+strategies in :mod:`tflth.pruning`; IMP with rewinding and its controls in
+:mod:`tflth.lottery`; the training engine in :mod:`tflth.training`; stability analysis
+in :mod:`tflth.stability`.
+"""
 
 from tflth import _startup
 
 _startup.import_tensorflow()
 
-# Importing the layers registers them with Keras, so .keras files load without custom_objects.
+from tflth import masking, models, pruning  # noqa: E402
+from tflth.masking import Masks, load_model, masked, unmasked  # noqa: E402
 
-from tflth.layers import MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
-from tflth.convert import masked, unmasked
-from tflth import masks, models  # noqa: E402  (tflth.models.get after a bare `import tflth`)
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
-
-__all__ = ["MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "masked", "masks", "models", "unmasked",
-           "__version__"]
+__all__ = ["Masks", "load_model", "masked", "masking", "models", "pruning", "unmasked", "__version__"]

@@ -14,6 +14,11 @@ Internals used (the version is the first Keras 3 release that has it in the form
 function / constant                Keras internal                              since
 =================================  ==========================================  =======
 :func:`sublayers`                  ``Layer._flatten_layers``                   3.0
+:func:`own_variables`              ``Layer._trainable_variables`` /             3.0
+                                   ``_non_trainable_variables``
+:func:`attach_untracked`           ``Layer.__setattr__`` tracking (bypassed)    3.0
+:func:`fresh_names`                global attribute ``object_name_uids`` of     3.0
+                                   ``keras.config`` global state (auto names)
 :func:`is_functional`              class name ``Functional`` of functional      3.0
                                    models (``keras.src.models.Functional``)
 :func:`dense_kernel`               ``Dense._kernel`` (``Dense.kernel`` is a     3.0.3
@@ -26,7 +31,7 @@ function / constant                Keras internal                              s
                                    ``self.epsilon`` each time they build a step
 =================================  ==========================================  =======
 
-Nothing here imports from ``keras.src``.
+Only :func:`fresh_names` imports from ``keras.src`` (the global state has no public accessor).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ import contextlib
 
 __all__ = [
     "sublayers",
+    "own_variables",
+    "attach_untracked",
+    "fresh_names",
     "is_functional",
     "dense_kernel",
     "depthwise_input_channels",
@@ -65,6 +73,57 @@ def sublayers(layer, recursive: bool = True) -> list:
     unlike the public ``Model.layers`` (direct children only).
     """
     return list(layer._flatten_layers(include_self=False, recursive=recursive))
+
+
+def own_variables(layer) -> list:
+    """The variables ``layer`` created itself (``add_weight``), not those of its sublayers.
+
+    Relies on the private ``Layer._trainable_variables`` and ``_non_trainable_variables``
+    lists (Keras 3.0 onwards), where ``add_weight`` records each variable of the layer
+    that creates it; the public ``layer.variables`` adds every sublayer's.
+    """
+    return list(getattr(layer, "_trainable_variables", [])) + list(getattr(layer, "_non_trainable_variables", []))
+
+
+def attach_untracked(obj, name: str, value) -> None:
+    """Set ``obj.<name> = value`` without Keras tracking it (``value`` may be ``None`` to clear).
+
+    A Keras ``Layer.__setattr__`` tracks a layer or variable assigned to it: it would
+    become a sublayer, its variables part of ``model.variables`` and ``model.weights``,
+    and a built model may refuse new state. tflth's mask state must be none of that
+    (masks are not weights; checkpoints and ``get_weights`` stay Keras's own), yet
+    reachable by the ``.keras`` saver, which walks ``dir(model)`` for saveable
+    attributes (``keras/src/saving/saving_lib.py``, ``_walk_saveable``, Keras 3.0
+    onwards). ``object.__setattr__`` does exactly that.
+    """
+    if value is None:
+        obj.__dict__.pop(name, None)
+    else:
+        object.__setattr__(obj, name, value)
+
+
+@contextlib.contextmanager
+def fresh_names():
+    """Within the block, Keras names objects as in a fresh process (``dense``, ``dense_1``, ...).
+
+    Keras auto-names a layer or model ``<snake_case class>`` plus a per-process counter
+    (``keras/src/utils/naming.py``: ``uniquify`` counts in the global attribute
+    ``object_name_uids``, Keras 3.0 onwards), and a variable's path is its layers' names.
+    A model factory called twice in one process would name its variables differently
+    the second time; tflth builds every model inside this block, so equal factories
+    give equal variable paths (masks and checkpoints keyed by path fit every build).
+    The process's own counters are restored on exit.
+    """
+    import collections
+
+    from keras.src.backend.common import global_state  # noqa: PLC0415  (the one keras.src import)
+
+    saved = global_state.get_global_attribute("object_name_uids")
+    global_state.set_global_attribute("object_name_uids", collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("object_name_uids", saved)
 
 
 def is_functional(model) -> bool:

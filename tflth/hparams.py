@@ -34,18 +34,33 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 class HparamError(ValueError):
-    """A hyperparameter has a value outside what it accepts."""
+    """A hyperparameter has a value outside what it accepts.
+
+    ``owner`` and ``field`` name the dataclass field at fault (``"PruningHparams"``,
+    ``"fraction"``) when there is one, and the message then begins with
+    ``<owner>.<field>``; a command-line front end replaces that reference by the flag
+    that sets the field (``tflth.cli.flags``), the library itself knows no flags.
+    """
+
+    def __init__(self, message: str, owner: str | None = None, field: str | None = None, value=None):
+        super().__init__(message)
+        self.owner, self.field, self.value = owner, field, value
+
+    @property
+    def reference(self) -> str | None:
+        """``"<owner>.<field>"`` when the error names a field, else ``None``."""
+        return f"{self.owner}.{self.field}" if self.owner and self.field else None
 
 
 def _fail(cls, field, value, expected):
-    raise HparamError(f"{cls}.{field}={value!r} is invalid: expected {expected}.")
+    raise HparamError(f"{cls}.{field}={value!r} is invalid: expected {expected}.", owner=cls, field=field, value=value)
 
 
 def _check_step(cls, field, value):
     try:
         steps.parse(value)
     except steps.StepError as e:
-        raise HparamError(f"{cls}.{field}: {e}") from None
+        raise HparamError(f"{cls}.{field}: {e}", owner=cls, field=field, value=value) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +77,29 @@ class DatasetHparams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelHparams:
-    """Which network; ``width`` 0 keeps the model's default width."""
+    """Which network, and which of its variables a run masks.
+
+    ``name`` is a zoo name (``tflth.models.names()``) or a reference to the user's own
+    model factory, ``package.module:function`` or ``path/to/file.py:function``
+    (:func:`tflth.models.factory`). ``width`` 0 keeps a zoo model's default width.
+    ``prune`` holds globs over variable paths choosing the masked variables
+    (:func:`tflth.masking.select`); empty: every maskable kernel of a zoo model, and
+    every maskable kernel but the output layer's of a user's model.
+    """
 
     name: str = "lenet_300_100"
     width: int = 0
+    prune: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.prune, str):
+            object.__setattr__(self, "prune", (self.prune,))
+        object.__setattr__(self, "prune", tuple(str(p) for p in self.prune))
         if self.width < 0:
             _fail("ModelHparams", "width", self.width, "an integer >= 0 (0 = model default)")
+        for pattern in self.prune:
+            if not pattern.lstrip("+!"):
+                _fail("ModelHparams", "prune", pattern, "globs over variable paths, e.g. '*/kernel', '+*/bias', '!output'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +159,7 @@ class TrainingHparams:
 class PruningHparams:
     """Pruning of a fraction of the *remaining* weights per level.
 
-    ``strategy`` names a registered pruning strategy (:data:`tflth.pruning.STRATEGIES`:
+    ``strategy`` names a registered pruning strategy (:data:`tflth.pruning.REGISTRY`:
     ``magnitude``, ``random``). ``layer_rates`` overrides the fraction for layers whose
     path matches a glob pattern (first match wins), e.g. ``(("output", 0.1),)``; a rate
     of 0 excludes the layer.
@@ -148,10 +178,8 @@ class PruningHparams:
             _fail(c, "fraction", self.fraction, "a number in (0, 1)")
         if self.scope not in ("global", "layerwise"):
             _fail(c, "scope", self.scope, "'global' or 'layerwise'")
-        from tflth.pruning import STRATEGIES  # noqa: PLC0415  (pruning imports this module)
-
-        if self.strategy not in STRATEGIES:
-            _fail(c, "strategy", self.strategy, f"one of {list(STRATEGIES)}")
+        if not isinstance(self.strategy, str) or not self.strategy:
+            _fail(c, "strategy", self.strategy, "the name of a registered pruning strategy")  # checked by tflth.pruning
         for pattern, rate in self.layer_rates:
             if not 0 <= rate < 1:
                 _fail(c, "layer_rates", f"{pattern}:{rate}", "rates in [0, 1)")

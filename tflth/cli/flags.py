@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import re
 import sys
 
 from absl import app, flags
@@ -30,7 +29,7 @@ from tflth import _startup
 from tflth import data as data_lib
 from tflth import models, presets
 from tflth.hparams import DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams
-from tflth.training.strategy import STRATEGIES, get_strategy
+from tflth.training.strategy import DISTRIBUTION_STRATEGIES, get_strategy
 
 FLAGS = flags.FLAGS
 
@@ -68,7 +67,7 @@ def define_training_flags() -> None:
     flags.DEFINE_list("save_steps", [], "Steps whose full state is kept (rewind points), step notation.")
     flags.DEFINE_string("eval_every", "1ep", "Evaluate (metrics.jsonl) every this many steps.")
     flags.DEFINE_string("checkpoint_every", "1ep", "Checkpoint (for resuming) every this many steps.")
-    flags.DEFINE_enum("strategy", "auto", list(STRATEGIES), "tf.distribute strategy (auto: mirrored over "
+    flags.DEFINE_enum("strategy", "auto", list(DISTRIBUTION_STRATEGIES), "tf.distribute strategy (auto: mirrored over "
                       "all GPUs when there are 2 or more, else the default).")
     flags.DEFINE_boolean("deterministic", False, "tf.config.experimental.enable_op_determinism().")
 
@@ -92,13 +91,13 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
     ("DatasetHparams", "augment"): "augment",
     ("ModelHparams", "name"): "model",
     ("ModelHparams", "width"): "width",
+    ("ModelHparams", "prune"): "prune",
     ("PruningHparams", "fraction"): "pruning_fraction",
     ("PruningHparams", "scope"): "pruning_scope",
     ("PruningHparams", "layer_rates"): "layer_rates",
     ("PruningHparams", "strategy"): "pruning_strategy",
     **{("TrainingHparams", f): f for f in _TRAINING_FIELDS},
 }
-_FIELD_RE = re.compile(r"\b([A-Z]\w*Hparams)\.(\w+)")
 
 
 def field_flag(cls: str, field: str, flag: str) -> None:
@@ -107,15 +106,15 @@ def field_flag(cls: str, field: str, flag: str) -> None:
     _FIELD_FLAGS[(cls, field)] = flag
 
 
-def flag_message(message: str) -> str:
-    """``message`` with each ``SomeHparams.field`` that a flag sets replaced by ``--flag``:
-    ``PruningHparams.fraction=1.5 is invalid: ...`` -> ``--pruning_fraction=1.5 is invalid: ...``."""
-
-    def repl(m):
-        flag = _FIELD_FLAGS.get((m.group(1), m.group(2)))
-        return f"--{flag}" if flag else m.group(0)
-
-    return _FIELD_RE.sub(repl, message)
+def flag_message(error: HparamError) -> str:
+    """The error's message with its leading ``Owner.field`` (``HparamError.reference``)
+    replaced by the flag that sets that field: ``PruningHparams.fraction=1.5 is invalid:
+    ...`` -> ``--pruning_fraction=1.5 is invalid: ...``; unchanged for other errors."""
+    message, reference = str(error), getattr(error, "reference", None)
+    flag = _FIELD_FLAGS.get((error.owner, error.field)) if reference else None
+    if flag and message.startswith(reference):
+        return f"--{flag}" + message[len(reference):]
+    return message
 
 
 @contextlib.contextmanager
@@ -125,7 +124,7 @@ def hparam_errors_as_flags():
     try:
         yield
     except HparamError as e:
-        message = flag_message(str(e))
+        message = flag_message(e)
         if message == str(e):
             raise
         raise HparamError(message) from None
@@ -191,7 +190,7 @@ def _define_experiment_flags() -> None:
     """--levels, --controls, --replicates: shared by bin/prune.py and bin/stability.py."""
     if "levels" in FLAGS:
         return
-    from tflth.starts import CONTROLS
+    from tflth.lottery.starts import CONTROLS
 
     flags.DEFINE_string("levels", None, "bin/prune.py: pruning levels after the dense level 0, density ≈ "
                         "(1-fraction)^levels (default 8). bin/stability.py: the levels of --experiment whose "
@@ -206,13 +205,13 @@ def define_pruning_flags() -> None:
     _define_experiment_flags()
     if "pruning_fraction" in FLAGS:
         return
-    from tflth.pruning import STRATEGIES
-    from tflth.starts import RESETS
+    from tflth.pruning import REGISTRY as PRUNING_STRATEGIES
+    from tflth.lottery.starts import RESETS
 
     flags.DEFINE_float("pruning_fraction", None, "Fraction of remaining weights pruned per level." + _FROM_PRESET)
     flags.DEFINE_enum("pruning_scope", None, ["global", "layerwise"], "One global threshold or per layer."
                       + _FROM_PRESET)
-    flags.DEFINE_enum("pruning_strategy", "magnitude", list(STRATEGIES), "How a level chooses what to prune.")
+    flags.DEFINE_enum("pruning_strategy", "magnitude", list(PRUNING_STRATEGIES), "How a level chooses what to prune.")
     flags.DEFINE_list("layer_rates", None, "Per-layer rate overrides 'glob:rate', e.g. output:0.1,conv*:0 "
                                            "(0 excludes a layer)." + _FROM_PRESET)
     flags.DEFINE_string("rewind_step", None, "Rewind point k (step notation); 0it = original lottery ticket."
@@ -376,7 +375,7 @@ def run_errors() -> tuple[type[BaseException], ...]:
     """What :func:`exit_on_run_error` reports in one line: a diverged run, a damaged state
     file or a full disk (:class:`tflth.fileio.RunFileError`), an unusable checkpoint or mask."""
     from tflth.fileio import RunFileError
-    from tflth.masks import MaskError
+    from tflth.masking import MaskError
     from tflth.training.checkpoint import CheckpointError
     from tflth.training.trainer import TrainingDiverged
 

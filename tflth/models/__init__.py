@@ -1,4 +1,4 @@
-"""tflth model zoo: Keras models built from tflth masked layers, by name.
+"""tflth model zoo: Keras models by name (plain Keras layers; tflth.masking masks them).
 
     model = tflth.models.get("resnet20", seed=0)          # CIFAR-10 shape by default
     model = tflth.models.get("lenet_500_200_100", (28, 28, 1), 10, seed=3)
@@ -7,7 +7,7 @@
     tflth.models.count_params(model)  # parameters, masks excluded
     tflth.models.options("vgg16")     # () -- get() options; ("width",) for ResNets
 
-Conventions: every Dense / Conv2D is a ``MaskedDense`` / ``MaskedConv2D``; every layer
+Conventions: every kernel of the zoo is prunable by default (its run masks them all); every layer
 has a fixed descriptive name and the logits layer is ``output``; kernels are He-normal
 with per-layer seeds derived from ``seed``, biases zero. One module per family
 (``lenet``, ``convnet``, ``cifar_resnet``, ``cifar_vgg``, ``imagenet_resnet``); the
@@ -15,5 +15,7 @@ with per-layer seeds derived from ``seed``, biases zero. One module per family
 """
 
 from tflth.models.registry import DATASETS, count_params, dataset_info, default_dataset, get, names, options
+from tflth.models.factory import ModelFactory, factory, is_reference, resolve
 
-__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names", "options"]
+__all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names", "options",
+           "ModelFactory", "factory", "is_reference", "resolve"]

@@ -1,7 +1,7 @@
 """Building blocks shared by the model families: seeded initialisers and layer factories.
 
-Every model is built from tflth masked layers (``MaskedDense`` / ``MaskedConv2D``) plus
-plain Keras layers without kernels. Kernels use He normal initialisation
+Every model is built from plain Keras layers (``Dense``, ``Conv2D``, BatchNorm, ...);
+``tflth.masking`` masks their kernels in place. Kernels use He normal initialisation
 (``keras.initializers.HeNormal``: truncated normal, stddev ``sqrt(2 / fan_in)``, the
 Keras counterpart of open_lth's ``kaiming_normal``); biases start at zero; BatchNorm
 keeps the Keras default initialisers (gamma 1, beta 0, moving mean 0, moving var 1).
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from tflth.layers import MaskedConv2D, MaskedDense
 
 # BatchNorm hyper-parameters matching PyTorch's defaults (momentum 0.1 there means
 # new = 0.9 * old + 0.1 * batch, i.e. Keras momentum 0.9), as used by open_lth and
@@ -74,8 +73,8 @@ def check_image_shape(input_shape: Sequence[int], model: str) -> tuple[int, int,
 
 # --- layer factories --------------------------------------------------------------------
 
-def dense(seeds: Seeds, units: int, name: str, activation=None) -> MaskedDense:
-    return MaskedDense(
+def dense(seeds: Seeds, units: int, name: str, activation=None) -> keras.layers.Dense:
+    return keras.layers.Dense(
         units,
         activation=activation,
         use_bias=True,
@@ -86,8 +85,8 @@ def dense(seeds: Seeds, units: int, name: str, activation=None) -> MaskedDense:
 
 
 def conv(seeds: Seeds, filters: int, kernel_size: int, name: str, *, strides: int = 1,
-         padding: str = "same", use_bias: bool = True, activation=None) -> MaskedConv2D:
-    return MaskedConv2D(
+         padding: str = "same", use_bias: bool = True, activation=None) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,

@@ -1,6 +1,6 @@
 """Fully-connected LeNet networks for MNIST (LeCun et al. 1998; Frankle & Carbin 2019).
 
-``lenet_<h1>_<h2>...``: ``Flatten`` then one ``MaskedDense`` + ReLU per hidden width,
+``lenet_<h1>_<h2>...``: ``Flatten`` then one ``Dense`` + ReLU per hidden width,
 then the ``output`` logits layer. Layers: ``flatten``, ``fc1`` ... ``fc<k>``, ``output``.
 LeNet-300-100 on 28x28x1 -> 10 has 266,610 parameters (open_lth's ``mnist_lenet_300_100``).
 """

@@ -32,7 +32,6 @@ import keras
 
 from tflth.data import registry as data_registry
 from tflth import _keras
-from tflth.layers import is_masked
 from tflth.models import cifar_resnet, cifar_vgg, convnet, imagenet_resnet, lenet
 from tflth.models._common import check_positive_int, is_int
 
@@ -170,7 +169,7 @@ def _check_input_shape(input_shape, name: str) -> tuple[int, ...]:
 
 def get(name: str, input_shape: Sequence[int] | None = None, num_classes: int | None = None,
         seed: int = 0, **overrides) -> keras.Model:
-    """Build registered model ``name`` from tflth masked layers.
+    """Build registered model ``name`` (plain Keras layers; mask it with :mod:`tflth.masking`).
 
     Args:
       name: a registered name or a family pattern (see :func:`names`).
@@ -212,8 +211,8 @@ def get(name: str, input_shape: Sequence[int] | None = None, num_classes: int | 
 def count_params(model: keras.Model, include_bn_statistics: bool = False) -> int:
     """The number of parameters of ``model``.
 
-    Counts every weight except the tflth kernel masks (``kernel_mask``, which are not
-    parameters) and, by default, BatchNorm moving mean / variance. For an unfrozen
+    Counts every weight except, by default, BatchNorm moving mean / variance (masks are
+    not weights: :mod:`tflth.masking` keeps them beside the model). For an unfrozen
     model that is exactly the number of trainable weights, which is how the reference
     figures (torchvision, open_lth's ``named_parameters``) count: LeNet-300-100
     266,610; ResNet-20 272,474; VGG-16 14,728,266; ResNet-50 25,557,032. Pass
@@ -221,8 +220,6 @@ def count_params(model: keras.Model, include_bn_statistics: bool = False) -> int
     """
     excluded = set()
     for layer in _keras.sublayers(model):
-        if is_masked(layer) and layer.kernel_mask is not None:
-            excluded.add(id(layer.kernel_mask))
         if isinstance(layer, keras.layers.BatchNormalization) and not include_bn_statistics:
             excluded.update(id(v) for v in (layer.moving_mean, layer.moving_variance) if v is not None)
     seen, total = set(), 0

@@ -2,7 +2,7 @@
 
 The directory is listed through :class:`tflth.paths.Experiment`, so only the run layout's
 own directories count: ``replicate_<r>/level_<L>`` for IMP's networks and, under a level,
-the directories named after a **registered control** (:data:`tflth.starts.CONTROLS`, or
+the directories named after a **registered control** (:data:`tflth.lottery.starts.CONTROLS`, or
 the names given as ``controls=``). Anything else under a level (a user's ``notes/`` with a
 ``result.json``, a checkpoint folder, a future sweep's directory) is ignored.
 
@@ -11,7 +11,7 @@ Files are read through :func:`tflth.fileio.read_json`: one that is not valid JSO
 (no numeric ``test_accuracy``, a level with results but no ``density.json``, ...) raises
 ``ValueError``.
 
-Standard library at module level (:mod:`tflth.starts`, for the registry, is imported when
+Standard library at module level (:mod:`tflth.lottery.starts`, for the registry, is imported when
 ``collect`` needs it).
 """
 
@@ -28,7 +28,7 @@ __all__ = ["collect", "last_evals_range"]
 
 
 def _registered_controls() -> list[str]:
-    from tflth.starts import CONTROLS
+    from tflth.lottery.starts import CONTROLS
 
     return list(CONTROLS)
 
@@ -67,7 +67,7 @@ def collect(experiment_dir: str, controls: Iterable[str] | None = None, last_eva
     used when it has none), ``replicate_<r>/level_<L>/result.json`` and ``density.json`` for
     the IMP network of each level, and ``replicate_<r>/level_<L>/<control>/result.json`` for
     each control (method ``<control>``, at the level's density). Controls are the names in
-    ``controls`` (default: every registered control, :data:`tflth.starts.CONTROLS`); other
+    ``controls`` (default: every registered control, :data:`tflth.lottery.starts.CONTROLS`); other
     directories under a level are ignored. A level without ``result.json`` is unfinished and
     yields no IMP row; a control whose ``result.json`` exists is collected regardless. Level
     0 without ``density.json`` has density 1.0; any other level with results but no

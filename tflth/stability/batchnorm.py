@@ -94,7 +94,7 @@ def batchnorm_layers(model) -> dict[str, keras.layers.BatchNormalization]:
     """``{layer_path: layer}`` for every ``keras.layers.BatchNormalization`` of ``model``.
 
     Nested models and layers are searched too; a layer path is the ``/``-joined chain of
-    layer names (as in :mod:`tflth.masks`). A layer shared by several parents is listed
+    layer names. A layer shared by several parents is listed
     once.
 
     Args:

@@ -1,7 +1,7 @@
 """Distances between two trained copies of a network (numpy only).
 
-Weights are dicts ``{name: float ndarray}`` — e.g. the prunable kernels by layer path
-(:func:`tflth.masks.get_kernels`) or every variable by variable path
+Weights are dicts ``{name: float ndarray}`` — e.g. the masked variables by variable path
+(:func:`tflth.masking.masked_weights`) or every variable by variable path
 (``Trainer.get_weights``); :func:`select_weights` picks the entries to compare. An
 optional mask dict ``{name: ndarray}`` (non-zero / True = weight kept) restricts the
 named arrays to their surviving entries; arrays without a mask are compared whole.
@@ -211,12 +211,10 @@ def select_weights(weights: Weights, names: Iterable[str]) -> dict[str, np.ndarr
 
     Use it to choose what to compare, e.g. from a model's weight dict (variable paths):
 
-    * prunable kernels only: ``names = [l.kernel_variable.path for l in
-      tflth.masks.prunable_layers(model).values()]`` (then the masks must be keyed by
-      the same variable paths), or use ``tflth.masks.get_kernels`` directly, which is
-      keyed by layer path like ``tflth.masks.get_masks``;
+    * masked variables only: ``names = list(tflth.masking.masks_of(model))`` (masks and
+      weights are both keyed by variable path), or ``tflth.masking.masked_weights(model)``;
     * all trainable weights: ``names = [v.path for v in model.trainable_variables]``
-      (excludes masks and BatchNorm moving statistics).
+      (excludes BatchNorm moving statistics).
 
     Args:
         weights: ``{name: ndarray}``.

@@ -29,7 +29,8 @@ import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from tflth import fileio, paths, starts
+from tflth import fileio, paths
+from tflth.lottery import starts
 from tflth.report import plots, tables
 
 __all__ = ["CSV_COLUMNS", "STABLE_POINTS", "MATCH_TOLERANCE", "collect", "summarize", "first_stable_k",

@@ -16,7 +16,7 @@ training; then it measures (``pair.json``):
 
 What is analysed: the dense network (level 0, method ``imp``), or — with an IMP
 experiment (``experiment``) — level L's IMP mask and the controls on it
-(``random_prune``, ``random_reinit`` from :mod:`tflth.starts`, built exactly as the
+(``random_prune``, ``random_reinit`` from :mod:`tflth.lottery.starts`, built exactly as the
 experiment builds them). W_k comes from a *parent*: the dense network of replicate r
 trained once to the largest k (every k kept); an experiment's level-0 checkpoints are
 reused where they hold the k asked for, and nothing the experiment holds is retrained.
@@ -35,18 +35,20 @@ import dataclasses
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import numpy as np
 from absl import logging
 
-from tflth import fileio, masks as masks_lib, models, paths, starts, steps
+from tflth import fileio, masking, paths, steps
+from tflth.lottery import starts
 from tflth.hparams import HparamError, RunHparams, defaults_dict, identity, run_hash, to_dict
-from tflth.lottery import replicate_hparams
+from tflth.lottery.job import load_level_mask, replicate_hparams
 from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
 from tflth.stability.evaluate import BN_MODES, CurveEvaluator
 from tflth.training import checkpoint
-from tflth.training.job import (check_schedule_steps, check_step_in_run, load_for_run, open_run_dir, read_result,
+from tflth.training.job import (check_schedule_steps, check_step_in_run, checked_model, load_for_run, open_run_dir, read_result,
                                 train_or_resume)
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
@@ -179,6 +181,8 @@ class StabilityJob:
         experiment: an IMP experiment directory (``lottery_<hash>``) whose level masks
             and W_k are analysed; ``None``: the dense network.
         output_dir, data_dir, strategy, eval_every, checkpoint_every: as for training.
+        model_fn: the model factory instead of ``run.model.name``'s (as for
+            :class:`tflth.lottery.LotteryJob`).
     """
 
     run: RunHparams
@@ -189,6 +193,7 @@ class StabilityJob:
     strategy: str = "auto"
     eval_every: str | None = None
     checkpoint_every: str | None = "1ep"
+    model_fn: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------ identity
 
@@ -217,6 +222,7 @@ class StabilityJob:
                 raise HparamError(f"--rewind_steps={s} is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
+        checked_model(self.run, dataset, self.model_fn)
         if self.experiment is None:
             if st.levels != (0,) or st.controls:
                 raise HparamError("--levels and --controls analyse an IMP experiment's masks: give --experiment.")
@@ -277,12 +283,12 @@ class StabilityJob:
         strategy = get_strategy(self.strategy)
         results = []
         by_replicate: dict[int, list[Unit]] = {}
-        probe = Trainer(self.run, dataset=dataset, strategy=strategy)
+        probe = Trainer(self.run, dataset=dataset, strategy=strategy, model_fn=self.model_fn)
         ks = self.rewind_iterations(probe)
         for u in self.shard_units(ks):
             by_replicate.setdefault(u.replicate, []).append(u)
         for r, units in by_replicate.items():
-            replicate = _Replicate(self, sweep, r, dataset, strategy, ks,
+            replicate = _SweepReplicate(self, sweep, r, dataset, strategy, ks,
                                    trainer=probe if r == 0 else None)
             for unit in units:
                 results.append(replicate.pair(unit))
@@ -291,7 +297,7 @@ class StabilityJob:
         return results
 
 
-class _Replicate:
+class _SweepReplicate:
     """One initialisation: its parent (W_k for every k), its copies and their analysis,
     all on one Trainer (one model)."""
 
@@ -300,7 +306,7 @@ class _Replicate:
         self.job, self.sweep, self.r, self.ks = job, sweep, r, ks
         self.hparams = replicate_hparams(job.run, r)
         if trainer is None or trainer.hparams != self.hparams:
-            trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy)
+            trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy, model_fn=job.model_fn)
         self.trainer = trainer
         self.end = trainer.end_step
         self.experiment = paths.Experiment(job.experiment) if job.experiment else None
@@ -336,10 +342,10 @@ class _Replicate:
 
     # --- masks and starts
 
-    def _level_mask(self, level: int) -> dict:
+    def _level_mask(self, level: int) -> masking.Masks:
         if level == 0:
-            return masks_lib.ones_like(self.trainer.model)
-        return masks_lib.load_masks(self.experiment.level(self.r, level).mask)
+            return masking.Masks.ones(masking.shapes(self.trainer.model))
+        return load_level_mask(self.experiment.level(self.r, level).mask, self.trainer)
 
     def _start(self, unit: Unit):
         """``(mask, start function)`` of a unit's copies."""
@@ -351,14 +357,14 @@ class _Replicate:
                 t.load_checkpoint(begin.rewind)
         else:
             control = starts.get_control(unit.method)
-            mask = control.mask(mask, begin)
+            mask = masking.Masks(control.mask(mask, begin))
 
             def init(t):
                 control.start(t, begin)
 
         def start(t):
             init(t)
-            masks_lib.set_masks(t.model, mask)
+            masking.apply_masks(t.model, mask)
 
         return mask, start
 
@@ -393,7 +399,7 @@ class _Replicate:
             "sweep": self.sweep.name, "label": self.job.label, "replicate": unit.replicate,
             "level": unit.level, "method": unit.method, "k": unit.k, "end": self.end,
             "k_fraction": unit.k / self.end, "pair": unit.pair, "noise": st.noise,
-            "density": masks_lib.density_report(mask).density, "analysis": st.analysis(),
+            "density": mask.density().density, "analysis": st.analysis(),
             "copies": {"a": result_a, "b": result_b},
             "distances": self._distances(w_a, w_b, w_k, mask),
             "distances_trainable": distances_lib.compare_weights(
@@ -416,7 +422,8 @@ class _Replicate:
         return [v.path for v in self.trainer.model.trainable_variables]
 
     def _kernels(self, weights: dict) -> dict:
-        return masks_lib.kernels_in(weights, self.trainer.model)
+        """The masked variables' values in ``weights`` (keyed, like masks, by variable path)."""
+        return {p: weights[p] for p in self.trainer.masked_paths}
 
     def _distances(self, w_a, w_b, w_k, mask) -> dict:
         return distances_lib.compare_weights(self._kernels(w_a), self._kernels(w_b), mask,

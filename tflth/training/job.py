@@ -22,7 +22,7 @@ from tflth.training import checkpoint
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer
 
-__all__ = ["TrainJob", "check_model", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir",
+__all__ = ["TrainJob", "check_model", "checked_model", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir",
            "named_run_dir", "read_result", "train_or_resume"]
 
 
@@ -41,10 +41,25 @@ def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int
 
 
 def check_model(model: ModelHparams) -> None:
-    """A width other than the default only for a model that has a width option."""
+    """A width other than the default only for a zoo model that has a width option."""
+    if model.width > 0 and models.is_reference(model.name):
+        raise HparamError(f"ModelHparams.width={model.width}: model {model.name!r} is your own function; widths are "
+                          "options of the zoo's ResNets (give your function its own argument instead), expected 0.",
+                          owner="ModelHparams", field="width", value=model.width)
     if model.width > 0 and "width" not in models.options(model.name):
         raise HparamError(f"ModelHparams.width={model.width}: model {model.name!r} has no width option; expected "
-                          f"a width only with a ResNet (resnet<D>, resnet18, resnet50), or 0.")
+                          f"a width only with a ResNet (resnet<D>, resnet18, resnet50), or 0.",
+                          owner="ModelHparams", field="width", value=model.width)
+
+
+def checked_model(hparams: RunHparams, dataset, model_fn=None):
+    """``(factory, model)``: the run's :class:`tflth.models.ModelFactory` and one model it
+    built, checked (a built classifier of ``dataset``; its ``prune`` globs select
+    something). Raises :class:`HparamError` naming ``ModelHparams.name`` / ``prune``."""
+    factory = models.factory(hparams.model, dataset.input_shape, dataset.num_classes, fn=model_fn)
+    model = factory.check()
+    factory.prunable(model)
+    return factory, model
 
 
 def load_for_run(hparams: RunHparams, data_dir: str | None):
@@ -132,6 +147,7 @@ class TrainJob:
     eval_every: str | None = "1ep"
     checkpoint_every: str | None = "1ep"
     strategy: str = "auto"
+    model_fn: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def run_dir(self) -> str:
@@ -144,6 +160,7 @@ class TrainJob:
         for s in self.save_steps:
             check_step_in_run("--save_steps", s, ipe, end)
         check_schedule_steps(self.hparams.training, self.eval_every, self.checkpoint_every, ipe, end)
+        checked_model(self.hparams, dataset, self.model_fn)
         return dataset
 
     def finished_result(self) -> dict | None:
@@ -159,7 +176,7 @@ class TrainJob:
             logging.info("Run %s already finished: test accuracy %.4f", run_dir, done["test_accuracy"])
             return done
         open_run_dir(run_dir, self.hparams.to_dict(), defaults_dict(RunHparams))
-        trainer = Trainer(self.hparams, dataset=dataset, strategy=get_strategy(self.strategy))
+        trainer = Trainer(self.hparams, dataset=dataset, strategy=get_strategy(self.strategy), model_fn=self.model_fn)
         logging.info("Training %s on %s (%s) in %s", self.hparams.model.name, dataset.name, dataset.source, run_dir)
         return train_or_resume(trainer, run_dir, save_steps=self.save_steps, eval_every=self.eval_every,
                                checkpoint_every=self.checkpoint_every)

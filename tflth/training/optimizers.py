@@ -8,7 +8,7 @@ optimizer history, while a surviving entry gets the step Keras computes, bit for
 decoupled weight decay (AdamW) shrinks a zero to zero. A pruned weight that is zero so
 stays zero without a pass over the kernel: the mask rides on an elementwise operation
 Adam does anyway, and the training loop can feed kernels to the forward pass without
-multiplying them by their masks (:func:`tflth.layers.masking_deferred`). The epsilon
+multiplying them by their masks (:func:`tflth.masking.constraints_paused`). The epsilon
 tensors are not optimizer variables (checkpoints hold exactly Keras's optimizer state).
 
 The training step takes them as *arguments* of its ``tf.function``

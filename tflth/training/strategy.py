@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from tflth.hparams import HparamError
 
-__all__ = ["STRATEGIES", "StrategyError", "get_strategy", "is_chief", "barrier"]
+__all__ = ["DISTRIBUTION_STRATEGIES", "StrategyError", "get_strategy", "is_chief", "barrier"]
 
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+DISTRIBUTION_STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
 
 # Strategies built here, by name: one per process (two MirroredStrategy objects over the same
 # devices hand out colliding collective keys; a TPU system is initialised once), so a command
@@ -32,8 +32,8 @@ def get_strategy(name: str = "auto") -> tf.distribute.Strategy:
     Raises :class:`StrategyError` (a ``ValueError``) for an unknown name or a strategy
     this machine cannot run (no TPU, no ``TF_CONFIG``).
     """
-    if name not in STRATEGIES:
-        raise StrategyError(f"--strategy={name} is unknown: expected one of {list(STRATEGIES)}.")
+    if name not in DISTRIBUTION_STRATEGIES:
+        raise StrategyError(f"--strategy={name} is unknown: expected one of {list(DISTRIBUTION_STRATEGIES)}.")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "auto":

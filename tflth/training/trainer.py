@@ -32,9 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import masks as masks_lib
-from tflth import fileio, models, paths, steps
-from tflth.layers import masking_deferred
+from tflth import fileio, masking, models, paths, steps
 from tflth.hparams import RunHparams
 from tflth.training import checkpoint
 from tflth.training.metrics import MetricsLog, Progress
@@ -47,6 +45,11 @@ __all__ = ["Trainer", "TrainingDiverged", "TrainResult"]
 _SUM = tf.distribute.ReduceOp.SUM
 MAX_STEPS_PER_CALL = 250
 EVAL_BATCH_SIZE = 1000
+
+
+def _legacy_mask_key(key: str, variables) -> bool:
+    """A tflth 0.1 checkpoint's mask entry (``<layer>/mask`` beside ``<layer>/kernel``)."""
+    return key not in variables and key.endswith("/mask") and (key[: -len("mask")] + "kernel") in variables
 
 
 class TrainingDiverged(RuntimeError):
@@ -80,8 +83,16 @@ class Trainer:
         data_dir: where to load the dataset from (IDX directory, ``.npz``, tfds dir).
         strategy: a ``tf.distribute.Strategy``; default ``get_strategy("auto")``
             (MirroredStrategy over 2+ GPUs, else the default strategy).
-        model: a Keras model to train instead of building ``hparams.model`` (its
-            variable paths must be unique; masked layers are found automatically).
+        model_fn: the model factory, ``model_fn(seed=, input_shape=, num_classes=)`` ->
+            built Keras model; default: ``hparams.model.name`` (a zoo name or a
+            ``module:function`` reference, :func:`tflth.models.factory`).
+        model: an already built model to train (e.g. one made in this strategy's
+            scope); it keeps its masks if it has some, else gets all-ones masks on the
+            variables ``hparams.model.prune`` selects. Its variable paths must be unique.
+
+    Masks: the masked variables are fixed when the Trainer is built
+    (:attr:`masked_paths`); assign masks with ``tflth.masking.apply_masks(trainer.model,
+    masks)`` between ``train`` calls. Pruned entries stay exactly zero at every step.
 
     Main methods:
         ``train(run_dir=None, end_step=None, save_steps=(), checkpoint_every=None,
@@ -111,7 +122,8 @@ class Trainer:
     """
 
     def __init__(self, hparams: RunHparams, dataset=None, data_dir: str | None = None,
-                 strategy: tf.distribute.Strategy | None = None, model: keras.Model | None = None):
+                 strategy: tf.distribute.Strategy | None = None, model: keras.Model | None = None,
+                 model_fn=None):
         self.hparams = hparams
         th = hparams.training
         self.strategy = strategy or get_strategy("auto")
@@ -121,20 +133,24 @@ class Trainer:
         self.schedule = StepSchedule(
             th.lr, [self.to_iterations(m) for m in th.milestones], th.gamma, self.to_iterations(th.warmup)
         )
+        self.factory = models.factory(hparams.model, self.dataset.input_shape, self.dataset.num_classes, fn=model_fn)
         with self.strategy.scope():
             self.model = model if model is not None else self.build_model(th.seed)
+            if not masking.has_masks(self.model):
+                chosen = self.factory.prunable(self.model)
+                masking.apply_masks(self.model, masking.Masks.ones({p: m.shape for p, m in chosen.items()}))
+            self._masked = list(masking.masked_variables(self.model).values())  # [(variable, mask)]
             self.optimizer = make_optimizer(th, self.schedule)
             self.optimizer.build(self.model.trainable_variables)
-            self._masked_layers = list(masks_lib.prunable_layers(self.model).values())
-            # Adam keeps pruned kernel entries at zero itself: the forward pass can skip the mask.
-            self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked_layers)
+            # Adam keeps pruned entries at zero itself: the per-step mask constraint is not needed.
+            self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked)
             if self._optimizer_masks:
-                self.optimizer.track_masks([layer.kernel_variable for layer in self._masked_layers])
+                self.optimizer.track_masks([v for v, _ in self._masked])
         self._model_vars = {v.path: v for v in self.model.variables}
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
-        self._apply_masks = tf.function(lambda: [layer.apply_mask() for layer in self._masked_layers])
+        self._apply_masks = tf.function(lambda: [v.assign(v * tf.cast(m, v.dtype)) for v, m in self._masked])
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
@@ -147,10 +163,13 @@ class Trainer:
         return int(step) if isinstance(step, (int, np.integer)) else steps.to_iterations(step, self.iterations_per_epoch)
 
     def build_model(self, seed: int) -> keras.Model:
-        mh = self.hparams.model
-        overrides = {"width": mh.width} if mh.width else {}
-        return models.get(mh.name, input_shape=self.dataset.input_shape,
-                          num_classes=self.dataset.num_classes, seed=seed, **overrides)
+        """A new model from the factory (same variable paths as :attr:`model`; no masks)."""
+        return self.factory(seed)
+
+    @property
+    def masked_paths(self) -> list[str]:
+        """The variable paths of the masked variables, in model order."""
+        return list(masking.masked_variables(self.model))
 
     def _augment(self) -> bool:
         a = self.hparams.dataset.augment
@@ -239,7 +258,12 @@ class Trainer:
         return {k: v.numpy() for k, v in self._model_vars.items()}
 
     def set_weights(self, weights: dict[str, np.ndarray], strict: bool = True) -> None:
-        """Assign weights by variable path (cross-replica; no rebuild)."""
+        """Assign weights by variable path (cross-replica; no rebuild).
+
+        Entries ``<layer>/mask`` of checkpoints written by tflth 0.1 (whose masks were
+        layer variables) are ignored: masks are set from the run's ``mask.npz``.
+        """
+        weights = {k: v for k, v in weights.items() if not _legacy_mask_key(k, self._model_vars)}
         unknown = sorted(set(weights) - set(self._model_vars))
         missing = sorted(set(self._model_vars) - set(weights))
         if unknown or (strict and missing):
@@ -356,12 +380,12 @@ class Trainer:
         return result
 
     def _sync_masks(self) -> None:
-        """Before training: zero every pruned kernel entry (whatever was assigned since the
-        last run) and, under Adam, hand the current masks to the optimizer."""
-        if self._masked_layers:
+        """Before training: zero every pruned entry (whatever was assigned since the last
+        run) and, under Adam, hand the current masks to the optimizer."""
+        if self._masked:
             self._apply_masks()
         if self._optimizer_masks:
-            self.optimizer.set_masks([layer.kernel_mask for layer in self._masked_layers])
+            self.optimizer.set_masks([m for _, m in self._masked])
 
     def _train_iterator(self, start: int, seeds: tuple[int, int]):
         """The training stream from step ``start`` with ``seeds`` (data order, augmentation):
@@ -398,10 +422,9 @@ class Trainer:
         for stop in sorted(stops):
             while step < stop:
                 n = min(MAX_STEPS_PER_CALL, stop - step)
-                with masking_deferred(self._masked_layers, kernels_stay_masked=self._optimizer_masks):
+                # SGD: each step's mask constraint zeroes the pruned entries; Adam leaves them at zero.
+                with (masking.constraints_paused(self.model) if self._optimizer_masks else contextlib.nullcontext()):
                     totals = self._train_chunk(iterator, tf.constant(n, tf.int64), epsilons).numpy()
-                if self._masked_layers and not self._optimizer_masks:  # Adam leaves pruned entries at zero
-                    self._apply_masks()
                 if not math.isfinite(float(totals[0])):
                     if writer is not None:
                         writer.flush()

@@ -1,17 +1,18 @@
 """Pruning strategies: trained weights + current mask → next mask.
 
-A strategy is any callable ``strategy(kernels, mask) -> mask`` over ``{layer path:
+A strategy is any callable ``strategy(weights, mask) -> mask`` over ``{variable path:
 array}`` dicts (:class:`PruningStrategy`), built from :class:`PruningHparams` and a seed.
-Strategies are registered by name in :data:`STRATEGIES` (``PruningHparams.strategy``
+Strategies are registered by name in :data:`REGISTRY` (``PruningHparams.strategy``
 picks one), so a new way to prune (structured N:M masks, say) is one more class with
 :func:`register`. The built-in fraction strategies prune a fraction of the weights that are still *remaining* (so density
 after L levels at fraction p is (1-p)^L), never re-grows a pruned weight, and breaks
 ties deterministically (by magnitude, then by position in the flattened layer order).
 
 * :class:`MagnitudePruning` — smallest |w|, one threshold across all layers
-  (``scope="global"``) or the same fraction within each layer (``"layerwise"``). Layers
-  matching a ``layer_rates`` glob are pruned within themselves at their own rate (0
-  excludes them) in either scope.
+  (``scope="global"``) or the same fraction within each variable (``"layerwise"``).
+  Variables matching a ``layer_rates`` glob (:func:`tflth.masking.path_matches`: a
+  variable path, or its layer's path as tflth 0.1 spelled it) are pruned within
+  themselves at their own rate (0 excludes them) in either scope.
 * :class:`RandomPruning` — the same counts as magnitude pruning, chosen at random.
 * :func:`random_like` — a random mask with the same per-layer survivor counts as a
   given mask (the random-pruning control of the papers).
@@ -19,39 +20,37 @@ ties deterministically (by magnitude, then by position in the flattened layer or
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
 from tflth.hparams import HparamError, PruningHparams
+from tflth.masking.masks import Masks, path_matches
 
-__all__ = ["PruningStrategy", "STRATEGIES", "register", "MagnitudePruning", "RandomPruning", "random_like",
+__all__ = ["PruningStrategy", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
            "check_layer_rates", "strategy_for", "pruned_count", "survivor_counts", "max_levels"]
-
-Masks = dict[str, np.ndarray]
 
 
 class PruningStrategy(Protocol):
     """What IMP calls at each level: trained kernels + current mask → the next mask.
 
-    Both arguments and the result are ``{layer path: array}`` with the same keys and
-    shapes; a strategy never re-grows a pruned weight. Construct with
+    Both arguments are ``{variable path: array}`` with the same keys and shapes; the
+    result is a :class:`tflth.masking.Masks`; a strategy never re-grows a pruned weight. Construct with
     ``cls(hparams: PruningHparams, seed: int = 0)``.
     """
 
     def __call__(self, kernels: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray]) -> Masks: ...
 
 
-#: Registered strategies by name (``PruningHparams.strategy``).
-STRATEGIES: dict[str, Callable[..., PruningStrategy]] = {}
+#: Registered pruning strategies by name (``PruningHparams.strategy``).
+REGISTRY: dict[str, Callable[..., PruningStrategy]] = {}
 
 
 def register(name: str):
     """Class decorator: register a strategy under ``name``."""
 
     def add(cls):
-        STRATEGIES[name] = cls
+        REGISTRY[name] = cls
         return cls
 
     return add
@@ -63,17 +62,17 @@ def pruned_count(fraction: float, alive: int) -> int:
 
 
 def check_layer_rates(layer_rates, paths) -> None:
-    """Every ``layer_rates`` pattern must match at least one prunable layer."""
+    """Every ``layer_rates`` pattern must match at least one masked variable."""
     for pattern, _ in layer_rates:
-        if not any(fnmatch.fnmatchcase(p, pattern) for p in paths):
-            raise HparamError(
-                f"--layer_rates: '{pattern}' matches no prunable layer; the layers are {sorted(paths)}."
-            )
+        if not any(path_matches(pattern, p) for p in paths):
+            raise HparamError(f"PruningHparams.layer_rates: '{pattern}' matches no masked variable; the masked "
+                              f"variables are {list(paths)}.", owner="PruningHparams", field="layer_rates",
+                              value=pattern)
 
 
 def _rate_for(path: str, layer_rates, default: float | None) -> float | None:
     for pattern, rate in layer_rates:
-        if fnmatch.fnmatchcase(path, pattern):
+        if path_matches(pattern, path):
             return rate
     return default
 
@@ -125,7 +124,7 @@ class _FractionPruning:
                 n = np.size(mask[p])
                 new[p] = kept[offset:offset + n].reshape(np.shape(mask[p]))
                 offset += n
-        return {p: new[p] for p in paths}
+        return Masks({p: new[p] for p in paths})
 
 
 @register("magnitude")
@@ -154,15 +153,16 @@ def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
         flat = np.zeros(m.size, bool)
         flat[rng.permutation(m.size)[: int(m.sum())]] = True
         out[p] = flat.reshape(m.shape)
-    return out
+    return Masks(out)
 
 
 def strategy_for(hparams: PruningHparams, seed: int = 0) -> PruningStrategy:
     """The registered strategy ``hparams.strategy``, built for ``hparams`` and ``seed``."""
     try:
-        cls = STRATEGIES[hparams.strategy]
+        cls = REGISTRY[hparams.strategy]
     except KeyError:
-        raise HparamError(f"Unknown pruning strategy {hparams.strategy!r}: expected one of {list(STRATEGIES)}.") from None
+        raise HparamError(f"PruningHparams.strategy={hparams.strategy!r} is invalid: expected one of {list(REGISTRY)}.",
+                          owner="PruningHparams", field="strategy", value=hparams.strategy) from None
     return cls(hparams, seed=seed)
 
 

@@ -7,8 +7,8 @@ non-default hyperparameters that change a result, so rerunning the same command 
 Level 0 trains the dense network and keeps W_k, the full state at the rewind step k.
 Level L ≥ 1 prunes level L-1's final weights with the registered pruning strategy
 (``PruningHparams.strategy``, :mod:`tflth.pruning`), starts as the registered reset says
-(``rewind``, ``lr_rewind``, ``finetune``: :mod:`tflth.starts`), and trains to the end.
-Controls (``random_reinit``, ``random_prune``: :mod:`tflth.starts`) train on level L's
+(``rewind``, ``lr_rewind``, ``finetune``: :mod:`tflth.lottery.starts`), and trains to the end.
+Controls (``random_reinit``, ``random_prune``: :mod:`tflth.lottery.starts`) train on level L's
 mask exactly like IMP's level L except for what they control. A finished level
 (``result.json``) is never recomputed; a killed one resumes from its latest checkpoint;
 raising ``levels`` extends a finished experiment.
@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 
 import numpy as np
 from absl import logging
 
-from tflth import fileio, models, paths, pruning, starts, steps
-from tflth import masks as masks_lib
+from tflth import fileio, masking, paths, pruning, steps
+from tflth.lottery import starts
 from tflth.hparams import (HparamError, PruningHparams, RunHparams, defaults_dict, identity, legacy_hash, run_hash,
                            to_dict)
 from tflth.report.experiments import last_evals_range
-from tflth.training.job import (check_schedule_steps, check_step_in_run, load_for_run, named_run_dir,
+from tflth.training.job import (check_schedule_steps, check_step_in_run, checked_model, load_for_run, named_run_dir,
                                 open_run_dir, train_or_resume)
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training import checkpoint
@@ -35,7 +36,7 @@ from tflth.training.trainer import Trainer
 
 __all__ = ["RESETS", "CONTROLS", "LotteryHparams", "LotteryJob", "replicate_hparams"]
 
-RESETS = starts.RESETS  # name -> Reset (registered in tflth.starts)
+RESETS = starts.RESETS  # name -> Reset (registered in tflth.lottery.starts)
 CONTROLS = starts.CONTROLS  # name -> Control
 REINIT_SEED_OFFSET = starts.REINIT_SEED_OFFSET
 
@@ -95,6 +96,10 @@ class LotteryJob:
             ``run``, ``pruning``, the rewind step and the reset).
         data_dir, strategy: as for :class:`~tflth.training.Trainer`.
         eval_every, checkpoint_every: evaluation and resume-checkpoint intervals.
+        model_fn: the model factory (``model_fn(seed=, input_shape=, num_classes=)`` ->
+            built Keras model) instead of ``run.model.name``'s; ``run.model.name`` must
+            then name it uniquely (it names the experiment). The binaries pass
+            ``--model=module:function`` references in ``run.model.name`` instead.
 
     ``prepare()`` validates every setting against the data and writes nothing;
     ``run_all(dataset, on_level=None)`` trains what is missing and returns one result row
@@ -119,6 +124,7 @@ class LotteryJob:
     strategy: str = "auto"
     eval_every: str | None = "1ep"
     checkpoint_every: str | None = "1ep"
+    model_fn: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------ identity
 
@@ -163,11 +169,11 @@ class LotteryJob:
             raise HparamError(f"--rewind_step={self.lottery.rewind_step} is the end of training; "
                               f"expected a step before iteration {end}.")
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
-        overrides = {"width": self.run.model.width} if self.run.model.width else {}
-        model = models.get(self.run.model.name, dataset.input_shape, dataset.num_classes, **overrides)
-        layers = masks_lib.prunable_layers(model)
-        pruning.check_layer_rates(self.pruning.layer_rates, list(layers))
-        sizes = {p: int(np.prod(layer.kernel_variable.shape)) for p, layer in layers.items()}
+        pruning.strategy_for(self.pruning)  # a known strategy
+        factory, model = checked_model(self.run, dataset, self.model_fn)
+        chosen = factory.prunable(model)
+        pruning.check_layer_rates(self.pruning.layer_rates, list(chosen))
+        sizes = {p: int(np.prod(m.shape)) for p, m in chosen.items()}
         last = pruning.max_levels(self.pruning, sizes)
         if self.lottery.levels > last:
             left = pruning.survivor_counts(self.pruning, sizes, last)[-1]
@@ -186,17 +192,26 @@ class LotteryJob:
         strategy = get_strategy(self.strategy)
         rows = []
         for r in range(self.lottery.replicates):
-            rows += _Replicate(self, experiment, r, dataset, strategy).run(on_level)
+            rows += _ImpTrajectory(self, experiment, r, dataset, strategy).run(on_level)
         return rows
 
 
-class _Replicate:
+def load_level_mask(path: str, trainer: Trainer) -> masking.Masks:
+    """A level's stored ``mask.npz``, checked against the trainer's masked variables
+    (files of tflth 0.1, keyed by layer path, are read through their aliases)."""
+    shapes = masking.shapes(trainer.model)
+    mask = masking.Masks.load(path, aliases=masking.legacy_aliases(shapes))
+    mask.check(shapes, what=f"model '{trainer.model.name}' ({path})")
+    return mask
+
+
+class _ImpTrajectory:
     """One IMP trajectory: one Trainer (one model) reused for every level and control."""
 
     def __init__(self, job: LotteryJob, experiment: paths.Experiment, r: int, dataset, strategy):
         self.job, self.experiment, self.r = job, experiment, r
         self.hparams = replicate_hparams(job.run, r)
-        self.trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy)
+        self.trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy, model_fn=job.model_fn)
         self.k = self.trainer.to_iterations(job.lottery.rewind_step)
         self.end = self.trainer.end_step
         self.reset = starts.get_reset(job.lottery.reset)
@@ -216,21 +231,21 @@ class _Replicate:
         return starts.Start(rewind=self._level(0).checkpoint(self.k), level=level,
                             seed=self.hparams.training.seed, previous_final=prev)
 
-    def _kernels(self, ckpt_path: str) -> dict:
+    def _masked_weights(self, ckpt_path: str) -> dict:
         _, weights, _ = checkpoint.load(ckpt_path)
-        return masks_lib.kernels_in(weights, self.trainer.model)
+        return {p: weights[p] for p in self.trainer.masked_paths}
 
-    def _mask_for(self, level: int) -> dict:
+    def _mask_for(self, level: int) -> masking.Masks:
         """Level ``level``'s IMP mask (computed once from level-1's final weights, then stored)."""
         if level == 0:
-            return masks_lib.ones_like(self.trainer.model)
+            return masking.Masks.ones(masking.shapes(self.trainer.model))
         path = self._level(level).mask
         if os.path.exists(path):
-            return masks_lib.load_masks(path)
+            return load_level_mask(path, self.trainer)
         prev = self._level(level - 1)
-        mask = self.pruner(self._kernels(self._final_checkpoint(prev)), self._mask_for(level - 1))
+        mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1))
         if is_chief():  # the other workers compute the same mask
-            masks_lib.save_masks(path, mask)
+            mask.save(path)
         return mask
 
     def _trainer_for_reset(self) -> Trainer:
@@ -241,7 +256,8 @@ class _Replicate:
             return self.trainer
         if self._reset_trainer is None:
             self._reset_trainer = Trainer(dataclasses.replace(self.hparams, training=training),
-                                          dataset=self.trainer.dataset, strategy=self.trainer.strategy)
+                                          dataset=self.trainer.dataset, strategy=self.trainer.strategy,
+                                          model_fn=self.job.model_fn)
         return self._reset_trainer
 
     # --- one training run
@@ -250,12 +266,13 @@ class _Replicate:
                keep_steps=(), label: str = "") -> dict:
         """Train one network on ``mask`` unless finished; ``init`` sets its start state."""
         trainer = trainer or self.trainer
+        mask = masking.Masks(mask)  # a control's mask may come as a plain dict
 
         def start(t):
             if is_chief():
-                fileio.write_json(run.density, masks_lib.density_report(mask).to_dict())
+                fileio.write_json(run.density, mask.density().to_dict())
             init(t)
-            masks_lib.set_masks(t.model, mask)
+            masking.apply_masks(t.model, mask)
 
         finished = run.finished()
         result = train_or_resume(trainer, run.path, start, save_steps=keep_steps, eval_every=self.job.eval_every,

@@ -21,10 +21,10 @@ Controls (``--controls``), trained exactly like IMP's level L except for what th
 
 * ``random_reinit`` — level L's mask, weights from a new initialisation (seed
   :func:`control_seed`), optimizer state and schedule of step k;
-* ``random_prune`` — a random mask with level L's per-layer survivor counts (seed
+* ``random_prune`` — a random mask with level L's per-variable survivor counts (seed
   :func:`control_seed`), weights W_k ⊙ m.
 
-The masks themselves are applied by the caller after ``start`` (``masks.set_masks``).
+The masks themselves are applied by the caller after ``start`` (``tflth.masking.apply_masks``).
 """
 
 from __future__ import annotations
@@ -162,6 +162,6 @@ class RandomPrune(Control):
     name = "random_prune"
 
     def mask(self, level_mask, start):
-        from tflth.pruning import random_like  # noqa: PLC0415
+        from tflth.pruning.strategies import random_like  # noqa: PLC0415
 
         return random_like(level_mask, seed=control_seed(start.seed, start.level))

@@ -1,0 +1,169 @@
+"""Model factories: ``seed -> built Keras model``, from a zoo name or the user's own function.
+
+Everything that trains in tflth (``Trainer``, ``LotteryJob``, ``StabilityJob``, the
+binaries) builds its networks through a :class:`ModelFactory`, so a user's own model
+runs IMP and stability sweeps exactly as the zoo's do. ``ModelHparams.name`` (``--model``)
+is either a zoo name (:func:`tflth.models.names`) or a reference to a function:
+
+* ``package.module:function`` (importable from ``sys.path``; the current directory is
+  searched first, as ``python -m`` does), or
+* ``path/to/file.py:function``.
+
+The function is called as ``function(seed=..., input_shape=..., num_classes=...)`` with
+the dataset's shape (no batch dimension) and class count, and returns a built Keras 3
+model whose output is ``(batch, num_classes)`` class logits. The reference is recorded
+in the run's ``hparams.json`` and run name, so resuming and reporting work as for the
+zoo. Every build runs with Keras's automatic names reset (:func:`tflth._keras.fresh_names`),
+so two builds name their variables alike and masks and checkpoints fit both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+from tflth import _keras
+from tflth.hparams import HparamError, ModelHparams
+
+__all__ = ["ModelFactory", "factory", "is_reference", "resolve"]
+
+
+def is_reference(name: str) -> bool:
+    """Whether ``name`` refers to a user's function (``module:function``), not a zoo name."""
+    return isinstance(name, str) and ":" in name
+
+
+def _error(name: str, why: str) -> HparamError:
+    return HparamError(f"ModelHparams.name={name!r} is invalid: {why}.", owner="ModelHparams", field="name", value=name)
+
+
+def resolve(reference: str) -> Callable:
+    """The function a ``module:function`` or ``file.py:function`` reference names.
+
+    Raises:
+        HparamError: the module or file cannot be imported, or has no such callable.
+    """
+    module_name, _, attr = reference.rpartition(":")
+    if not module_name or not attr:
+        raise _error(reference, "expected package.module:function or path/to/file.py:function")
+    try:
+        if module_name.endswith(".py") or os.sep in module_name:
+            path = os.path.abspath(module_name)
+            if not os.path.isfile(path):
+                raise _error(reference, f"there is no file {path}")
+            key = "tflth_user_model_" + str(abs(hash(path)))
+            module = sys.modules.get(key)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(key, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[key] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[key]
+                    raise
+        else:
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except HparamError:
+        raise
+    except ImportError as e:
+        raise _error(reference, f"cannot import {module_name!r} ({e})") from None
+    except Exception as e:  # the user's module raised while importing
+        raise _error(reference, f"importing {module_name!r} raised {type(e).__name__}: {e}") from None
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise _error(reference, f"module {module_name!r} has no attribute {attr!r}")
+    if not callable(fn):
+        raise _error(reference, f"{attr!r} in {module_name!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+class ModelFactory:
+    """``factory(seed) -> built keras.Model`` for one :class:`ModelHparams` and dataset shape.
+
+    Args:
+        model: the :class:`ModelHparams` (zoo name or reference, width, prune globs).
+        input_shape: the dataset's example shape (no batch dimension).
+        num_classes: the dataset's class count.
+        fn: a function to build with instead of resolving ``model.name`` (library use:
+            ``fn(seed=, input_shape=, num_classes=)``; ``model.name`` then only labels runs).
+
+    Attributes:
+        exclude_output: whether the default mask selection leaves the output layer out
+            (a user's model: yes, as open_lth does; the zoo: no, its presets say per layer).
+    """
+
+    def __init__(self, model: ModelHparams, input_shape: Sequence[int], num_classes: int, fn: Callable | None = None):
+        self.hparams = model
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.num_classes = int(num_classes)
+        self.user = fn is not None or is_reference(model.name)
+        self._fn = fn if fn is not None else (resolve(model.name) if is_reference(model.name) else None)
+        self.exclude_output = self.user
+
+    def __call__(self, seed: int = 0) -> keras.Model:
+        with _keras.fresh_names():
+            if self._fn is None:
+                from tflth.models import registry  # noqa: PLC0415
+
+                overrides = {"width": self.hparams.width} if self.hparams.width else {}
+                return registry.get(self.hparams.name, input_shape=self.input_shape, num_classes=self.num_classes,
+                                    seed=seed, **overrides)
+            model = self._fn(seed=int(seed), input_shape=self.input_shape, num_classes=self.num_classes)
+        return model
+
+    def check(self, model=None) -> keras.Model:
+        """Build (or take) a model and check it is a built classifier of this dataset.
+
+        Raises:
+            HparamError: the function returned no Keras model, an unbuilt one, or one
+                whose output for a batch of 2 examples is not ``(2, num_classes)``.
+        """
+        name = self.hparams.name
+        if model is None:
+            try:
+                model = self(0)
+            except HparamError:
+                raise
+            except Exception as e:
+                if not self.user:
+                    raise
+                raise _error(name, f"calling it raised {type(e).__name__}: {e}") from None
+        if not isinstance(model, keras.Model):
+            raise _error(name, f"it returned {type(model).__name__}, expected a keras.Model")
+        if self.user:
+            try:
+                out = model(np.zeros((2, *self.input_shape), "float32"), training=False)
+            except Exception as e:
+                raise _error(name, f"the model cannot take a batch of shape {(2, *self.input_shape)} "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            shape = tuple(getattr(out, "shape", ()))
+            if shape != (2, self.num_classes):
+                raise _error(name, f"its output for a batch of 2 has shape {shape}; expected class logits "
+                                   f"(2, {self.num_classes}) for this dataset")
+        if not model.built or not model.trainable_variables:
+            raise _error(name, "it returned a model with no trainable variables (build it on an input first)")
+        return model
+
+    def prunable(self, model) -> dict:
+        """The variables a run masks in ``model`` (:func:`tflth.masking.select` of ``prune``)."""
+        from tflth import masking  # noqa: PLC0415
+
+        try:
+            return masking.select(model, self.hparams.prune, exclude_output=self.exclude_output)
+        except masking.MaskError as e:
+            raise HparamError(f"ModelHparams.prune={','.join(self.hparams.prune)!r} is invalid: {e}",
+                              owner="ModelHparams", field="prune", value=self.hparams.prune) from None
+
+
+def factory(model: ModelHparams, input_shape: Sequence[int], num_classes: int, fn: Callable | None = None) -> ModelFactory:
+    """The :class:`ModelFactory` of ``model`` for a dataset of this shape and class count."""
+    return ModelFactory(model, input_shape, num_classes, fn)
