@@ -74,6 +74,12 @@ _PRESETS = {
         _preset("resnet18_imagenet", "imagenet2012", "resnet18",
                 _sgd(0.4, milestones=("30ep", "60ep", "80ep"), warmup="5ep", steps="90ep", batch=1024),
                 _GLOBAL_NO_OUTPUT, "5ep", "ResNet-50 schedule applied to ResNet-18"),
+        # A vision transformer at CPU scale (no paper figure): AdamW with DeiT's decoupled
+        # weight decay 0.05, constant LR (add --warmup if wanted), 10 epochs of 469 steps.
+        _preset("vit_tiny_mnist", "mnist", "vit_tiny",
+                TrainingHparams(optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=128,
+                                training_steps="10ep"),
+                _GLOBAL_NO_OUTPUT, "0it", "tflth's own CPU-scale ViT setting (no paper figure)"),
     ]
 }
 

@@ -45,7 +45,13 @@ def define_training_flags() -> None:
         return
     keep = _FROM_PRESET
     flags.DEFINE_string("preset", None, f"Paper settings by name: {', '.join(presets.names())}.")
-    flags.DEFINE_string("model", None, "Model name (tflth.models.names()); default: the preset's.")
+    flags.DEFINE_string("model", None, "A zoo model (tflth.models.names()) or your own: package.module:function or "
+                        "path/to/file.py:function, called as function(seed=, input_shape=, num_classes=) and "
+                        "returning a built Keras model of class logits; default: the preset's.")
+    flags.DEFINE_list("prune", None, "Which variables are masked: globs over variable paths (or layer paths), "
+                      "'+glob' to add any trainable variable (biases, norms, your add_weight), '!glob' to leave "
+                      "some out. Default: every maskable kernel (Dense, EinsumDense, Conv*, Embedding, RNN kernels) "
+                      "of a zoo model; of your own model, all but the output layer's.")
     flags.DEFINE_string("dataset", None, "Dataset name (tflth.data.names()); default: the preset's or model's.")
     flags.DEFINE_string("data_dir", None, "IDX directory, .npz file or tfds data_dir.")
     flags.DEFINE_string("output_dir", "runs", "Where run directories (named by hparam hash) go.")
@@ -77,6 +83,8 @@ def base_preset(flag_values=FLAGS) -> presets.Preset | None:
     if flag_values.preset:
         return presets.get(flag_values.preset)
     if flag_values.model:
+        if models.is_reference(flag_values.model):
+            return None  # the user's own model: RunHparams' defaults unless flags say otherwise
         try:
             models.default_dataset(flag_values.model)
         except ValueError as e:
@@ -135,11 +143,16 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
     preset = base_preset(flag_values)
     base = preset.run if preset else RunHparams()
     model_name = flag_values.model or base.model.name
-    try:
-        models.default_dataset(model_name)
-    except ValueError as e:
-        raise HparamError(f"--model: {e}") from None
-    dataset_name = flag_values.dataset or (base.dataset.name if preset else models.default_dataset(model_name))
+    if models.is_reference(model_name):
+        if not (flag_values.dataset or preset):
+            raise HparamError(f"--model={model_name} is your own model: give --dataset (one of {data_lib.names()}).")
+        default_dataset = base.dataset.name
+    else:
+        try:
+            default_dataset = models.default_dataset(model_name)
+        except ValueError as e:
+            raise HparamError(f"--model: {e}") from None
+    dataset_name = flag_values.dataset or (base.dataset.name if preset else default_dataset)
     if dataset_name not in data_lib.names():
         raise HparamError(f"--dataset={dataset_name!r} is unknown: expected one of {data_lib.names()}.")
     overrides = {f: flag_values[f].value for f in _TRAINING_FIELDS if flag_values[f].value is not None}
@@ -147,9 +160,10 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
         overrides["milestones"] = tuple(overrides["milestones"])
     augment = None if flag_values.augment is None else flag_values.augment == "true"
     width = flag_values.width if flag_values.width is not None else base.model.width
+    prune = tuple(flag_values.prune) if flag_values.prune is not None else base.model.prune
     with hparam_errors_as_flags():
         training = dataclasses.replace(base.training, **overrides)
-        return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width), training)
+        return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width, prune), training)
 
 
 def _prog() -> str:

@@ -199,9 +199,18 @@ def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) ->
         chosen = {}
         owners = _owners(model)
         trainable = _trainable(model)
+        refused = {v.path: (layer, why) for layer in _keras.sublayers(model) if (why := _unsupported(layer))
+                   for v in _keras.own_variables(layer)}
+
+        def refuse(pattern):
+            for path, (layer, why) in refused.items():
+                if path_matches(pattern.lstrip("+"), path):
+                    raise MaskError(f"Variable '{path}' cannot be masked: layer '{layer.name}' {why}.")
+
         for pattern in plain:
             hits = [p for p in maskable if path_matches(pattern, p)]
             if not hits:
+                refuse(pattern)
                 raise MaskError(f"Pattern '{pattern}' matches no maskable variable; the maskable variables are "
                                 f"{list(maskable)[:10]}{' ...' if len(maskable) > 10 else ''} (a '+{pattern}' "
                                 "pattern selects among all trainable variables).")
@@ -209,6 +218,7 @@ def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) ->
         for pattern in plus:
             hits = [v for v in trainable if path_matches(pattern, v.path)]
             if not hits:
+                refuse(pattern)
                 raise MaskError(f"Pattern '+{pattern}' matches no trainable variable of model "
                                 f"'{model.name}'.")
             for v in hits:

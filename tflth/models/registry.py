@@ -15,6 +15,10 @@ name / pattern                    family                         default dataset
 ``vgg19``
 ``resnet18``, ``resnet50``        ImageNet ResNet (torchvision)  ``imagenet2012``
                                   (option ``width``, default 64)
+``vit_tiny``                      small vision transformer       ``mnist``
+                                  (options ``patch_size``,
+                                  ``dim``, ``depth``, ``heads``,
+                                  ``mlp_dim``; see ``vit``)
 ================================  =============================  ===============
 
 ``resnet18`` and ``resnet50`` always mean the ImageNet networks (50 = 6*8 + 2 would
@@ -32,7 +36,7 @@ import keras
 
 from tflth.data import registry as data_registry
 from tflth import _keras
-from tflth.models import cifar_resnet, cifar_vgg, convnet, imagenet_resnet, lenet
+from tflth.models import cifar_resnet, cifar_vgg, convnet, imagenet_resnet, lenet, vit
 from tflth.models._common import check_positive_int, is_int
 
 __all__ = ["DATASETS", "count_params", "dataset_info", "default_dataset", "get", "names", "options"]
@@ -100,10 +104,19 @@ _FAMILIES = (
         builder=cifar_vgg.build,
         config=lambda m: {"depth": int(m.group(1))},
     ),
+    _Family(
+        pattern=r"vit_tiny",
+        describe="vit_tiny (vision transformer; options patch_size, dim, depth, heads, mlp_dim)",
+        canonical=("vit_tiny",),
+        dataset="mnist",
+        builder=vit.build,
+        config=lambda m: {},
+        options=dict(vit.DEFAULTS),
+    ),
 )
 
 _ORDER = ("lenet_300_100", "conv2", "conv4", "conv6", "resnet20", "resnet56", "resnet110",
-          "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet50")
+          "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet50", "vit_tiny")
 
 
 def names() -> list[str]:
@@ -181,7 +194,8 @@ def get(name: str, input_shape: Sequence[int] | None = None, num_classes: int | 
         process and different seeds different weights. The global Keras random state
         is neither used nor changed.
       **overrides: family options: ``width`` for ``resnet<D>`` (default 16) and
-        ``resnet18`` / ``resnet50`` (default 64).
+        ``resnet18`` / ``resnet50`` (default 64); ``patch_size``, ``dim``, ``depth``,
+        ``heads``, ``mlp_dim`` for ``vit_tiny`` (see :mod:`tflth.models.vit`).
 
     Returns:
       A built functional ``keras.Model`` named ``name``; its last layer, ``output``,
