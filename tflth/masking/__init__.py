@@ -48,11 +48,11 @@ def masked(model, patterns: Sequence[str] = (), exclude_output: bool = False):
 
     >>> import keras, numpy as np, tflth
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu", name="hidden"),
-    ...                           keras.layers.Dense(2, name="out")])
+    ...                           keras.layers.Dense(2, name="out")], name="net")
     >>> tflth.masked(model) is model
     True
     >>> list(tflth.masking.masks_of(model))
-    ['sequential/hidden/kernel', 'sequential/out/kernel']
+    ['net/hidden/kernel', 'net/out/kernel']
     """
     if has_masks(model):
         return model

@@ -177,13 +177,13 @@ def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) ->
 
     >>> import keras, tflth
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc"),
-    ...                           keras.layers.LayerNormalization(name="norm"), keras.layers.Dense(2, name="out")])
+    ...                           keras.layers.LayerNormalization(name="norm"), keras.layers.Dense(2, name="out")], name="net")
     >>> list(tflth.masking.select(model))
-    ['sequential/fc/kernel', 'sequential/out/kernel']
+    ['net/fc/kernel', 'net/out/kernel']
     >>> list(tflth.masking.select(model, exclude_output=True))
-    ['sequential/fc/kernel']
+    ['net/fc/kernel']
     >>> list(tflth.masking.select(model, ["fc", "+norm/gamma"]))
-    ['sequential/fc/kernel', 'sequential/norm/gamma']
+    ['net/fc/kernel', 'net/norm/gamma']
     """
     maskable = maskable_variables(model)
     patterns = list(patterns)

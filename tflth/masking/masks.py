@@ -52,6 +52,7 @@ def path_matches(pattern: str, variable_path: str) -> bool:
     those with leading components dropped (``"fc1"`` matches ``"lenet/fc1/kernel"``).
     ``*`` crosses ``/``.
 
+    >>> from tflth.masking import path_matches
     >>> path_matches("output", "output/kernel"), path_matches("conv*", "conv3/kernel")
     (True, True)
     >>> path_matches("*/query/kernel", "mha/query/kernel"), path_matches("fc1", "net/fc1/kernel")

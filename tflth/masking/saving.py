@@ -80,8 +80,8 @@ def load_model(path: str | os.PathLike, **kwargs):
     Example:
 
     >>> import os, tempfile, keras, numpy as np, tflth
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
-    >>> tflth.masking.apply_masks(model, {"sequential/fc/kernel": np.eye(4, 3)})
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")], name="net")
+    >>> tflth.masking.apply_masks(model, {"net/fc/kernel": np.eye(4, 3)})
     >>> path = os.path.join(tempfile.mkdtemp(), "ticket.keras"); model.save(path)
     >>> loaded = tflth.masking.load_model(path)
     >>> int(tflth.masking.masks_of(loaded).density().survivors)
@@ -105,6 +105,13 @@ def unmasked(model):
     file: the same layers and config, the same outputs; training it lets pruned
     weights grow back. Works for every model Keras can save (Sequential, functional,
     subclassed with ``get_config``, KerasHub backbones). ``model`` is not changed.
+
+    Args:
+        model: a Keras model, with or without tflth masks.
+
+    Returns:
+        A new model without masks (example: :func:`load_model`'s, which is the same
+        copy read back from a file).
     """
     state = _state(model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,7 @@
 Conventions: every kernel of the zoo is prunable by default (its run masks them all); every layer
 has a fixed descriptive name and the logits layer is ``output``; kernels are He-normal
 with per-layer seeds derived from ``seed``, biases zero. One module per family
-(``lenet``, ``convnet``, ``cifar_resnet``, ``cifar_vgg``, ``imagenet_resnet``); the
+(``lenet``, ``convnet``, ``cifar_resnet``, ``cifar_vgg``, ``imagenet_resnet``, ``vit``); the
 ``registry`` module maps names to builders.
 """
 
