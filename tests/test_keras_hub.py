@@ -154,16 +154,18 @@ def test_vit_backbone_maskable_variables():
     found = tflth.masking.maskable_variables(backbone)
     print("\n".join(f"{p}  {m.kind}  {m.shape}" for p, m in found.items()))
     # per transformer block: query, key, value, attention output, two MLP kernels; the
-    # patch-embedding conv; the learned position embedding (a keras.layers.Embedding in
-    # KerasHub's ViT, so maskable by default). No pooler: the class token is a variable.
+    # patch-embedding conv. The learned position embedding (a keras.layers.Embedding named
+    # position_embedding in KerasHub's ViT) is left out, as tflth leaves position embeddings
+    # out unless asked. No pooler: the class token is a variable.
     assert _kinds(backbone) == {"EinsumDense.kernel": 4 * NUM_LAYERS, "Dense.kernel": 2 * NUM_LAYERS,
-                                "Conv2D.kernel": 1, "Embedding.embeddings": 1}
+                                "Conv2D.kernel": 1}
     for name in ("query", "key", "value", "attention_output"):
         assert sum(p.endswith(f"/{name}/kernel") for p in found) == NUM_LAYERS, name
     assert _shapes_of_kind(backbone, "EinsumDense.kernel") == {(32, 2, 16): 3 * NUM_LAYERS, (2, 16, 32): NUM_LAYERS}
     assert _shapes_of_kind(backbone, "Dense.kernel") == {(32, 64): NUM_LAYERS, (64, 32): NUM_LAYERS}
     assert _shapes_of_kind(backbone, "Conv2D.kernel") == {(7, 7, 1, 32): 1}
-    assert _shapes_of_kind(backbone, "Embedding.embeddings") == {(17, 32): 1}  # 16 patches + class token
+    chosen = tflth.masking.select(backbone, ["+*position_embedding*"])
+    assert [m.shape for m in chosen.values()] == [(17, 32)]  # 16 patches + class token, on request
     assert not any(p.endswith(("/bias", "/gamma", "/beta", "class_token")) for p in found)
 
 

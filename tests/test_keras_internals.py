@@ -17,7 +17,6 @@ from packaging.requirements import Requirement
 
 import tflth
 from tflth import _keras
-from tflth.layers import MaskedLayer
 from tflth.training import optimizers as tflth_optimizers
 
 SETUP_CFG = pathlib.Path(__file__).resolve().parent.parent / "setup.cfg"
@@ -51,7 +50,6 @@ def test_flatten_layers_direct_children_in_assignment_order():
     shared = keras.layers.Dense(3, name="shared")
     pair = _Pair(shared, name="pair")
     pair(np.zeros((1, 3), "float32"))
-    # tflth.masks.prunable_layers lists a custom layer's masked sublayers in this order.
     assert [l.name for l in _keras.sublayers(pair, recursive=False)] == ["second", "first", "shared"]
 
 
@@ -69,80 +67,63 @@ def test_flatten_layers_recursive_lists_every_descendant_once():
     assert model not in layers
 
 
-# ------------------------------------------------------------- class name "Functional"
+# ------------------------------------------------------------- Layer._trainable_variables
 
 
-def test_functional_models_are_recognised():
-    inputs = keras.Input((3,))
-    functional = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    assert type(functional).__name__ == "Functional"
-    assert _keras.is_functional(functional)
-    sequential = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    assert not _keras.is_functional(sequential)
-
-    class Net(keras.Model):
-        def call(self, x):
-            return x
-
-    assert not _keras.is_functional(Net())
+def test_own_variables_are_a_layers_add_weight_variables_only():
+    inputs = keras.Input((5, 4))
+    mha = keras.layers.MultiHeadAttention(2, 2, name="mha")
+    model = keras.Model(inputs, mha(inputs, inputs))
+    assert _keras.own_variables(mha) == []  # its variables belong to its EinsumDense sublayers
+    query = next(l for l in _keras.sublayers(mha) if l.name == "query")
+    assert [v.name for v in _keras.own_variables(query)] == ["kernel", "bias"]
+    bn = keras.layers.BatchNormalization()
+    bn.build((None, 3))
+    assert [v.name for v in _keras.own_variables(bn)] == ["gamma", "beta", "moving_mean", "moving_variance"]
+    assert len(model.variables) == 8
 
 
-# ------------------------------------------------------------- Dense._kernel
+# ------------------------------------------------------------- untracked attributes, saved by the walk
 
 
-def test_dense_kernel_is_the_variable_dense_call_reads():
-    layer = keras.layers.Dense(3, name="d")
-    layer.build((None, 4))
-    kernel = _keras.dense_kernel(layer)
-    assert isinstance(kernel, keras.Variable) and kernel.trainable
-    assert kernel.path.endswith("kernel") and tuple(kernel.shape) == (4, 3)
-    assert layer.kernel is kernel  # no LoRA, no quantization
-    assert any(v is kernel for v in layer.trainable_variables)
-    new = np.arange(12, dtype="float32").reshape(4, 3)
-    kernel.assign(new)
-    x = np.ones((2, 4), "float32")
-    np.testing.assert_array_equal(layer(x), x @ new + layer.bias.numpy())
-    # With LoRA, Dense.kernel is a computed tensor; the variable stays where tflth reads it.
-    layer.enable_lora(2)
-    assert layer.kernel is not kernel and _keras.dense_kernel(layer) is kernel
+class _Saved(keras.layers.Layer):
+    def __init__(self):
+        super().__init__(name="saved")
+        self.v = self.add_weight(name="v", shape=(2,), initializer="ones", trainable=False)
+        self.built = True
 
 
-def test_masked_dense_kernel_variable_is_dense_kernel():
-    layer = tflth.MaskedDense(3)
-    layer.build((None, 4))
-    assert layer.kernel_variable is _keras.dense_kernel(layer) is layer.kernel
+def test_attach_untracked_stays_out_of_weights_but_model_save_writes_it(tmp_path):
+    import h5py
+    import zipfile
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="fc")], name="net")
+    _keras.attach_untracked(model, "_extra", _Saved())
+    assert [v.path for v in model.weights] == ["net/fc/kernel", "net/fc/bias"]
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as z, z.open("model.weights.h5") as f, h5py.File(f, "r") as h5:
+        assert "_extra/vars/0" in h5
+    loaded = keras.saving.load_model(path)  # plain Keras ignores the extra group
+    assert not hasattr(loaded, "_extra")
+    _keras.attach_untracked(model, "_extra", None)
+    assert not hasattr(model, "_extra")
 
 
-# ------------------------------------------------------------- BaseDepthwiseConv._get_input_channel
+# ------------------------------------------------------------- object_name_uids
 
 
-@pytest.mark.parametrize("data_format,shape", [("channels_last", (None, 8, 8, 5)),
-                                                ("channels_first", (None, 5, 8, 8))])
-def test_depthwise_input_channels(data_format, shape):
-    layer = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, data_format=data_format)
-    assert _keras.depthwise_input_channels(layer, shape) == 5
-    out = layer.compute_output_shape(shape)
-    assert out[-1 if data_format == "channels_last" else 1] == 2 * 5
+def test_fresh_names_give_every_build_the_names_of_a_first_build():
+    def build():
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
 
-
-# ------------------------------------------------------------- weights-store keys "0" / "1"
-
-
-@pytest.mark.parametrize("make,shape", [
-    (lambda bias: keras.layers.Dense(3, use_bias=bias), (None, 4)),
-    (lambda bias: keras.layers.Conv2D(3, 2, use_bias=bias), (None, 5, 5, 2)),
-    (lambda bias: keras.layers.DepthwiseConv2D(2, use_bias=bias), (None, 5, 5, 2)),
-], ids=["dense", "conv2d", "depthwise"])
-def test_plain_layers_store_kernel_and_bias_under_keys_0_and_1(make, shape):
-    for bias in (True, False):
-        layer = make(bias)
-        layer.build(shape)
-        store = {}
-        layer.save_own_variables(store)
-        assert set(store) == ({_keras.KERNEL_KEY, _keras.BIAS_KEY} if bias else {_keras.KERNEL_KEY})
-        np.testing.assert_array_equal(store[_keras.KERNEL_KEY], layer.kernel.numpy())
-        if bias:
-            np.testing.assert_array_equal(store[_keras.BIAS_KEY], layer.bias.numpy())
+    build()
+    with _keras.fresh_names():
+        first = [v.path for v in build().weights]
+    with _keras.fresh_names():
+        second = [v.path for v in build().weights]
+    assert first == second == ["sequential/dense/kernel", "sequential/dense/bias"]
+    assert build().name != "sequential"  # the process's own counters are back
 
 
 # ------------------------------------------------------------- BaseOptimizer._get_variable_index
@@ -172,10 +153,10 @@ def test_optimizer_variable_index_same_inside_distributed_traced_update(mirrored
             return super().update_step(gradient, variable, learning_rate)
 
     with strategy.scope():
-        model = keras.Sequential([keras.Input((3,)), tflth.MaskedDense(4), tflth.MaskedDense(2)])
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
         opt = Recording(0.1)
         opt.build(model.trainable_variables)
-    kernels = [l.kernel_variable for l in model.layers]
+    kernels = [l.kernel for l in model.layers]
     expected = [_keras.optimizer_variable_index(opt, k) for k in kernels]  # eager, as track_masks does
     assert expected == [next(i for i, v in enumerate(model.trainable_variables) if v is k) for k in kernels]
 
@@ -243,19 +224,15 @@ def test_tflth_adam_uses_the_swap():
 
 
 def test_tflth_names_do_not_shadow_keras_attributes():
-    """tflth's masked layers and optimizer mixin add these names to Keras subclasses; a
-    Keras release defining any of them would silently change its meaning."""
-    layer_names = [n for n in vars(MaskedLayer) if not n.startswith("__")]
-    layer_names += [n for cls in (tflth.MaskedDense, tflth.MaskedConv2D, tflth.MaskedDepthwiseConv2D)
-                    for n in vars(cls) if not n.startswith("__") and n not in ("build", "call")]
-    overridden = {"save_own_variables", "load_own_variables", "build", "call"}
-    for parent in (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D):
-        clashes = {n for n in layer_names if hasattr(parent, n)} - overridden
-        assert not clashes, f"{parent.__name__} now defines {sorted(clashes)}"
+    """tflth's optimizer mixin adds these names to Keras's Adam; a Keras release defining
+    any of them would silently change its meaning. Masks add one attribute to models."""
     opt_names = {n for n in vars(tflth_optimizers.PrunedStayZero) if not n.startswith("__")} - {"update_step"}
     for parent in (keras.optimizers.Adam, keras.optimizers.AdamW):
         clashes = {n for n in opt_names if hasattr(parent, n) or hasattr(parent(), n)}
         assert not clashes, f"{parent.__name__} now defines {sorted(clashes)}"
+    from tflth.masking.state import STATE_ATTRIBUTE
+
+    assert not hasattr(keras.Model, STATE_ATTRIBUTE)
 
 
 class _ZeroMiddle(keras.constraints.Constraint):
@@ -265,7 +242,7 @@ class _ZeroMiddle(keras.constraints.Constraint):
 
 def test_optimizer_applies_a_constraint_set_after_creation():
     var = keras.Variable(np.ones(3, "float32"))
-    var.constraint = _ZeroMiddle()  # as MaskedLayer._build_mask does (Keras <= 3.13: Constraint only)
+    var.constraint = _ZeroMiddle()  # as tflth.masking.apply_masks does (Keras <= 3.13: Constraint only)
     opt = keras.optimizers.SGD(0.1)
     opt.build([var])
     opt.apply([tf.ones(3)], [var])
@@ -273,10 +250,9 @@ def test_optimizer_applies_a_constraint_set_after_creation():
 
 
 def test_variable_paths_checkpoints_are_keyed_by():
-    inner = keras.Sequential([keras.Input((3,)), tflth.MaskedDense(2, name="ifc")], name="block")
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="ifc")], name="block")
     inputs = keras.Input((4,))
-    model = keras.Model(inputs, inner(tflth.MaskedDense(3, name="fc")(inputs)), name="net")
-    assert [v.path for v in model.variables] == [
-        "fc/kernel", "fc/bias", "fc/mask", "block/ifc/kernel", "block/ifc/bias", "block/ifc/mask"]
-    seq = keras.Sequential([keras.Input((4,)), tflth.MaskedDense(3, name="fc")], name="net")
-    assert [v.path for v in seq.variables] == ["net/fc/kernel", "net/fc/bias", "net/fc/mask"]
+    model = keras.Model(inputs, inner(keras.layers.Dense(3, name="fc")(inputs)), name="net")
+    assert [v.path for v in model.variables] == ["fc/kernel", "fc/bias", "block/ifc/kernel", "block/ifc/bias"]
+    seq = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")], name="net")
+    assert [v.path for v in seq.variables] == ["net/fc/kernel", "net/fc/bias"]

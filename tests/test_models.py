@@ -10,8 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+import tflth
 import tflth.models as models
-from tflth.layers import MaskedConv2D, MaskedDense, is_masked
+from tflth import masking
+
+MaskedConv2D, MaskedDense = keras.layers.Conv2D, keras.layers.Dense  # the zoo's kernel layers (plain Keras)
 
 CANONICAL = ["lenet_300_100", "conv2", "conv4", "conv6", "resnet20", "resnet56", "resnet110",
              "vgg11", "vgg13", "vgg16", "vgg19", "resnet18", "resnet50"]
@@ -113,13 +116,13 @@ def test_builds_on_default_dataset_and_runs_forward(name):
 
 
 @pytest.mark.parametrize("name", CANONICAL)
-def test_every_kernel_layer_is_masked_and_output_is_logits(name):
+def test_every_kernel_is_maskable_by_default_and_output_is_logits(name):
     model = built(name)
     kernel_layers = _kernel_layers(model)
     assert kernel_layers
+    assert list(masking.select(model)) == [l.kernel.path for l in model.layers if l in kernel_layers]
     for layer in kernel_layers:
-        assert is_masked(layer), f"{name}: {layer.name} is a plain {type(layer).__name__}"
-        assert isinstance(layer, (MaskedDense, MaskedConv2D))
+        assert type(layer) in (MaskedDense, MaskedConv2D), f"{name}: {layer.name} is a {type(layer).__name__}"
     last = model.layers[-1]
     assert last.name == "output"
     assert model.get_layer("output") is last
@@ -137,7 +140,6 @@ def test_initialisers(name):
         assert isinstance(init.seed, int)
         if layer.bias is not None:
             assert not np.any(_np(layer.bias))
-        assert np.all(_np(layer.kernel_mask) == 1.0)
     seeds = [layer.kernel_initializer.seed for layer in _kernel_layers(model)]
     assert len(set(seeds)) == len(seeds), "two layers share an initialiser seed"
     for layer in model.layers:
@@ -214,10 +216,10 @@ def test_conv_n_parameter_counts():
 
 
 def test_count_params_excludes_masks_and_bn_statistics():
-    model = built("resnet20")
-    masks = sum(int(np.prod(l.kernel_mask.shape)) for l in _kernel_layers(model))
-    kernels = sum(int(np.prod(l.kernel.shape)) for l in _kernel_layers(model))
-    assert masks == kernels
+    model = models.get("resnet20")
+    tflth.masked(model)
+    assert len(masking.masks_of(model)) == len(_kernel_layers(model))
+    masks = 0  # masks are not weights of the model
     bn_stats = sum(2 * int(l.moving_mean.shape[0]) for l in model.layers
                    if isinstance(l, keras.layers.BatchNormalization))
     every = sum(int(np.prod(v.shape)) for v in model.weights)
@@ -302,7 +304,6 @@ def test_batchnorm_models_train_mode_and_gradients():
         loss = tf.reduce_sum(model(x, training=True) ** 2)
     grads = tape.gradient(loss, model.trainable_weights)
     assert all(g is not None for g in grads)
-    assert not any(v is l.kernel_mask for l in _kernel_layers(model) for v in model.trainable_weights)
 
 
 # --- determinism ------------------------------------------------------------------------
@@ -410,13 +411,13 @@ def test_bad_shape_classes_seed():
 
 
 def test_keras_save_load_round_trip(tmp_path):
-    model = models.get("resnet20", seed=3)
+    model = tflth.masked(models.get("resnet20", seed=3))
     path = str(tmp_path / "resnet20.keras")
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = tflth.load_model(path)
     assert loaded.name == "resnet20"
     assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
-    assert all(is_masked(l) for l in _kernel_layers(loaded))
+    assert masking.masks_of(loaded) == masking.masks_of(model)
     assert _weights_digest(loaded) == _weights_digest(model)
     x = np.random.default_rng(2).normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-5, atol=1e-5)

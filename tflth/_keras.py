@@ -1,7 +1,7 @@
 """Every use tflth makes of Keras internals, in one place.
 
-tflth subclasses Keras layers and optimizers and so depends on a few private
-attributes and methods that Keras does not promise to keep. All of them are reached
+tflth masks the variables of any Keras model in place and subclasses Keras's Adam,
+and so depends on a few private attributes and methods that Keras does not promise to keep. All of them are reached
 through the functions and constants of this module, and each has a test named after
 it in ``tests/test_keras_internals.py`` that checks the behaviour tflth relies on. When
 a new Keras release breaks one of them, that test fails by name and the fix goes here.
@@ -19,13 +19,6 @@ function / constant                Keras internal                              s
 :func:`attach_untracked`           ``Layer.__setattr__`` tracking (bypassed)    3.0
 :func:`fresh_names`                global attribute ``object_name_uids`` of     3.0
                                    ``keras.config`` global state (auto names)
-:func:`is_functional`              class name ``Functional`` of functional      3.0
-                                   models (``keras.src.models.Functional``)
-:func:`dense_kernel`               ``Dense._kernel`` (``Dense.kernel`` is a     3.0.3
-                                   property: LoRA / quantization views)
-:func:`depthwise_input_channels`   ``BaseDepthwiseConv._get_input_channel``     3.0
-:data:`KERNEL_KEY`,                weights-store keys ``"0"`` / ``"1"`` of      3.0
-:data:`BIAS_KEY`                   ``save_own_variables`` (Dense, ConvND)
 :func:`optimizer_variable_index`   ``BaseOptimizer._get_variable_index``        3.0
 :func:`adam_epsilon`               ``Adam.update_step`` / ``AdamW`` read        3.0
                                    ``self.epsilon`` each time they build a step
@@ -43,23 +36,9 @@ __all__ = [
     "own_variables",
     "attach_untracked",
     "fresh_names",
-    "is_functional",
-    "dense_kernel",
-    "depthwise_input_channels",
-    "KERNEL_KEY",
-    "BIAS_KEY",
     "optimizer_variable_index",
     "adam_epsilon",
 ]
-
-# Keys under which Keras's own Dense / Conv2D / DepthwiseConv2D ``save_own_variables``
-# write the kernel and the bias in a weights store (a ``.keras`` file's
-# ``model.weights.h5``): the position of each variable, as a string. tflth's masked layers
-# write the same keys (plus ``"mask"``), so a plain Keras layer's weights load into a
-# masked layer and a masked model's file keeps Keras's layout. Since Keras 3.0.
-KERNEL_KEY = "0"
-BIAS_KEY = "1"
-
 
 def sublayers(layer, recursive: bool = True) -> list:
     """The sublayers of ``layer`` (not ``layer`` itself), each once.
@@ -124,41 +103,6 @@ def fresh_names():
         yield
     finally:
         global_state.set_global_attribute("object_name_uids", saved)
-
-
-def is_functional(model) -> bool:
-    """True for a functional model built with ``keras.Model(inputs, outputs)``.
-
-    Keras exposes no public class for these: they are instances of the internal
-    ``keras.src.models.functional.Functional`` (Keras 3.0 onwards), recognised here by
-    their class name, without importing ``keras.src``. ``_is_graph_network`` is the
-    flag of Keras 2 / ``tf_keras`` functional models (absent in Keras 3; kept so the
-    check accepts them as before). Sequential models are not covered (test them with
-    ``isinstance(model, keras.Sequential)``).
-    """
-    return type(model).__name__ == "Functional" or bool(getattr(model, "_is_graph_network", False))
-
-
-def dense_kernel(layer):
-    """The kernel *variable* of a ``keras.layers.Dense`` (or subclass).
-
-    Relies on the private ``Dense._kernel`` (Keras 3.0.3 onwards, when LoRA came:
-    ``Dense.kernel`` became a property that returns ``_kernel`` plus the LoRA update,
-    or an unpacked quantized kernel). With neither LoRA nor quantization (tflth's
-    masked layers refuse both), ``layer.kernel`` *is* this variable and ``Dense.call``
-    reads it through ``layer.kernel``.
-    """
-    return layer._kernel
-
-
-def depthwise_input_channels(layer, input_shape):
-    """The number of input channels of a depthwise convolution for ``input_shape``
-    (the channel axis per ``layer.data_format``).
-
-    Relies on the private ``BaseDepthwiseConv._get_input_channel(input_shape)`` (Keras
-    3.0 onwards), which ``DepthwiseConv2D.call`` also uses to shape its bias.
-    """
-    return layer._get_input_channel(input_shape)
 
 
 def optimizer_variable_index(optimizer, variable) -> int:

@@ -21,6 +21,10 @@ layer type (and subclasses)                            maskable variables
 ``SimpleRNN``/``LSTM``/``GRU`` (their cells)           ``kernel``, ``recurrent_kernel``
 =====================================================  ===========================================
 
+A ``keras.layers.Embedding`` whose name says it holds positions (``position`` in its
+name, as KerasHub's ViT names its learned position embedding) is left out of the
+default like the rest of tflth leaves position embeddings out; ask for it by path.
+
 Not maskable: a layer with LoRA enabled (its kernel is ``kernel + A @ B``) or quantized
 (merge or export it first): :func:`maskable_variables` raises on them only when asked to
 mask them.
@@ -85,6 +89,10 @@ def _names_for(layer) -> tuple[str, ...]:
     return ()
 
 
+def _is_position(layer) -> bool:
+    return isinstance(layer, keras.layers.Embedding) and "position" in layer.name
+
+
 def _unsupported(layer) -> str | None:
     if getattr(layer, "lora_enabled", False):
         return "has LoRA enabled (its kernel is kernel + A @ B); merge the LoRA weights first"
@@ -139,7 +147,7 @@ def maskable_variables(model) -> dict[str, Maskable]:
     out: dict[str, Maskable] = {}
     for v in _trainable(model):
         layer = owners.get(id(v))
-        if layer is None or v.name not in _names_for(layer) or _unsupported(layer):
+        if layer is None or v.name not in _names_for(layer) or _unsupported(layer) or _is_position(layer):
             continue
         if v.path in out:
             raise MaskError(f"Two variables share the path '{v.path}'; give their layers distinct names.")

@@ -86,6 +86,16 @@ def resolve(reference: str) -> Callable:
     return fn
 
 
+def _is_zoo_name(name: str) -> bool:
+    from tflth.models import registry  # noqa: PLC0415
+
+    try:
+        registry.default_dataset(name)
+    except ValueError:
+        return False
+    return True
+
+
 class ModelFactory:
     """``factory(seed) -> built keras.Model`` for one :class:`ModelHparams` and dataset shape.
 
@@ -98,14 +108,16 @@ class ModelFactory:
 
     Attributes:
         exclude_output: whether the default mask selection leaves the output layer out
-            (a user's model: yes, as open_lth does; the zoo: no, its presets say per layer).
+            (a user's model, given by reference, by ``fn`` or as ``Trainer(model=...)``
+            under a name that is not the zoo's: yes, as open_lth does; the zoo: no, its
+            presets say per layer).
     """
 
     def __init__(self, model: ModelHparams, input_shape: Sequence[int], num_classes: int, fn: Callable | None = None):
         self.hparams = model
         self.input_shape = tuple(int(d) for d in input_shape)
         self.num_classes = int(num_classes)
-        self.user = fn is not None or is_reference(model.name)
+        self.user = fn is not None or is_reference(model.name) or not _is_zoo_name(model.name)
         self._fn = fn if fn is not None else (resolve(model.name) if is_reference(model.name) else None)
         self.exclude_output = self.user
 
