@@ -44,7 +44,7 @@ BAD = [
     ({"pruning_fraction": 1.5}, r"error: --pruning_fraction=1\.5 is invalid: expected a number in \(0, 1\)"),
     ({"pruning_fraction": 0.0}, r"error: --pruning_fraction=0\.0 is invalid"),
     ({"rewind_step": "3ep"}, r"--rewind_step=3ep is iteration 24, beyond the end of training at iteration 16"),
-    ({"layer_rates": ["fc7:0.1"]}, r"'fc7' matches no prunable layer"),
+    ({"layer_rates": ["fc7:0.1"]}, r"'fc7' matches no masked variable"),
     ({"layer_rates": ["fc1=0.1"]}, r"--layer_rates entry 'fc1=0.1' is invalid"),
     ({"levels": -1}, r"--levels=-1 is invalid"),
     ({"controls": ["random_magic"]}, r"unknown control 'random_magic'"),

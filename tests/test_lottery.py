@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tflth import data as data_lib
-from tflth import masks as masks_lib
+from tflth.masking import Masks
 from tflth.hparams import DatasetHparams, HparamError, ModelHparams, PruningHparams, RunHparams, TrainingHparams
 from tflth.lottery import LotteryHparams, LotteryJob
 from tflth.training import checkpoint
@@ -49,27 +49,26 @@ def test_rewind_reset_is_exact(data_path, dataset, tmp_path):
     assert [(r["level"], r["method"]) for r in rows] == [(0, "imp"), (1, "imp")]
     k_step, w_k, opt_k = _ckpt(job.level_dir(0, 0), 5)
     start, w_1, opt_1 = _ckpt(job.level_dir(0, 1))
-    mask = masks_lib.load_masks(os.path.join(job.level_dir(0, 1), "mask.npz"))
+    mask = Masks.load(os.path.join(job.level_dir(0, 1), "mask.npz"))
     assert start == k_step == 5
+    assert sorted(mask) == sorted(f"{l}/kernel" for l in KERNELS)  # keyed by variable path
+    assert sorted(w_1) == sorted(w_k) and not any("mask" in name for name in w_1)  # masks are not weights
     for name, value in w_k.items():
-        layer = name.split("/")[0]
         if name.endswith("/kernel"):
-            m = mask[layer]
+            m = mask[name]
             assert np.array_equal(w_1[name][m], value[m]), name  # survivors: exactly W_k
             assert np.all(w_1[name][~m] == 0.0), name  # pruned: exactly 0
-        elif name.endswith("/mask"):
-            assert np.array_equal(w_1[name] != 0, mask[layer])
         else:
             assert np.array_equal(w_1[name], value), name
     assert len(opt_1) == len(opt_k) and all(np.array_equal(a, b) for a, b in zip(opt_1, opt_k))
     # The mask came from level 0's final weights: the 20% smallest |w| across all layers went.
     _, final0, _ = _ckpt(job.level_dir(0, 0), 16)
     magnitudes = np.concatenate([np.abs(final0[f"{l}/kernel"]).ravel() for l in KERNELS])
-    kept = np.concatenate([mask[l].ravel() for l in KERNELS])
+    kept = np.concatenate([mask[f"{l}/kernel"].ravel() for l in KERNELS])
     assert kept.sum() == len(kept) - round(0.2 * len(kept))
     assert magnitudes[~kept].max() <= magnitudes[kept].min()
     _, final1, _ = _ckpt(job.level_dir(0, 1), 16)
-    assert all(np.all(final1[f"{l}/kernel"][~mask[l]] == 0.0) for l in KERNELS)
+    assert all(np.all(final1[f"{l}/kernel"][~mask[f"{l}/kernel"]] == 0.0) for l in KERNELS)
 
 
 def test_levels_resume_extend_and_are_not_recomputed(data_path, dataset, tmp_path):
@@ -82,7 +81,7 @@ def test_levels_resume_extend_and_are_not_recomputed(data_path, dataset, tmp_pat
     assert rows[:2] == first
     assert os.stat(os.path.join(job.level_dir(0, 1), "result.json")).st_mtime_ns == stamp
     densities = [r["density"] for r in rows]
-    n = sum(m.size for m in masks_lib.load_masks(os.path.join(job.level_dir(0, 1), "mask.npz")).values())
+    n = sum(m.size for m in Masks.load(os.path.join(job.level_dir(0, 1), "mask.npz")).values())
     expected, remaining = [1.0], n
     for _ in range(3):
         remaining -= round(0.2 * remaining)
@@ -104,16 +103,16 @@ def test_lr_rewind_and_finetune_resets(data_path, dataset, tmp_path):
     _, final0, _ = _ckpt(lr_job.level_dir(0, 0), 16)
     _, _, opt_k = _ckpt(lr_job.level_dir(0, 0), 5)
     start, w, opt = _ckpt(lr_job.level_dir(0, 1))
-    mask = masks_lib.load_masks(os.path.join(lr_job.level_dir(0, 1), "mask.npz"))
+    mask = Masks.load(os.path.join(lr_job.level_dir(0, 1), "mask.npz"))
     assert start == 5 and all(np.array_equal(a, b) for a, b in zip(opt, opt_k))
-    assert np.array_equal(w["fc1/kernel"], final0["fc1/kernel"] * mask["fc1"])
+    assert np.array_equal(w["fc1/kernel"], final0["fc1/kernel"] * mask["fc1/kernel"])
 
     ft_job = _job(data_path, tmp_path / "ft", levels=1, reset="finetune")
     rows = ft_job.run_all(dataset)
     start, w, opt = _ckpt(ft_job.level_dir(0, 1))
     assert start == 0 and rows[1]["step"] == 16 - 5  # T - k steps at the final rate
     assert all(not np.any(v) for v in opt)  # a fresh optimizer
-    assert np.array_equal(w["fc1/kernel"], _ckpt(ft_job.level_dir(0, 0), 16)[1]["fc1/kernel"] * mask["fc1"])
+    assert np.array_equal(w["fc1/kernel"], _ckpt(ft_job.level_dir(0, 0), 16)[1]["fc1/kernel"] * mask["fc1/kernel"])
 
 
 def test_controls(data_path, dataset, tmp_path):
@@ -121,15 +120,16 @@ def test_controls(data_path, dataset, tmp_path):
     rows = job.run_all(dataset)
     assert [(r["replicate"], r["level"], r["method"]) for r in rows] == [
         (r, lvl, m) for r in (0, 1) for lvl, m in [(0, "imp"), (1, "imp"), (1, "random_reinit"), (1, "random_prune")]]
-    mask = masks_lib.load_masks(os.path.join(job.level_dir(0, 1), "mask.npz"))
+    mask = Masks.load(os.path.join(job.level_dir(0, 1), "mask.npz"))
     _, w_k, opt_k = _ckpt(job.level_dir(0, 0), 5)
     _, reinit, opt_r = _ckpt(job.level_dir(0, 1, "random_reinit"))
-    assert np.array_equal(reinit["fc1/mask"] != 0, mask["fc1"])
-    assert not np.array_equal(reinit["fc1/kernel"][mask["fc1"]], w_k["fc1/kernel"][mask["fc1"]])
+    m = mask["fc1/kernel"]
+    assert np.array_equal(reinit["fc1/kernel"] != 0, m)
+    assert not np.array_equal(reinit["fc1/kernel"][m], w_k["fc1/kernel"][m])
     assert all(np.array_equal(a, b) for a, b in zip(opt_r, opt_k))
     _, rprune, _ = _ckpt(job.level_dir(0, 1, "random_prune"))
-    rmask = rprune["fc1/mask"] != 0
-    assert rmask.sum() == mask["fc1"].sum() and not np.array_equal(rmask, mask["fc1"])
+    rmask = rprune["fc1/kernel"] != 0
+    assert rmask.sum() == m.sum() and not np.array_equal(rmask, m)
     assert np.array_equal(rprune["fc1/kernel"][rmask], w_k["fc1/kernel"][rmask])
     # Replicates differ in seeds.
     assert not np.array_equal(_ckpt(job.level_dir(0, 0), 0)[1]["fc1/kernel"], _ckpt(job.level_dir(1, 0), 0)[1]["fc1/kernel"])
@@ -138,7 +138,7 @@ def test_controls(data_path, dataset, tmp_path):
 @pytest.mark.parametrize("kwargs,pattern", [
     ({"rewind": "40it"}, r"--rewind_step=40it is iteration 40, beyond the end of training at iteration 16"),
     ({"rewind": "16it"}, r"is the end of training"),
-    ({"fraction": 0.2, "scope": "global", "layer_rates": (("fc9", 0.1),)}, r"'fc9' matches no prunable layer"),
+    ({"fraction": 0.2, "scope": "global", "layer_rates": (("fc9", 0.1),)}, r"'fc9' matches no masked variable"),
     # 25,760 weights at 20% a level: level 42 leaves 2, and round(0.2 * 2) = 0 prunes no more.
     ({"levels": 1_000_000}, r"--levels=1000000 is past the last level that prunes anything: level 42 leaves 2 of "
                             r"25760 weights and no later level prunes one; expected --levels <= 42\."),

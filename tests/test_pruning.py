@@ -71,7 +71,7 @@ def test_layer_rate_overrides_and_exclusion():
 
 def test_unknown_layer_in_rates_is_named():
     hp = PruningHparams(0.2, "global", (("outptu", 0.1),))
-    with pytest.raises(HparamError, match=r"'outptu' matches no prunable layer.*'fc1'"):
+    with pytest.raises(HparamError, match=r"'outptu' matches no masked variable.*'fc1'"):
         pruning.MagnitudePruning(hp)(_weights(), _full())
 
 

@@ -272,10 +272,9 @@ class _ImpTrajectory:
             if is_chief():
                 fileio.write_json(run.density, mask.density().to_dict())
             init(t)
-            masking.apply_masks(t.model, mask)
 
         finished = run.finished()
-        result = train_or_resume(trainer, run.path, start, save_steps=keep_steps, eval_every=self.job.eval_every,
+        result = train_or_resume(trainer, run.path, start, masks=mask, save_steps=keep_steps, eval_every=self.job.eval_every,
                                  checkpoint_every=self.job.checkpoint_every, label=label)
         if not finished and is_chief():
             self._tidy(run, keep=set(keep_steps), final=result["step"])

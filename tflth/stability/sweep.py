@@ -330,7 +330,8 @@ class _SweepReplicate:
         if missing:
             parent = self.sweep.parent(self.r)
             with _ParentLock(parent.path, enabled=is_chief()):  # the other workers train it with the chief
-                train_or_resume(self.trainer, parent.path, end_step=max(missing), save_steps=missing,
+                train_or_resume(self.trainer, parent.path, masks=self._level_mask(0), end_step=max(missing),
+                                save_steps=missing,
                                 checkpoint_every=self.job.checkpoint_every,
                                 label=f"replicate {self.r} parent to k={max(missing)}it")
             have = set(parent.checkpoint_steps())
@@ -348,7 +349,8 @@ class _SweepReplicate:
         return load_level_mask(self.experiment.level(self.r, level).mask, self.trainer)
 
     def _start(self, unit: Unit):
-        """``(mask, start function)`` of a unit's copies."""
+        """``(mask, start function)`` of a unit's copies (the mask is applied after the start,
+        and again on a resume: checkpoints hold no masks)."""
         begin = starts.Start(rewind=self.rewind_checkpoint(unit.k), level=unit.level,
                              seed=self.hparams.training.seed)
         mask = self._level_mask(unit.level)
@@ -362,18 +364,14 @@ class _SweepReplicate:
             def init(t):
                 control.start(t, begin)
 
-        def start(t):
-            init(t)
-            masking.apply_masks(t.model, mask)
-
-        return mask, start
+        return mask, init
 
     # --- one pair
 
-    def _train_copy(self, unit: Unit, which: str, start) -> tuple[dict, dict]:
+    def _train_copy(self, unit: Unit, which: str, start, mask) -> tuple[dict, dict]:
         run = self.sweep.copy(unit.replicate, unit.level, unit.method, unit.k, unit.pair, which)
         d, a = copy_seeds(self.hparams.training, unit.pair, which, self.job.stability.noise)
-        result = train_or_resume(self.trainer, run.path, start, data_order_seed=d, augment_seed=a,
+        result = train_or_resume(self.trainer, run.path, start, masks=mask, data_order_seed=d, augment_seed=a,
                                  eval_every=self.job.eval_every, checkpoint_every=self.job.checkpoint_every,
                                  label=f"{unit.label()} copy {which}")
         final = result["step"]
@@ -391,8 +389,8 @@ class _SweepReplicate:
             if done["analysis"] == st.analysis():
                 return done
         mask, start = self._start(unit)
-        result_a, w_a = self._train_copy(unit, "a", start)
-        result_b, w_b = self._train_copy(unit, "b", start)
+        result_a, w_a = self._train_copy(unit, "a", start, mask)
+        result_b, w_b = self._train_copy(unit, "b", start, mask)
         t0 = time.perf_counter()
         w_k = checkpoint.load(self.rewind_checkpoint(unit.k))[1]
         out = {

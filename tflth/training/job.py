@@ -122,19 +122,25 @@ def read_result(run_dir: str) -> dict:
 
 
 def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], None] | None = None,
-                    **train_kwargs) -> dict:
+                    masks=None, **train_kwargs) -> dict:
     """Train one run to the end unless it has finished; return its ``result.json``.
 
     A finished run (``result.json``) is read, never retrained. A run with checkpoints
-    resumes from the latest (weights, masks, optimizer, step). A fresh run first calls
-    ``start(trainer)`` to put the model in its start state. ``train_kwargs`` go to
-    :meth:`Trainer.train` (a resumed run must get the same ones again).
+    resumes from the latest (weights, optimizer, step). A fresh run first calls
+    ``start(trainer)`` to put the model in its start state. ``masks`` (a
+    :class:`tflth.masking.Masks`; checkpoints hold none) are applied either way, after
+    ``start``. ``train_kwargs`` go to :meth:`Trainer.train` (a resumed run must get the
+    same ones again).
     """
+    from tflth import masking  # noqa: PLC0415
+
     run = paths.RunDir(run_dir)
     if run.finished():
         return read_result(run.path)
     if start is not None and checkpoint.latest(run.checkpoints) is None:
         start(trainer)
+    if masks is not None:
+        masking.apply_masks(trainer.model, masks)
     return trainer.train(run.path, **train_kwargs).to_dict()  # every worker's own (only the chief writes)
 
 
