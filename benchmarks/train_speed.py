@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Training-engine speed, as ratios measured side by side in one process.
 
-1. masked vs unmasked: train step time of tflth's loop on the same architecture built
-   from tflth masked layers (80 % pruned) vs plain keras.layers.Dense/Conv2D (bound:
-   ratio <= 1.05), for LeNet-300-100 and Conv-2;
+1. masked vs unmasked: train step time of tflth's loop on the same model with tflth's
+   masks (80 % pruned) vs without any (``ModelHparams(prune=("!*",))``), same weights
+   (bound: ratio <= 1.05), for LeNet-300-100 and Conv-2 (Adam: per-entry epsilons),
+   ResNet-8 width 8 (SGD with momentum: the per-step mask constraint), the zoo's ViT
+   (AdamW) and, with the ``hub`` extra, a KerasHub BertBackbone of 2 layers, hidden 128,
+   on token ids made from the images (bound: <= 1.10);
 2. tflth's loop vs Keras ``model.fit``: one epoch of LeNet-300-100 at batch 60 on
    in-memory Fashion-MNIST (bound: ratio <= 0.7);
 3. rewind-point checkpoints: what 10 of them add to the paper's 24,000-iteration
@@ -55,6 +58,9 @@ flags.DEFINE_integer("rounds", 10, "Masked/unmasked: fresh builds of both networ
 flags.DEFINE_integer("round_pairs", 6, "Masked/unmasked: timed pairs per build.")
 flags.DEFINE_integer("lenet_steps", 500, "Steps per LeNet-300-100 masked/unmasked measurement.")
 flags.DEFINE_integer("conv_steps", 20, "Steps per Conv-2 masked/unmasked measurement.")
+flags.DEFINE_integer("resnet_steps", 20, "Steps per ResNet-8 width 8 masked/unmasked measurement.")
+flags.DEFINE_integer("vit_steps", 20, "Steps per ViT masked/unmasked measurement.")
+flags.DEFINE_integer("bert_steps", 20, "Steps per KerasHub BERT masked/unmasked measurement.")
 flags.DEFINE_integer("fit_pairs", 16, "Timed epoch pairs for tflth loop vs Keras fit.")
 flags.DEFINE_integer("fit_examples", 60000, "Training images per epoch of tflth loop vs Keras fit (at most all).")
 flags.DEFINE_integer("checkpoint_pairs", 100, "Timed window pairs for the cost of a rewind checkpoint.")
@@ -62,29 +68,51 @@ flags.DEFINE_integer("checkpoint_warmup", 1000, "Steps before the checkpoint mea
 FLAGS = flags.FLAGS
 
 WINDOW = 200  # steps per window of the checkpoint measurement
-QUICK = dict(rounds=2, round_pairs=2, lenet_steps=50, conv_steps=3, fit_pairs=2, fit_examples=6000,
+QUICK = dict(rounds=2, round_pairs=2, lenet_steps=50, conv_steps=3, resnet_steps=3, vit_steps=3, bert_steps=3,
+             fit_pairs=2, fit_examples=6000,
              checkpoint_pairs=3, checkpoint_warmup=100)
 
 
-def _hparams(model: str, steps: str, optimizer: str = "adam", lr: float = 1.2e-3) -> RunHparams:
-    return RunHparams(DatasetHparams("fashion_mnist"), ModelHparams(model),
-                      TrainingHparams(optimizer=optimizer, lr=lr, batch_size=60, training_steps=steps))
+def _hparams(model: str, steps: str, optimizer: str = "adam", lr: float = 1.2e-3, width: int = 0,
+             **training) -> RunHparams:
+    return RunHparams(DatasetHparams("fashion_mnist"), ModelHparams(model, width),
+                      TrainingHparams(optimizer=optimizer, lr=lr, batch_size=60, training_steps=steps, **training))
 
 
-def masked_vs_unmasked(dataset, model_name, steps) -> dict:
-    """Masked (80 % pruned, as IMP trains it) vs plain Keras layers, same loop and weights."""
-    hp = _hparams(model_name, "1000000it")
+def bert_classifier(seed=0, input_shape=(28, 28, 1), num_classes=10):
+    """A KerasHub BertBackbone (2 layers, hidden 128) on 64 token ids made from each image's
+    first pixels (timing only), pooled output -> Dense."""
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=1000, num_layers=2, num_heads=2, hidden_dim=128,
+                                             intermediate_dim=512, max_sequence_length=64)
+    x = keras.Input(input_shape)
+    ids = keras.layers.Lambda(lambda t: keras.ops.cast(keras.ops.clip(
+        (keras.ops.reshape(t, (-1, 784))[:, :64] + 1.0) * 300.0, 0, 999), "int32"), name="token_ids")(x)
+    pooled = backbone({"token_ids": ids, "segment_ids": keras.ops.zeros_like(ids),
+                       "padding_mask": keras.ops.ones_like(ids)})["pooled_output"]
+    return keras.Model(x, keras.layers.Dense(num_classes, name="head")(pooled))
+
+
+def masked_vs_unmasked(dataset, model_name, steps, bound=1.05, model_fn=None, label=None, width=0,
+                       **training) -> dict:
+    """Masked (80 % pruned, as IMP trains it) vs no masks at all, same loop and weights."""
+    hp = _hparams(model_name, "1000000it", width=width, **training)
+    dense = dataclasses.replace(hp, model=dataclasses.replace(hp.model, prune=("!*",)))  # mask nothing
 
     a, b = [], []
     for _ in range(FLAGS.rounds):  # fresh builds: two identical networks built apart differ by a few percent
         gc.collect()  # the previous round's networks
-        masked = no_evaluation(Trainer(hp, dataset=dataset))
-        plain = no_evaluation(Trainer(hp, dataset=dataset, model=tflth.unmasked(masked.model)))
+        masked = no_evaluation(Trainer(hp, dataset=dataset, model_fn=model_fn))
+        plain = no_evaluation(Trainer(dense, dataset=dataset, model=tflth.unmasked(masked.model)))
+        assert masked.masked_paths and not plain.masked_paths
         random_masks(masked.model, 0.2)
         for t in (masked, plain):  # trace and warm up
             timed_steps(t, steps)
         paired(lambda: timed_steps(masked, steps), lambda: timed_steps(plain, steps), FLAGS.round_pairs, a, b)
-    return row(f"{model_name}: masked / unmasked, {steps} steps", 1.05, a, b)
+    opt = training.get("optimizer", "adam")
+    return row(f"{label or model_name} ({opt}): masked / unmasked, {steps} steps", bound, a, b)
 
 
 def loop_vs_fit(dataset, examples: int) -> dict:
@@ -148,6 +176,15 @@ def checkpoint_overhead(dataset, warmup: int) -> list[dict]:
     return rows
 
 
+def _has_keras_hub() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("keras_hub") is None:
+        print("keras-hub is not installed (pip install 'tflth[hub]'): the BERT row is left out", flush=True)
+        return False
+    return True
+
+
 def main(argv):
     del argv
     dataset = start(FLAGS, **QUICK)
@@ -156,6 +193,11 @@ def main(argv):
     results = [
         masked_vs_unmasked(dataset, "lenet_300_100", FLAGS.lenet_steps),
         masked_vs_unmasked(dataset, "conv2", FLAGS.conv_steps),
+        masked_vs_unmasked(dataset, "resnet8", FLAGS.resnet_steps, optimizer="sgd", lr=0.1, momentum=0.9, width=8,
+                           label="resnet8 width 8"),
+        masked_vs_unmasked(dataset, "vit_tiny", FLAGS.vit_steps, optimizer="adamw", lr=1e-3),
+        *([masked_vs_unmasked(dataset, "kerashub_bert", FLAGS.bert_steps, bound=1.10, model_fn=bert_classifier,
+                              label="KerasHub BertBackbone 2x128")] if _has_keras_hub() else []),
         loop_vs_fit(dataset, FLAGS.fit_examples),
         *checkpoint_overhead(dataset, FLAGS.checkpoint_warmup),
     ]

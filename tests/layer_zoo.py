@@ -131,3 +131,16 @@ def wrong_classes(seed=0, input_shape=(28, 28, 1), num_classes=10):
 
 
 NOT_CALLABLE = 3
+
+
+def hub_vit(seed=0, input_shape=(28, 28, 1), num_classes=10):
+    """A KerasHub ViTBackbone (built from config, no weights) with a classification head."""
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.ViTBackbone(image_shape=tuple(input_shape), patch_size=7, num_layers=2, num_heads=2,
+                                            hidden_dim=32, mlp_dim=64)
+    x = keras.Input(input_shape)
+    tokens = backbone(x)
+    cls = keras.layers.Lambda(lambda t: t[:, 0], name="class_token")(tokens)
+    return keras.Model(x, keras.layers.Dense(num_classes, name="head")(cls))

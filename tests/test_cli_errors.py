@@ -18,8 +18,8 @@ from tflth import fileio
 from tflth.cli import flags as tflags
 from tflth.cli import prune as prune_cli
 from tflth.cli import train as train_cli
-from tflth.hparams import HparamError
-from tflth.masks import MaskError
+from tflth.hparams import HparamError, TrainingHparams
+from tflth.masking import MaskError
 from tflth.training import checkpoint
 from tflth.training.checkpoint import CheckpointError
 from tflth.training.strategy import StrategyError, get_strategy
@@ -95,13 +95,24 @@ def test_hparam_errors_name_the_flag(data_path, tmp_path, capsys, cli, override,
 
 
 def test_flag_message_maps_fields_and_leaves_other_text():
-    assert tflags.flag_message("TrainingHparams.lr=0 is invalid: expected x.") == "--lr=0 is invalid: expected x."
-    assert tflags.flag_message("PruningHparams.scope='x' is invalid") == "--pruning_scope='x' is invalid"
-    assert tflags.flag_message("ModelHparams.width=-1 is invalid") == "--width=-1 is invalid"
-    assert tflags.flag_message("SomeHparams.field=1 is invalid") == "SomeHparams.field=1 is invalid"
+    from tflth.hparams import HparamError as E
+
+    assert tflags.flag_message(E("TrainingHparams.lr=0 is invalid: expected x.", "TrainingHparams", "lr")) == \
+        "--lr=0 is invalid: expected x."
+    assert tflags.flag_message(E("PruningHparams.scope='x' is invalid", "PruningHparams", "scope")) == \
+        "--pruning_scope='x' is invalid"
+    assert tflags.flag_message(E("ModelHparams.width=-1 is invalid", "ModelHparams", "width")) == "--width=-1 is invalid"
+    # the field comes from the error, not from its text
+    assert tflags.flag_message(E("SomeHparams.field=1 is invalid", "SomeHparams", "field")) == \
+        "SomeHparams.field=1 is invalid"
+    assert tflags.flag_message(E("TrainingHparams.lr=0 is invalid")) == "TrainingHparams.lr=0 is invalid"
+    # every dataclass check names its field
+    with pytest.raises(E) as caught:
+        TrainingHparams(lr=-1.0)
+    assert (caught.value.owner, caught.value.field, caught.value.value) == ("TrainingHparams", "lr", -1.0)
     with pytest.raises(HparamError, match=r"^--gamma=2 is invalid"):
         with tflags.hparam_errors_as_flags():
-            raise HparamError("TrainingHparams.gamma=2 is invalid")
+            raise HparamError("TrainingHparams.gamma=2 is invalid", "TrainingHparams", "gamma", 2)
 
 
 # -------------------------------------------------------------------- --strategy
@@ -167,6 +178,17 @@ def test_exit_on_run_error_is_one_line_exit_1(capsys, error):
     err = capsys.readouterr().err
     assert info.value.code == 1 and err.count("\n") == 1 and err.endswith(f": error: {error}\n"), err
     assert tflags.exit_on_run_error(lambda x: x + 1, 1) == 2
+
+
+def test_damaged_state_is_never_a_usage_error(tmp_path):
+    """prepare_or_fail reports ValueErrors as usage errors (exit 2): a damaged checkpoint
+    or mask file must not be one (it exits 1, naming the file)."""
+    from tflth.masking import Masks
+
+    assert not issubclass(CheckpointError, ValueError) and issubclass(CheckpointError, fileio.RunFileError)
+    np.savez(tmp_path / "mask.npz", fc1=np.full((2, 2), 0.5))
+    with pytest.raises(fileio.DamagedFileError, match="mask.npz is damaged .*values other than 0/1"):
+        Masks.load(tmp_path / "mask.npz")
 
 
 @pytest.fixture(scope="module")

@@ -461,7 +461,7 @@ def test_collect_ignores_directories_that_are_not_registered_controls(tmp_path):
 
 
 def test_collect_default_controls_are_the_registry():
-    from tflth import starts
+    from tflth.lottery import starts
 
     assert {"random_reinit", "random_prune"} <= set(starts.CONTROLS)
     from tflth.report import experiments

@@ -7,16 +7,16 @@ import pytest
 import tensorflow as tf
 
 import tflth
-from tflth import masks as masks_lib
+from tflth import masking
 from tflth.stability import batchnorm as bn_lib
 
 EPS = 1e-5
 
 
 def _dense_model():
-    """Input → MaskedDense → BN → ReLU → [nested: Dense → BN] → Dense."""
+    """Input → Dense (masked) → BN → ReLU → [nested: Dense → BN] → Dense."""
     inputs = keras.Input((4,))
-    h = tflth.MaskedDense(6, name="fc1")(inputs)
+    h = keras.layers.Dense(6, name="fc1")(inputs)
     h = keras.layers.BatchNormalization(momentum=0.9, epsilon=EPS, name="bn1")(h)
     h = keras.layers.ReLU(name="relu")(h)
     block = keras.Sequential(
@@ -26,7 +26,7 @@ def _dense_model():
     outputs = keras.layers.Dense(3, name="out")(h)
     model = keras.Model(inputs, outputs)
     rng = np.random.default_rng(1)
-    masks_lib.set_masks(model, {"fc1": rng.random((4, 6)) < 0.6})
+    masking.apply_masks(model, {"fc1/kernel": rng.random((4, 6)) < 0.6})
     # Non-trivial gamma / beta / moving statistics, so the convention matters.
     for bn in bn_lib.batchnorm_layers(model).values():
         c = bn.gamma.shape[0]
@@ -67,7 +67,7 @@ def test_dense_statistics_exact_over_unequal_batches_and_nothing_else_changes():
     stats = bn_lib.recompute_bn_statistics(model, batches)
 
     fc1 = model.get_layer("fc1")
-    w1 = fc1.kernel_variable.numpy().astype(np.float64) * fc1.kernel_mask.numpy()
+    w1 = fc1.kernel.numpy().astype(np.float64)
     b1 = fc1.bias.numpy().astype(np.float64)
     bn1 = model.get_layer("bn1")
     block = model.get_layer("block")
@@ -114,11 +114,11 @@ def test_repeated_calls_trace_once_and_follow_new_weights():
     batches = _batches((4, 7), (4,), seed=3)
     recompute(batches)
     fc1 = model.get_layer("fc1")
-    fc1.kernel_variable.assign(fc1.kernel_variable.numpy() * 2.0)
+    fc1.kernel.assign(fc1.kernel.numpy() * 2.0)
     fc1.bias.assign(np.full(6, 0.5, "float32"))
     stats = recompute(batches + _batches((2,), (4,), seed=4))
     x = np.concatenate(batches + _batches((2,), (4,), seed=4)).astype(np.float64)
-    h = x @ (fc1.kernel_variable.numpy() * fc1.kernel_mask.numpy()) + 0.5
+    h = x @ (fc1.kernel.numpy()) + 0.5
     np.testing.assert_allclose(stats["bn1"].mean, h.mean(0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(stats["bn1"].variance, h.var(0), rtol=1e-5, atol=1e-5)
     assert recompute._forward.experimental_get_tracing_count() == 1
@@ -126,12 +126,12 @@ def test_repeated_calls_trace_once_and_follow_new_weights():
 
 def test_conv_statistics_per_channel_over_examples_and_positions():
     inputs = keras.Input((6, 6, 2))
-    h = tflth.MaskedConv2D(4, 3, padding="valid", name="conv")(inputs)
+    h = keras.layers.Conv2D(4, 3, padding="valid", name="conv")(inputs)
     h = keras.layers.BatchNormalization(epsilon=EPS, name="bn")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
     rng = np.random.default_rng(5)
-    masks_lib.set_masks(model, {"conv": rng.random((3, 3, 2, 4)) < 0.7})
+    masking.apply_masks(model, {"conv/kernel": rng.random((3, 3, 2, 4)) < 0.7})
     conv = model.get_layer("conv")
     conv.bias.assign(rng.normal(size=4).astype("float32"))
     batches = _batches((3, 5), (6, 6, 2), seed=6, shift=1.0)
@@ -139,7 +139,7 @@ def test_conv_statistics_per_channel_over_examples_and_positions():
 
     stats = bn_lib.recompute_bn_statistics(model, batches)
 
-    k = conv.kernel_variable.numpy().astype(np.float64) * conv.kernel_mask.numpy()
+    k = conv.kernel.numpy().astype(np.float64)
     x = np.concatenate(batches).astype(np.float64)
     windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))  # n, 4, 4, c, 3, 3
     out = np.einsum("nhwcij,ijcf->nhwf", windows, k) + conv.bias.numpy()

@@ -38,8 +38,8 @@ def _run(**training):
 def _two_unit_net():
     """Flatten → fc1 (2 ReLU units, kernel 0: only its bias acts) → output (10 logits)."""
     inputs = keras.Input((28, 28, 1))
-    h = tflth.MaskedDense(2, activation="relu", name="fc1")(keras.layers.Flatten()(inputs))
-    return keras.Model(inputs, tflth.MaskedDense(10, name="output")(h))
+    h = keras.layers.Dense(2, activation="relu", name="fc1")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10, name="output")(h))
 
 
 def _pair(trainer):
@@ -93,8 +93,11 @@ def test_interpolating_different_masks_is_refused():
     dataset = data_lib.from_arrays("mnist", np.zeros((4, 28, 28), np.uint8), np.zeros(4, int),
                                    np.zeros((4, 28, 28), np.uint8), np.zeros(4, int))
     trainer = Trainer(_run(), dataset=dataset, model=_two_unit_net())
+    keep = np.ones(trainer.get_weights()["fc1/kernel"].shape, bool)
+    keep[0] = False
+    tflth.masking.apply_masks(trainer.model, {"fc1/kernel": keep, "output/kernel": np.ones((2, 10))})
     a = trainer.get_weights()
-    b = dict(a, **{"fc1/mask": np.zeros_like(a["fc1/mask"])})
+    b = dict(a, **{"fc1/kernel": np.ones_like(a["fc1/kernel"])})  # another ticket: nonzero where a's prunes
     with pytest.raises(ValueError, match="different masks"):
         CurveEvaluator(trainer, train_examples=0).curve(a, b, [0.0, 1.0])
 

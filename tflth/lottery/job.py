@@ -201,7 +201,10 @@ def load_level_mask(path: str, trainer: Trainer) -> masking.Masks:
     (files of tflth 0.1, keyed by layer path, are read through their aliases)."""
     shapes = masking.shapes(trainer.model)
     mask = masking.Masks.load(path, aliases=masking.legacy_aliases(shapes))
-    mask.check(shapes, what=f"model '{trainer.model.name}' ({path})")
+    try:
+        mask.check(shapes, what=f"model '{trainer.model.name}'")
+    except masking.MaskError as e:
+        raise fileio.DamagedFileError(path, str(e)) from None
     return mask
 
 

@@ -207,8 +207,9 @@ class Masks(Mapping):
         :func:`tflth.masking.legacy_aliases`.
 
         Raises:
-            MaskError: there is no file at ``path``, or it holds something that is not a mask.
-            tflth.fileio.DamagedFileError: the file is not a readable ``.npz`` archive.
+            MaskError: there is no file at ``path``.
+            tflth.fileio.DamagedFileError: the file is not a readable ``.npz`` archive, or
+                holds something that is not a mask (a damaged state file, not a usage error).
         """
         if not os.path.exists(path):
             raise MaskError(f"No mask file at '{path}'.")
@@ -218,7 +219,7 @@ class Masks(Mapping):
         try:
             return cls(arrays)
         except MaskError as e:
-            raise MaskError(f"{path}: {e}") from None
+            raise fileio.DamagedFileError(path, str(e)) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,9 +3,9 @@
 :class:`CurveEvaluator` assigns ``W(α) = (1 − α)·W1 + α·W2`` (:func:`curve.interpolate`)
 into a :class:`~tflth.training.Trainer`'s model at every point of an α grid — no model
 is rebuilt — and measures error and loss on the test set and on a fixed training subset
-(its first ``train_examples`` examples, never augmented). Mask variables must be equal
-in both copies (two networks with different masks are refused) and pass through
-unchanged, so pruned weights are exactly zero at every α.
+(its first ``train_examples`` examples, never augmented). Both copies must be zero
+where the model's masks prune (copies of one ticket; two networks with different masks
+are refused), so pruned weights are exactly zero at every α.
 
 BatchNorm (``bn``), recorded in every output:
 
@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflth import data as data_lib
+from tflth import masking
 from tflth.stability import curve as curve_lib
 from tflth.stability.batchnorm import batchnorm_layers, recompute_bn_statistics
 
@@ -63,9 +64,7 @@ class CurveEvaluator:
         self.bn = bn
         self.has_bn = bool(batchnorm_layers(trainer.model))
         self.splits = ("test", "train") if self.train_examples > 0 else ("test",)
-        self._masks = [v.path for v in trainer.model.variables if v.path.endswith("/mask")]
         self._bn_inputs = None
-        self._fixed = set(self._masks)
         if self.has_bn and bn == "recompute":
             batches = data_lib.eval_batches(trainer.dataset, "train", trainer.hparams.training.batch_size)
             self._bn_inputs = [x for x, _ in batches.take(int(bn_batches))]
@@ -75,8 +74,6 @@ class CurveEvaluator:
 
     def _assign(self, weights: Mapping[str, np.ndarray], full: bool = True) -> None:
         t0 = time.perf_counter()
-        if not full:  # the masks are equal in both copies: the curve's first point assigned them
-            weights = {k: v for k, v in weights.items() if k not in self._fixed}
         self.trainer.set_weights(weights, strict=full)
         t1 = time.perf_counter()
         if self._bn_inputs is not None:
@@ -86,7 +83,7 @@ class CurveEvaluator:
 
     def point(self, weights: Mapping[str, np.ndarray], full: bool = True) -> dict[str, float]:
         """Assign ``weights`` (BN treated per ``bn``) and evaluate: test and train error/loss.
-        ``full=False`` leaves the mask variables as they are (the curve's later points)."""
+        ``full=False`` allows ``weights`` to hold only some variables."""
         self._assign(weights, full)
         t0 = time.perf_counter()
         out = {}
@@ -107,9 +104,15 @@ class CurveEvaluator:
         """The whole curve: ``{"bn", "alphas", "test": CurveResult dict, "train": ...,
         "disagreement", "points": [per-α measurements]}``."""
         alphas = [float(a) for a in alphas]
+        for name, w in (("first", w1), ("second", w2)):
+            for path, m in masking.masks_of(self.trainer.model).items():
+                if path in w and np.any(np.asarray(w[path])[~m] != 0):
+                    raise ValueError(f"The {name} copy's '{path}' is nonzero where the model's mask prunes it: "
+                                     "the two copies have different masks (only copies of one ticket are "
+                                     "interpolated).")
         points, ends = [], {}
         for i, a in enumerate(alphas):
-            weights = curve_lib.interpolate(w1, w2, a, equal=self._masks)
+            weights = curve_lib.interpolate(w1, w2, a)
             points.append(dict(alpha=a, **self.point(weights, full=i == 0)))
             if a in (0.0, 1.0):
                 ends[a] = self.predictions()

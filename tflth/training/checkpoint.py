@@ -26,8 +26,9 @@ from tflth import fileio, paths
 __all__ = ["CheckpointError", "Writer", "save", "load", "path_for", "list_steps", "latest", "remove_partial"]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing or does not fit the model/optimizer."""
+class CheckpointError(fileio.RunFileError):
+    """A checkpoint is missing or does not fit the model/optimizer: a run's state, not a
+    usage error (the binaries exit 1 with its message, never 2)."""
 
 
 path_for = paths.checkpoint_file
