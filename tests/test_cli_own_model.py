@@ -2,7 +2,9 @@
 
 bin/prune.py and bin/stability.py run a 2-level IMP and a 2-k sweep on real Fashion-MNIST
 with a model of the tests (``layer_zoo:build``), the zoo's ViT by name, and a KerasHub
-ViTBackbone with a head; bad references are one line, exit 2, nothing written.
+ViTBackbone with a head (those three in the slow job, ``make test-slow``: minutes on 2
+cores); a file-path reference with ``--prune`` globs runs in the default suite; bad
+references are one line, exit 2, nothing written.
 """
 
 import json
@@ -50,6 +52,7 @@ def _prune_then_stability(model, tmp_path, stability=True):
     return tmp_path / exp
 
 
+@pytest.mark.slow  # minutes on 2 cores: the CI's slow job (make test-slow)
 @needs_fmnist
 def test_own_functional_model_runs_imp_and_a_sweep(tmp_path):
     exp = _prune_then_stability("layer_zoo:build", tmp_path)
@@ -68,11 +71,13 @@ def test_file_path_reference_and_prune_globs(tmp_path):
     assert sorted(density["layers"]) == ["multi_head_attention/key/kernel", "multi_head_attention/query/kernel"]
 
 
+@pytest.mark.slow  # minutes on 2 cores: the CI's slow job (make test-slow)
 @needs_fmnist
 def test_zoo_vit_by_name_runs_imp_and_a_sweep(tmp_path):
     _prune_then_stability("vit_tiny", tmp_path)
 
 
+@pytest.mark.slow  # minutes on 2 cores: the CI's slow job (make test-slow)
 @needs_fmnist
 def test_keras_hub_vit_backbone_runs_two_imp_levels(tmp_path):
     pytest.importorskip("keras_hub")

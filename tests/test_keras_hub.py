@@ -198,7 +198,7 @@ def test_fit_keeps_pruned_entries_zero(name, optimizer):
     before = tflth.masking.masked_weights(model)
 
     x, y = BATCHES[name](32, seed=2)
-    model.compile(_optimizer(optimizer), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(_optimizer(optimizer), keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True)
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps
     assert int(model.optimizer.iterations.numpy()) == 4
     assert np.isfinite(history.history["loss"][-1])
@@ -340,6 +340,7 @@ def _check_common(name, out):
     assert out["max_abs_diff"] <= 1e-6, f"{name}: outputs differ by {out['max_abs_diff']}"
 
 
+@pytest.mark.slow  # two fresh processes importing TensorFlow and KerasHub: the CI's slow job
 def test_tflth_load_model_in_fresh_process(saved_models):
     results = _child("tflth", saved_models)
     assert results["tflth_imported"]
@@ -353,6 +354,7 @@ def test_tflth_load_model_in_fresh_process(saved_models):
             assert all(n == 0 for n in out["pruned_nonzero_after_fit"].values()), out["pruned_nonzero_after_fit"]
 
 
+@pytest.mark.slow
 def test_plain_keras_load_model_in_fresh_process(saved_models):
     results = _child("plain", saved_models)
     assert not results["tflth_imported"]
