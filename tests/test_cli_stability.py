@@ -80,14 +80,14 @@ BAD = [
     ({"shard": "3/2"}, r"error: --shard=3/2 is invalid: expected I/N with 1 <= I <= N"),
     ({"shard": "x"}, r"error: --shard=x is invalid"),
     ({"levels": "0,a"}, r"error: --levels=a is invalid: expected an integer"),
-    ({"levels": "0,1"}, r"error: --levels and --controls analyse an IMP experiment's masks: give --experiment"),
+    ({"levels": "0,1"}, r"error: --experiment is needed: levels other than 0 and controls analyse an IMP experiment's masks"),
     ({"alpha_range": ["0.5", "1"]}, r"error: --alpha_range=0.5,1.0 is invalid"),
     ({"experiment": "NOTDIR"}, r"error: --experiment=\S+ is not an IMP experiment directory"),
     ({"experiment": "EXP", "model": "lenet_16"}, r"error: --experiment=\S+ was trained with other settings "
                                                  r"\(model.name: experiment 'lenet_32_16', flags 'lenet_16'"),
     ({"experiment": "EXP", "dataset": "fashion_mnist"}, r"was trained with other settings \(dataset.name"),
-    ({"experiment": "EXP", "levels": "0,3"}, r"error: --levels=0,3: level 3 of replicate 0 is not trained"),
-    ({"experiment": "EXP", "replicates": 2}, r"level 0 of replicate 1 is not trained"),
+    ({"experiment": "EXP", "levels": "0,3"}, r"error: --levels=0,3 names level 3 of replicate 0, not trained"),
+    ({"experiment": "EXP", "replicates": 2}, r"level 0 of replicate 1, not trained"),
 ]
 
 

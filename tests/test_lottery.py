@@ -136,16 +136,18 @@ def test_controls(data_path, dataset, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
-    ({"rewind": "40it"}, r"--rewind_step=40it is iteration 40, beyond the end of training at iteration 16"),
+    # the library names the field; the binaries name the flag (tests/test_cli_prune.py)
+    ({"rewind": "40it"}, r"^LotteryHparams\.rewind_step=40it is iteration 40, beyond the end of training at iteration 16"),
     ({"rewind": "16it"}, r"is the end of training"),
     ({"fraction": 0.2, "scope": "global", "layer_rates": (("fc9", 0.1),)}, r"'fc9' matches no masked variable"),
     # 25,760 weights at 20% a level: level 42 leaves 2, and round(0.2 * 2) = 0 prunes no more.
-    ({"levels": 1_000_000}, r"--levels=1000000 is past the last level that prunes anything: level 42 leaves 2 of "
-                            r"25760 weights and no later level prunes one; expected --levels <= 42\."),
+    ({"levels": 1_000_000}, r"^LotteryHparams\.levels=1000000 is past the last level that prunes anything: level 42 "
+                            r"leaves 2 of 25760 weights and no later level prunes one; expected levels <= 42\."),
 ])
 def test_prepare_rejects_bad_settings(data_path, tmp_path, kwargs, pattern):
-    with pytest.raises(HparamError, match=pattern):
+    with pytest.raises(HparamError, match=pattern) as caught:
         _job(data_path, tmp_path, **kwargs).prepare()
+    assert caught.value.field in ("rewind_step", "layer_rates", "levels")
     assert os.listdir(tmp_path) == []
 
 

@@ -160,15 +160,18 @@ def test_copies_with_the_same_seeds_are_bit_identical(data_path, tmp_path):
     assert other[1] > 0 and other[4] != other[5]
 
 
-def test_sweep_validation_names_the_flag(data_path, tmp_path):
-    for kwargs, pattern in [({"rewind_steps": ("foo",)}, r"--rewind_steps: Invalid step 'foo'"),
-                            ({"interpolation_points": 1}, r"--interpolation_points=1 is invalid"),
-                            ({"shard": (3, 2)}, r"--shard=3/2 is invalid"),
-                            ({"alpha_range": (0.2, 1.0)}, r"--alpha_range=0.2,1.0 is invalid"),
-                            ({"bn": "none"}, r"--bn=none is invalid")]:
-        with pytest.raises(HparamError, match=pattern):
+def test_sweep_validation_names_the_field(data_path, tmp_path):
+    """The library names the dataclass field (``HparamError.field``); the binaries map it to
+    their flag (tests/test_cli_stability.py)."""
+    for kwargs, pattern in [({"rewind_steps": ("foo",)}, r"^StabilityHparams\.rewind_steps: Invalid step 'foo'"),
+                            ({"interpolation_points": 1}, r"^StabilityHparams\.interpolation_points=1 is invalid"),
+                            ({"shard": (3, 2)}, r"^StabilityHparams\.shard=3/2 is invalid"),
+                            ({"alpha_range": (0.2, 1.0)}, r"^StabilityHparams\.alpha_range=0.2,1.0 is invalid"),
+                            ({"bn": "none"}, r"^StabilityHparams\.bn=none is invalid")]:
+        with pytest.raises(HparamError, match=pattern) as caught:
             StabilityHparams(**kwargs)
-    with pytest.raises(HparamError, match=r"--rewind_steps=24it is iteration 24, the end of training"):
+        assert caught.value.owner == "StabilityHparams" and caught.value.field == next(iter(kwargs))
+    with pytest.raises(HparamError, match=r"StabilityHparams\.rewind_steps=24it is iteration 24, the end of training"):
         StabilityJob(_run(), StabilityHparams(rewind_steps=("0it", "24it")), output_dir=str(tmp_path),
                      data_dir=data_path).prepare()
     with pytest.raises(HparamError, match=r"not an IMP experiment directory"):

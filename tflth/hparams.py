@@ -17,6 +17,8 @@ from tflth import steps
 
 __all__ = [
     "HparamError",
+    "field_error",
+    "field_note",
     "DatasetHparams",
     "ModelHparams",
     "TrainingHparams",
@@ -50,6 +52,17 @@ class HparamError(ValueError):
     def reference(self) -> str | None:
         """``"<owner>.<field>"`` when the error names a field, else ``None``."""
         return f"{self.owner}.{self.field}" if self.owner and self.field else None
+
+
+def field_error(owner: str, field: str, value, detail: str) -> HparamError:
+    """``HparamError("<owner>.<field>=<value> <detail>")`` naming the field (a front end
+    replaces the reference by its flag). ``value`` is shown as given (``str``)."""
+    return HparamError(f"{owner}.{field}={value} {detail}", owner=owner, field=field, value=value)
+
+
+def field_note(owner: str, field: str, detail: str, value=None) -> HparamError:
+    """``HparamError("<owner>.<field>: <detail>")`` naming the field."""
+    return HparamError(f"{owner}.{field}: {detail}", owner=owner, field=field, value=value)
 
 
 def _fail(cls, field, value, expected):

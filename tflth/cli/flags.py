@@ -105,6 +105,16 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
     ("PruningHparams", "layer_rates"): "layer_rates",
     ("PruningHparams", "strategy"): "pruning_strategy",
     **{("TrainingHparams", f): f for f in _TRAINING_FIELDS},
+    # fields whose flag has the field's name
+    **{(owner, f): f for owner, fields in {
+        "LotteryHparams": ("levels", "rewind_step", "reset", "controls", "replicates"),
+        "StabilityHparams": ("rewind_steps", "pairs", "replicates", "levels", "controls", "noise", "bn",
+                             "interpolation_points", "alpha_range", "train_examples", "bn_batches", "shard"),
+        "TrainJob": ("save_steps", "eval_every", "checkpoint_every"),
+        "LotteryJob": ("eval_every", "checkpoint_every"),
+        "StabilityJob": ("eval_every", "checkpoint_every", "experiment"),
+        "DataSource": ("data_dir",),
+    }.items() for f in fields},
 }
 
 

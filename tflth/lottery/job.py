@@ -25,7 +25,7 @@ from absl import logging
 
 from tflth import fileio, masking, paths, pruning, steps
 from tflth.lottery import starts
-from tflth.hparams import (HparamError, PruningHparams, RunHparams, defaults_dict, identity, legacy_hash, run_hash,
+from tflth.hparams import (HparamError, PruningHparams, field_error, field_note, RunHparams, defaults_dict, identity, legacy_hash, run_hash,
                            to_dict)
 from tflth.report.experiments import last_evals_range
 from tflth.training.job import (check_schedule_steps, check_step_in_run, checked_model, load_for_run, named_run_dir,
@@ -39,6 +39,7 @@ __all__ = ["RESETS", "CONTROLS", "LotteryHparams", "LotteryJob", "replicate_hpar
 RESETS = starts.RESETS  # name -> Reset (registered in tflth.lottery.starts)
 CONTROLS = starts.CONTROLS  # name -> Control
 REINIT_SEED_OFFSET = starts.REINIT_SEED_OFFSET
+_L = "LotteryHparams"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,18 +53,18 @@ class LotteryHparams:
     def __post_init__(self):
         object.__setattr__(self, "controls", tuple(self.controls))
         if int(self.levels) != self.levels or self.levels < 0:
-            raise HparamError(f"--levels={self.levels} is invalid: expected an integer >= 0.")
+            raise field_error(_L, "levels", self.levels, "is invalid: expected an integer >= 0.")
         try:
             steps.parse(self.rewind_step)
         except steps.StepError as e:
-            raise HparamError(f"--rewind_step: {e}") from None
+            raise field_note(_L, "rewind_step", str(e), self.rewind_step) from None
         if self.reset not in RESETS:
-            raise HparamError(f"--reset={self.reset!r} is invalid: expected one of {list(RESETS)}.")
+            raise field_error(_L, "reset", repr(self.reset), f"is invalid: expected one of {list(RESETS)}.")
         for c in self.controls:
             if c not in CONTROLS:
-                raise HparamError(f"--controls: unknown control {c!r}: expected some of {list(CONTROLS)}.")
+                raise field_note(_L, "controls", f"unknown control {c!r}: expected some of {list(CONTROLS)}.", c)
         if int(self.replicates) != self.replicates or self.replicates < 1:
-            raise HparamError(f"--replicates={self.replicates} is invalid: expected an integer >= 1.")
+            raise field_error(_L, "replicates", self.replicates, "is invalid: expected an integer >= 1.")
 
 
 def replicate_hparams(run: RunHparams, r: int) -> RunHparams:
@@ -164,11 +165,11 @@ class LotteryJob:
     def prepare(self):
         """Load data and validate every setting against it. Writes nothing."""
         dataset, ipe, end = load_for_run(self.run, self.data_dir)
-        k = check_step_in_run("--rewind_step", self.lottery.rewind_step, ipe, end)
+        k = check_step_in_run((_L, "rewind_step"), self.lottery.rewind_step, ipe, end)
         if k == end:
-            raise HparamError(f"--rewind_step={self.lottery.rewind_step} is the end of training; "
+            raise field_error(_L, "rewind_step", self.lottery.rewind_step, "is the end of training; "
                               f"expected a step before iteration {end}.")
-        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
+        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "LotteryJob")
         pruning.strategy_for(self.pruning)  # a known strategy
         factory, model = checked_model(self.run, dataset, self.model_fn)
         chosen = factory.prunable(model)
@@ -177,9 +178,9 @@ class LotteryJob:
         last = pruning.max_levels(self.pruning, sizes)
         if self.lottery.levels > last:
             left = pruning.survivor_counts(self.pruning, sizes, last)[-1]
-            raise HparamError(f"--levels={self.lottery.levels} is past the last level that prunes anything: "
+            raise field_error(_L, "levels", self.lottery.levels, "is past the last level that prunes anything: "
                               f"level {last} leaves {left} of {sum(sizes.values())} weights and no later level "
-                              f"prunes one; expected --levels <= {last}.")
+                              f"prunes one; expected levels <= {last}.")
         return dataset
 
     # ------------------------------------------------------------- running

@@ -42,7 +42,7 @@ from absl import logging
 
 from tflth import fileio, masking, paths, steps
 from tflth.lottery import starts
-from tflth.hparams import HparamError, RunHparams, defaults_dict, identity, run_hash, to_dict
+from tflth.hparams import HparamError, RunHparams, field_error, field_note, defaults_dict, identity, run_hash, to_dict
 from tflth.lottery.job import load_level_mask, replicate_hparams
 from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
@@ -60,8 +60,11 @@ COPY_SEED_OFFSET = 7919  # copy j of a pair draws seeds = replicate seeds + offs
 DENSE = "imp"  # the method name of the dense network at level 0 and of IMP's subnetworks
 
 
-def _flag_error(flag: str, value, expected: str) -> HparamError:
-    return HparamError(f"--{flag}={value} is invalid: expected {expected}.")
+_S = "StabilityHparams"
+
+
+def _flag_error(field: str, value, expected: str) -> HparamError:
+    return field_error(_S, field, value, f"is invalid: expected {expected}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +103,7 @@ class StabilityHparams:
             try:
                 steps.parse(s)
             except steps.StepError as e:
-                raise HparamError(f"--rewind_steps: {e}") from None
+                raise field_note(_S, "rewind_steps", str(e), s) from None
         for name in ("pairs", "replicates", "interpolation_points", "bn_batches"):
             value = getattr(self, name)
             low = 2 if name == "interpolation_points" else 1
@@ -114,7 +117,8 @@ class StabilityHparams:
             raise _flag_error("levels", ",".join(map(str, self.levels)), "distinct integers >= 0, e.g. 0,4,8")
         for c in self.controls:
             if c not in starts.CONTROLS:
-                raise HparamError(f"--controls: unknown control {c!r}: expected some of {list(starts.CONTROLS)}.")
+                raise field_note(_S, "controls", f"unknown control {c!r}: expected some of {list(starts.CONTROLS)}.",
+                                 c)
         if self.noise not in NOISES:
             raise _flag_error("noise", self.noise, f"one of {list(NOISES)}")
         if self.bn not in BN_MODES:
@@ -216,16 +220,17 @@ class StabilityJob:
         """Load data and validate every setting against it and the experiment. Writes nothing."""
         st = self.stability
         dataset, ipe, end = load_for_run(self.run, self.data_dir)
-        ks = [check_step_in_run("--rewind_steps", s, ipe, end) for s in st.rewind_steps]
+        ks = [check_step_in_run((_S, "rewind_steps"), s, ipe, end) for s in st.rewind_steps]
         for s, k in zip(st.rewind_steps, ks):
             if k >= end:
-                raise HparamError(f"--rewind_steps={s} is iteration {k}, the end of training or past it; "
+                raise field_error(_S, "rewind_steps", s, f"is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
-        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end)
+        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "StabilityJob")
         checked_model(self.run, dataset, self.model_fn)
         if self.experiment is None:
             if st.levels != (0,) or st.controls:
-                raise HparamError("--levels and --controls analyse an IMP experiment's masks: give --experiment.")
+                raise HparamError("StabilityJob.experiment is needed: levels other than 0 and controls analyse an IMP "
+                                  "experiment's masks.", owner="StabilityJob", field="experiment")
         else:
             self._check_experiment()
         return dataset
@@ -233,26 +238,27 @@ class StabilityJob:
     def _check_experiment(self) -> None:
         exp = paths.Experiment(self.experiment)
         if not os.path.isfile(exp.hparams):
-            raise HparamError(f"--experiment={self.experiment} is not an IMP experiment directory "
+            raise field_error("StabilityJob", "experiment", self.experiment, "is not an IMP experiment directory "
                               "(lottery_<hash> with hparams.json, made by bin/prune.py).")
         stored = fileio.read_json(exp.hparams)
         if not isinstance(stored, dict) or "run" not in stored or "pruning" not in stored:
-            raise HparamError(f"--experiment={self.experiment} is not an IMP experiment: its hparams.json has no "
+            raise field_error("StabilityJob", "experiment", self.experiment, "is not an IMP experiment: its "
+                              "hparams.json has no "
                               "run and pruning settings.")
         theirs = RunHparams.from_dict(stored["run"])
         if theirs != self.run:
             mine, other = to_dict(self.run), to_dict(theirs)
             diff = [f"{group}.{k}: experiment {other[group][k]!r}, flags {mine[group][k]!r}"
                     for group in mine for k in mine[group] if mine[group][k] != other[group].get(k)]
-            raise HparamError(f"--experiment={self.experiment} was trained with other settings ("
+            raise field_error("StabilityJob", "experiment", self.experiment, "was trained with other settings ("
                               + "; ".join(diff[:4]) + "); give the flags it was trained with (e.g. its --preset).")
         for r in range(self.stability.replicates):
             for level in self.stability.levels:
                 run = exp.level(r, level)
                 if not run.finished():
-                    raise HparamError(f"--levels={','.join(map(str, self.stability.levels))}: level {level} of "
-                                      f"replicate {r} is not trained in {self.experiment} yet; run bin/prune.py "
-                                      "with more --levels (or --replicates) first.")
+                    raise field_error(_S, "levels", ','.join(map(str, self.stability.levels)), f"names level {level} of "
+                                      f"replicate {r}, not trained in {self.experiment} yet; run bin/prune.py "
+                                      "with more levels (or replicates) first.")
 
     # ------------------------------------------------------------- units
 

@@ -17,7 +17,7 @@ from absl import logging
 
 from tflth import data as data_lib
 from tflth import fileio, models, paths, steps
-from tflth.hparams import HparamError, ModelHparams, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
+from tflth.hparams import HparamError, ModelHparams, field_error, field_note, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
 from tflth.training import checkpoint
 from tflth.training.strategy import get_strategy
 from tflth.training.trainer import Trainer
@@ -26,17 +26,16 @@ __all__ = ["TrainJob", "check_model", "checked_model", "check_schedule_steps", "
            "named_run_dir", "read_result", "train_or_resume"]
 
 
-def check_step_in_run(label: str, step: str, iterations_per_epoch: int, end: int) -> int:
-    """Resolve ``step`` and check ``0 <= step <= end``; errors name the flag."""
+def check_step_in_run(field: tuple[str, str], step: str, iterations_per_epoch: int, end: int) -> int:
+    """Resolve ``step`` and check ``0 <= step <= end``; errors name ``field``, an
+    ``(owner, field)`` pair such as ``("LotteryHparams", "rewind_step")``."""
     try:
         it = steps.to_iterations(step, iterations_per_epoch)
     except steps.StepError as e:
-        raise HparamError(f"{label}: {e}") from None
+        raise field_note(*field, str(e), step) from None
     if it > end:
-        raise HparamError(
-            f"{label}={step} is iteration {it}, beyond the end of training at iteration {end} "
-            f"({iterations_per_epoch} iterations per epoch)."
-        )
+        raise field_error(*field, step, f"is iteration {it}, beyond the end of training at iteration {end} "
+                                        f"({iterations_per_epoch} iterations per epoch).")
     return it
 
 
@@ -67,25 +66,27 @@ def load_for_run(hparams: RunHparams, data_dir: str | None):
     or model option (:func:`check_model`) before loading anything."""
     check_model(hparams.model)
     if data_dir and not os.path.exists(data_dir):
-        raise data_lib.DataError(f"--data_dir={data_dir} does not exist.")
+        raise field_error("DataSource", "data_dir", data_dir, "does not exist.")
     dataset = data_lib.load(hparams.dataset.name, data_dir or None)
     ipe = data_lib.iterations_per_epoch(dataset.num_train, hparams.training.batch_size)
     return dataset, ipe, steps.to_iterations(hparams.training.training_steps, ipe)
 
 
-def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_epoch: int, end: int) -> None:
-    """Intervals must parse and be positive; milestones/warmup past the end only warn."""
-    for label, s in (("--eval_every", eval_every), ("--checkpoint_every", checkpoint_every)):
+def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_epoch: int, end: int,
+                         owner: str = "TrainJob") -> None:
+    """Intervals (fields of job ``owner``) must parse and be positive; milestones/warmup
+    past the end only warn."""
+    for field, s in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
         if s:
             try:
                 every = steps.to_iterations(s, iterations_per_epoch)
             except steps.StepError as e:
-                raise HparamError(f"{label}: {e}") from None
+                raise field_note(owner, field, str(e), s) from None
             if every <= 0:
-                raise HparamError(f"{label}={s} is invalid: expected a positive interval.")
-    for label, s in [("--warmup", training.warmup)] + [("--milestones", m) for m in training.milestones]:
+                raise field_error(owner, field, s, "is invalid: expected a positive interval.")
+    for field, s in [("warmup", training.warmup)] + [("milestones", m) for m in training.milestones]:
         if steps.to_iterations(s, iterations_per_epoch) > end:
-            logging.warning("%s=%s is past the end of training (iteration %d); it has no effect.", label, s, end)
+            logging.warning("%s=%s is past the end of training (iteration %d); it has no effect.", field, s, end)
 
 
 def open_run_dir(path: str, hparams: dict, defaults: dict, ignore: tuple[str, ...] = ("label",)) -> None:
@@ -164,7 +165,7 @@ class TrainJob:
         """Load data and validate every step; returns the dataset. Writes nothing."""
         dataset, ipe, end = load_for_run(self.hparams, self.data_dir)
         for s in self.save_steps:
-            check_step_in_run("--save_steps", s, ipe, end)
+            check_step_in_run(("TrainJob", "save_steps"), s, ipe, end)
         check_schedule_steps(self.hparams.training, self.eval_every, self.checkpoint_every, ipe, end)
         checked_model(self.hparams, dataset, self.model_fn)
         return dataset
