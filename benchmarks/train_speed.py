@@ -89,7 +89,8 @@ def bert_classifier(seed=0, input_shape=(28, 28, 1), num_classes=10):
                                              intermediate_dim=512, max_sequence_length=64)
     x = keras.Input(input_shape)
     ids = keras.layers.Lambda(lambda t: keras.ops.cast(keras.ops.clip(
-        (keras.ops.reshape(t, (-1, 784))[:, :64] + 1.0) * 300.0, 0, 999), "int32"), name="token_ids")(x)
+        (keras.ops.reshape(t, (-1, 784))[:, :64] + 1.0) * 300.0, 0, 999), "int32"), output_shape=(64,),
+        name="token_ids")(x)
     pooled = backbone({"token_ids": ids, "segment_ids": keras.ops.zeros_like(ids),
                        "padding_mask": keras.ops.ones_like(ids)})["pooled_output"]
     return keras.Model(x, keras.layers.Dense(num_classes, name="head")(pooled))
@@ -105,7 +106,9 @@ def masked_vs_unmasked(dataset, model_name, steps, bound=1.05, model_fn=None, la
     for _ in range(FLAGS.rounds):  # fresh builds: two identical networks built apart differ by a few percent
         gc.collect()  # the previous round's networks
         masked = no_evaluation(Trainer(hp, dataset=dataset, model_fn=model_fn))
-        plain = no_evaluation(Trainer(dense, dataset=dataset, model=tflth.unmasked(masked.model)))
+        twin = masked.build_model(hp.training.seed)  # the same factory: same variables and weights
+        twin.set_weights(masked.model.get_weights())
+        plain = no_evaluation(Trainer(dense, dataset=dataset, model=twin))
         assert masked.masked_paths and not plain.masked_paths
         random_masks(masked.model, 0.2)
         for t in (masked, plain):  # trace and warm up

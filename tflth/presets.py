@@ -2,7 +2,8 @@
 
 A preset fixes dataset, model, training and pruning hyperparameters plus the rewind
 step the papers use; every field can still be overridden. Layer-rate patterns are globs
-over layer paths (the zoo names layers ``conv<i>``, ``fc<i>``, ``output``).
+over variable or layer paths (:func:`tflth.masking.path_matches`; the zoo names layers
+``conv<i>``, ``fc<i>``, ``output``).
 """
 
 from __future__ import annotations

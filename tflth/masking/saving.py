@@ -104,7 +104,8 @@ def unmasked(model):
     The copy is what plain ``keras.saving.load_model`` gives for the model's ``.keras``
     file: the same layers and config, the same outputs; training it lets pruned
     weights grow back. Works for every model Keras can save (Sequential, functional,
-    subclassed with ``get_config``, KerasHub backbones). ``model`` is not changed.
+    subclassed with ``get_config``, KerasHub backbones; custom layers must be registered
+    with Keras, as for any ``.keras`` file). ``model`` is not changed.
 
     Args:
         model: a Keras model, with or without tflth masks.
@@ -122,4 +123,5 @@ def unmasked(model):
         finally:
             if state is not None:
                 _keras.attach_untracked(model, STATE_ATTRIBUTE, state)
-        return keras.saving.load_model(path)
+        # the file is the one just written from this model, so its Lambda layers are trusted
+        return keras.saving.load_model(path, safe_mode=False)

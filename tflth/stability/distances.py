@@ -339,7 +339,7 @@ def stability_to_pruning(subnetwork: Weights, full: Weights, masks: Mapping[str,
     left out, not zeroed). Lower = more stable.
 
     Args:
-        subnetwork: the trained subnetwork's weights, e.g. kernels by layer path.
+        subnetwork: the trained subnetwork's weights, e.g. masked variables by variable path.
         full: the dense network's final weights, same names and shapes.
         masks: the subnetwork's masks (``{name: ndarray}``, non-zero = kept), for all or
             some of the names; unmasked arrays are compared whole.
