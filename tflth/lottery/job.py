@@ -25,8 +25,8 @@ from absl import logging
 
 from tflth import fileio, masking, paths, pruning, steps
 from tflth.lottery import starts
-from tflth.hparams import (HparamError, PruningHparams, field_error, field_note, RunHparams, defaults_dict, identity, legacy_hash, run_hash,
-                           to_dict)
+from tflth.hparams import (PruningHparams, RunHparams, defaults_dict, field_error, field_note, identity, legacy_hash,
+                           run_hash, to_dict)
 from tflth.report.experiments import last_evals_range
 from tflth.training.job import (check_schedule_steps, check_step_in_run, checked_model, load_for_run, named_run_dir,
                                 open_run_dir, train_or_resume)

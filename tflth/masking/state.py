@@ -41,7 +41,7 @@ import numpy as np
 from keras import ops
 
 from tflth import _keras
-from tflth.masking.masks import MaskError, Masks
+from tflth.masking.masks import Masks
 
 __all__ = ["MaskConstraint", "apply_masks", "masks_of", "masked_variables", "masked_weights", "remove_masks",
            "has_masks", "zero_pruned", "constraints_paused"]
