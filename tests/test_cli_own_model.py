@@ -2,9 +2,9 @@
 
 bin/prune.py and bin/stability.py run a 2-level IMP and a 2-k sweep on real Fashion-MNIST
 with a model of the tests (``layer_zoo:build``), the zoo's ViT by name, and a KerasHub
-ViTBackbone with a head (those three in the slow job, ``make test-slow``: minutes on 2
-cores); a file-path reference with ``--prune`` globs runs in the default suite; bad
-references are one line, exit 2, nothing written.
+ViTBackbone with a head, and a file-path reference with ``--prune`` globs (the slow job,
+``make test-slow``: minutes on 2 cores); bad references are one line, exit 2, nothing
+written (default suite).
 """
 
 import json
@@ -62,6 +62,7 @@ def test_own_functional_model_runs_imp_and_a_sweep(tmp_path):
     assert any("/query/kernel" in p for p in density["layers"]) and any(p.startswith("conv1d") for p in density["layers"])
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_file_path_reference_and_prune_globs(tmp_path):
     _bin("prune", f"--model={os.path.join(HERE, 'layer_zoo.py')}:build", *COMMON, "--levels=1",

@@ -25,7 +25,8 @@ from tflth.masking import Masks  # noqa: E402
 from tflth.training import Trainer  # noqa: E402
 
 # Keras's TF backend converts variables with np.array(x) when saving (NumPy 2 deprecation; not tflth's).
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+pytestmark = [pytest.mark.slow,  # about 20 s of KerasHub builds and fits: the CI's slow job (it installs the extra)
+              pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_LAYERS = 2
@@ -340,7 +341,6 @@ def _check_common(name, out):
     assert out["max_abs_diff"] <= 1e-6, f"{name}: outputs differ by {out['max_abs_diff']}"
 
 
-@pytest.mark.slow  # two fresh processes importing TensorFlow and KerasHub: the CI's slow job
 def test_tflth_load_model_in_fresh_process(saved_models):
     results = _child("tflth", saved_models)
     assert results["tflth_imported"]
@@ -354,7 +354,6 @@ def test_tflth_load_model_in_fresh_process(saved_models):
             assert all(n == 0 for n in out["pruned_nonzero_after_fit"].values()), out["pruned_nonzero_after_fit"]
 
 
-@pytest.mark.slow
 def test_plain_keras_load_model_in_fresh_process(saved_models):
     results = _child("plain", saved_models)
     assert not results["tflth_imported"]

@@ -156,11 +156,12 @@ def test_levels_up_to_the_last_useful_one_are_accepted(data_path, tmp_path):
 
 
 def test_lottery_hparams_validation():
-    for kwargs, pattern in [({"levels": -1}, r"--levels=-1"), ({"reset": "x"}, r"--reset='x'"),
+    for kwargs, pattern in [({"levels": -1}, r"^LotteryHparams\.levels=-1"), ({"reset": "x"}, r"\.reset='x'"),
                             ({"controls": ("magic",)}, r"unknown control 'magic'"), ({"replicates": 0}, "replicates"),
                             ({"rewind_step": "k"}, r"Invalid step 'k'")]:
-        with pytest.raises(HparamError, match=pattern):
+        with pytest.raises(HparamError, match=pattern) as caught:
             LotteryHparams(**kwargs)
+        assert (caught.value.owner, caught.value.field) == ("LotteryHparams", next(iter(kwargs)))
 
 
 def test_run_all_rows_are_what_the_report_reads_back(data_path, dataset, tmp_path):

@@ -6,7 +6,8 @@ parametrized by layer type over the runs' results. Half the entries of every mas
 variable (and of a custom layer's ``add_weight``, opted in by path) are pruned.
 
 * exact zeros: after every training step (a callback checks each batch) and at the end,
-  under ``fit`` with SGD, momentum, Nesterov, Adam, AdamW, RMSprop and Lion, and under
+  under ``fit`` with momentum, Adam and AdamW (and SGD, Nesterov, RMSprop and Lion in the
+  slow job), and under
   tflth's loop with each optimizer it offers, after a rewind whose optimizer slots hold
   history for entries pruned later;
 * survivors: equal to a reference trained with a per-step mask (the plain model, its
@@ -36,12 +37,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CUSTOM = "+scale/w"  # the custom layer's add_weight, masked on request
 STEPS, BATCH = 5, 8
 
-FIT_OPTIMIZERS = {
-    "sgd": lambda: keras.optimizers.SGD(0.05),
+FIT_OPTIMIZERS = {  # the default suite: three; the other four in the slow job (FIT_MORE)
     "momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
-    "nesterov": lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
     "adam": lambda: keras.optimizers.Adam(1e-2),
     "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1),
+}
+FIT_MORE = {
+    "sgd": lambda: keras.optimizers.SGD(0.05),
+    "nesterov": lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
     "rmsprop": lambda: keras.optimizers.RMSprop(1e-2),
     "lion": lambda: keras.optimizers.Lion(1e-3, weight_decay=0.1),
 }
@@ -110,12 +113,11 @@ def _fit(model, optimizer, x, y, callback):
     model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
 
 
-@pytest.fixture(scope="module")
-def fit_runs():
-    """Per optimizer: (masks, masked model's final masked weights, the reference's)."""
+def _fit_runs(optimizers):
+    """Per optimizer: (masks, masked model's final masked weights, the reference's, the model)."""
     x, y = _data()
     runs = {}
-    for name, make in FIT_OPTIMIZERS.items():
+    for name, make in optimizers.items():
         model = layer_zoo.every_layer_model(seed=0)
         reference = layer_zoo.every_layer_model(seed=0)
         reference.set_weights(model.get_weights())
@@ -133,15 +135,36 @@ def fit_runs():
     return runs
 
 
-@pytest.mark.parametrize("layer_type", sorted(layer_zoo.LAYER_TYPES))
-@pytest.mark.parametrize("optimizer", sorted(FIT_OPTIMIZERS))
-def test_fit_keeps_pruned_entries_zero_and_survivors_on_the_per_step_masked_path(fit_runs, layer_type, optimizer):
-    masks, weights, reference, _ = fit_runs[optimizer]
+@pytest.fixture(scope="module")
+def fit_runs():
+    return _fit_runs(FIT_OPTIMIZERS)
+
+
+@pytest.fixture(scope="module")
+def fit_runs_more():
+    return _fit_runs(FIT_MORE)
+
+
+def _check_fit(runs, layer_type, optimizer):
+    masks, weights, reference, _ = runs[optimizer]
     for p in _paths_of(layer_type, masks):
         m, w = masks[p], weights[p]
         assert np.all(w[~m] == 0.0), p
         assert np.array_equal(w[m], reference[p][m]), f"{p}: survivors differ from the per-step-masked reference"
         assert m.sum() == m.size // 2
+
+
+@pytest.mark.parametrize("layer_type", sorted(layer_zoo.LAYER_TYPES))
+@pytest.mark.parametrize("optimizer", sorted(FIT_OPTIMIZERS))
+def test_fit_keeps_pruned_entries_zero_and_survivors_on_the_per_step_masked_path(fit_runs, layer_type, optimizer):
+    _check_fit(fit_runs, layer_type, optimizer)
+
+
+@pytest.mark.slow  # 8 more eager fits of the 20-branch model: the CI's slow job
+@pytest.mark.parametrize("layer_type", sorted(layer_zoo.LAYER_TYPES))
+@pytest.mark.parametrize("optimizer", sorted(FIT_MORE))
+def test_fit_with_sgd_nesterov_rmsprop_lion_too(fit_runs_more, layer_type, optimizer):
+    _check_fit(fit_runs_more, layer_type, optimizer)
 
 
 def test_every_layer_type_of_the_table_is_in_the_model(fit_runs):
@@ -292,7 +315,7 @@ def test_keras_file_round_trip_in_a_fresh_process_and_plain_copy(fit_runs, tmp_p
 
 
 def test_unmasked_copy_computes_the_same_and_has_no_masks(fit_runs):
-    model = fit_runs["sgd"][3]
+    model = fit_runs["momentum"][3]
     plain = tflth.unmasked(model)
     x = _data(4, seed=5)[0]
     assert not masking.has_masks(plain) and masking.has_masks(model)
