@@ -275,6 +275,7 @@ def test_tflth_loop_keeps_pruned_entries_zero_after_a_rewind(loop_runs, layer_ty
 # ------------------------------------------------------------------ saving
 
 
+@pytest.mark.slow  # a fresh process importing TensorFlow and loading the 20-branch model twice
 def test_keras_file_round_trip_in_a_fresh_process_and_plain_copy(fit_runs, tmp_path):
     masks, _, _, model = fit_runs["adam"]
     path = str(tmp_path / "ticket.keras")

@@ -226,7 +226,7 @@ class StabilityJob:
                 raise field_error(_S, "rewind_steps", s, f"is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "StabilityJob")
-        checked_model(self.run, dataset, self.model_fn)
+        checked_model(self.run, dataset, self.model_fn, zoo_unchecked=True)
         if self.experiment is None:
             if st.levels != (0,) or st.controls:
                 raise HparamError("StabilityJob.experiment is needed: levels other than 0 and controls analyse an IMP "

@@ -51,11 +51,15 @@ def check_model(model: ModelHparams) -> None:
                           owner="ModelHparams", field="width", value=model.width)
 
 
-def checked_model(hparams: RunHparams, dataset, model_fn=None):
+def checked_model(hparams: RunHparams, dataset, model_fn=None, zoo_unchecked: bool = False):
     """``(factory, model)``: the run's :class:`tflth.models.ModelFactory` and one model it
     built, checked (a built classifier of ``dataset``; its ``prune`` globs select
-    something). Raises :class:`HparamError` naming ``ModelHparams.name`` / ``prune``."""
+    something). Raises :class:`HparamError` naming ``ModelHparams.name`` / ``prune``.
+    ``zoo_unchecked``: a zoo model with the default selection needs no build to be known
+    good (returns ``(factory, None)``), for jobs that need no model to validate."""
     factory = models.factory(hparams.model, dataset.input_shape, dataset.num_classes, fn=model_fn)
+    if zoo_unchecked and not factory.user and not hparams.model.prune:
+        return factory, None
     model = factory.check()
     factory.prunable(model)
     return factory, model
@@ -167,7 +171,7 @@ class TrainJob:
         for s in self.save_steps:
             check_step_in_run(("TrainJob", "save_steps"), s, ipe, end)
         check_schedule_steps(self.hparams.training, self.eval_every, self.checkpoint_every, ipe, end)
-        checked_model(self.hparams, dataset, self.model_fn)
+        checked_model(self.hparams, dataset, self.model_fn, zoo_unchecked=True)
         return dataset
 
     def finished_result(self) -> dict | None:
