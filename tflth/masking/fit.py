@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from tflth.masking.state import apply_masks
+from tflth.masking.state import apply_masks, zero_pruned
 
 __all__ = ["RewindPoint", "rewind"]
 
@@ -99,6 +99,4 @@ def rewind(model, point: RewindPoint | Mapping[str, np.ndarray], masks=None, opt
     if masks is not None:
         apply_masks(model, masks, strict=False)
     else:
-        from tflth.masking.state import zero_pruned
-
         zero_pruned(model)

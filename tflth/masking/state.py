@@ -17,9 +17,9 @@ weights follow the trajectory of a per-step-masked model bit for bit for optimiz
 that update elementwise. (Global gradient clipping, ``global_clipnorm``, sees the
 gradients of pruned entries too.)
 
-Mechanism, measured against the alternatives (README, "Masking mechanism"): Keras's
-``kernel`` property hook (LoRA, quantization) exists only on Dense, EinsumDense and
-Embedding; replacing layers needs ``clone_model``, which cannot reach layers built inside
+Why this mechanism (README, *Design decisions worth knowing*; only its own cost is
+measured, in ``benchmarks/train_speed.py``): Keras's ``kernel`` property hook (LoRA,
+quantization) exists only on Dense, EinsumDense and Embedding; replacing layers needs ``clone_model``, which cannot reach layers built inside
 another layer's ``build`` (MultiHeadAttention's) nor subclassed models; a variable
 constraint reaches every variable of every model. tflth's own loop replaces the
 per-step constraint by a free per-entry epsilon under Adam

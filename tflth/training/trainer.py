@@ -150,7 +150,7 @@ class Trainer:
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
-        self._apply_masks = tf.function(lambda: [v.assign(v * tf.cast(m, v.dtype)) for v, m in self._masked])
+        self._apply_masks = lambda: masking.zero_pruned(self.model)  # the one way pruned entries are zeroed
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
