@@ -26,7 +26,8 @@ FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile",
 def _training_flags():
     """bin/train.py's flags: one per TrainingHparams field, and these."""
     return set(tflags._TRAINING_FIELDS) | {"preset", "model", "dataset", "data_dir", "output_dir", "augment", "width", "prune",
-                                           "save_steps", "eval_every", "checkpoint_every", "strategy", "deterministic"}
+                                           "save_steps", "eval_every", "checkpoint_every", "strategy", "deterministic",
+                                           "model_options"}
 
 
 def _help(command):

@@ -94,8 +94,10 @@ class ModelHparams:
 
     ``name`` is a zoo name (``tflth.models.names()``) or a reference to the user's own
     model factory, ``package.module:function`` or ``path/to/file.py:function``
-    (:func:`tflth.models.factory`). ``width`` 0 keeps a zoo model's default width.
-    ``prune`` holds globs over variable paths choosing the masked variables
+    (:func:`tflth.models.factory`). ``width`` 0 keeps a zoo model's default width;
+    ``options`` are a zoo model's other integer options as ``(name, value)`` pairs (a dict
+    is accepted), e.g. ``(("depth", 2), ("dim", 32))`` for ``vit_tiny``
+    (:func:`tflth.models.options`), kept sorted by name. ``prune`` holds globs over variable paths choosing the masked variables
     (:func:`tflth.masking.select`); empty: every maskable kernel of a zoo model, and
     every maskable kernel but the output layer's of a user's model.
     """
@@ -103,8 +105,21 @@ class ModelHparams:
     name: str = "lenet_300_100"
     width: int = 0
     prune: tuple[str, ...] = ()
+    options: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
+        items = self.options.items() if isinstance(self.options, dict) else self.options
+        options = []
+        for item in items:
+            name, value = item if len(item) == 2 else (item, None)
+            if not isinstance(name, str) or not name or isinstance(value, bool) or not isinstance(value, int) \
+                    or value <= 0:
+                _fail("ModelHparams", "options", f"{name}={value}", "name=value with a positive integer value, "
+                      "e.g. depth=2")
+            options.append((name, int(value)))
+        if len({n for n, _ in options}) != len(options):
+            _fail("ModelHparams", "options", ",".join(f"{n}={v}" for n, v in options), "each option once")
+        object.__setattr__(self, "options", tuple(sorted(options)))
         if isinstance(self.prune, str):
             object.__setattr__(self, "prune", (self.prune,))
         object.__setattr__(self, "prune", tuple(str(p) for p in self.prune))

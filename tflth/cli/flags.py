@@ -52,6 +52,8 @@ def define_training_flags() -> None:
                       "'+glob' to add any trainable variable (biases, norms, your add_weight), '!glob' to leave "
                       "some out. Default: every maskable kernel (Dense, EinsumDense, Conv*, Embedding, RNN kernels) "
                       "of a zoo model; of your own model, all but the output layer's.")
+    flags.DEFINE_list("model_options", None, "A zoo model's options as name=value, e.g. dim=32,depth=2 for "
+                      "vit_tiny (tflth.models.options(name); the width has --width)." + keep)
     flags.DEFINE_string("dataset", None, "Dataset name (tflth.data.names()); default: the preset's or model's.")
     flags.DEFINE_string("data_dir", None, "IDX directory, .npz file or tfds data_dir.")
     flags.DEFINE_string("output_dir", "runs", "Where run directories (named by hparam hash) go.")
@@ -100,6 +102,7 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
     ("ModelHparams", "name"): "model",
     ("ModelHparams", "width"): "width",
     ("ModelHparams", "prune"): "prune",
+    ("ModelHparams", "options"): "model_options",
     ("PruningHparams", "fraction"): "pruning_fraction",
     ("PruningHparams", "scope"): "pruning_scope",
     ("PruningHparams", "layer_rates"): "layer_rates",
@@ -171,9 +174,28 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
     augment = None if flag_values.augment is None else flag_values.augment == "true"
     width = flag_values.width if flag_values.width is not None else base.model.width
     prune = tuple(flag_values.prune) if flag_values.prune is not None else base.model.prune
+    options = (base.model.options if flag_values.model_options is None
+               else parse_model_options(flag_values.model_options))
     with hparam_errors_as_flags():
         training = dataclasses.replace(base.training, **overrides)
-        return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width, prune), training)
+        return RunHparams(DatasetHparams(dataset_name, augment), ModelHparams(model_name, width, prune, options),
+                          training)
+
+
+def parse_model_options(items) -> tuple[tuple[str, int], ...]:
+    """``["dim=32", "depth=2"]`` -> ``(("dim", 32), ("depth", 2))``; a bad entry is an
+    :class:`HparamError` naming ``--model_options``."""
+    out = []
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if not sep or not name.strip() or number is None:
+            raise HparamError(f"--model_options entry {item!r} is invalid: expected name=integer, e.g. depth=2.")
+        out.append((name.strip(), number))
+    return tuple(out)
 
 
 def _prog() -> str:

@@ -100,7 +100,7 @@ class ModelFactory:
     """``factory(seed) -> built keras.Model`` for one :class:`ModelHparams` and dataset shape.
 
     Args:
-        model: the :class:`ModelHparams` (zoo name or reference, width, prune globs).
+        model: the :class:`ModelHparams` (zoo name or reference, width, options, prune globs).
         input_shape: the dataset's example shape (no batch dimension).
         num_classes: the dataset's class count.
         fn: a function to build with instead of resolving ``model.name`` (library use:
@@ -126,7 +126,9 @@ class ModelFactory:
             if self._fn is None:
                 from tflth.models import registry  # noqa: PLC0415
 
-                overrides = {"width": self.hparams.width} if self.hparams.width else {}
+                overrides = dict(self.hparams.options)
+                if self.hparams.width:
+                    overrides["width"] = self.hparams.width
                 return registry.get(self.hparams.name, input_shape=self.input_shape, num_classes=self.num_classes,
                                     seed=seed, **overrides)
             model = self._fn(seed=int(seed), input_shape=self.input_shape, num_classes=self.num_classes)

@@ -49,6 +49,20 @@ def check_model(model: ModelHparams) -> None:
         raise HparamError(f"ModelHparams.width={model.width}: model {model.name!r} has no width option; expected "
                           f"a width only with a ResNet (resnet<D>, resnet18, resnet50), or 0.",
                           owner="ModelHparams", field="width", value=model.width)
+    if not model.options:
+        return
+    given = ",".join(f"{n}={v}" for n, v in model.options)
+    if models.is_reference(model.name):
+        raise HparamError(f"ModelHparams.options={given}: model {model.name!r} is your own function; options are "
+                          "the zoo's (give your function its own arguments instead), expected none.",
+                          owner="ModelHparams", field="options", value=model.options)
+    accepted = [o for o in models.options(model.name) if o != "width"]
+    unknown = [n for n, _ in model.options if n not in accepted]
+    if unknown:
+        raise HparamError(f"ModelHparams.options={given}: model {model.name!r} has no option "
+                          f"{', '.join(unknown)}; expected some of {accepted or 'none'}"
+                          + (" (its width has its own setting)" if "width" in unknown else "") + ".",
+                          owner="ModelHparams", field="options", value=model.options)
 
 
 def checked_model(hparams: RunHparams, dataset, model_fn=None, zoo_unchecked: bool = False):
@@ -58,7 +72,7 @@ def checked_model(hparams: RunHparams, dataset, model_fn=None, zoo_unchecked: bo
     ``zoo_unchecked``: a zoo model with the default selection needs no build to be known
     good (returns ``(factory, None)``), for jobs that need no model to validate."""
     factory = models.factory(hparams.model, dataset.input_shape, dataset.num_classes, fn=model_fn)
-    if zoo_unchecked and not factory.user and not hparams.model.prune:
+    if zoo_unchecked and not factory.user and not hparams.model.prune and not hparams.model.options:
         return factory, None
     model = factory.check()
     factory.prunable(model)
