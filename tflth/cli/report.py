@@ -11,9 +11,11 @@ Example: bin/report.py --sweeps=runs/stability_<hash>,runs/stability_<hash2> --r
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
-from tflth import report
+from tflth import fileio, report
 from tflth.cli import flags as tflags
 from tflth.stability import report as stability_report
 
@@ -26,10 +28,23 @@ flags.DEFINE_string("report_dir", "report", "Where the tables and plots go.")
 flags.DEFINE_string("title", None, "Plot title.")
 
 
-def _collect(directories: list[str], collect, labels: list[str]) -> list[dict]:
+def _names(directories: list[str]) -> list[str]:
+    """What names each directory in the report: its own name (``lottery_<hash>``), or, when
+    two given directories share one (the same experiment copied and rerun elsewhere), the
+    path as given, so that each directory stays one table."""
+    names = [os.path.basename(os.path.normpath(d)) for d in directories]
+    if len(set(names)) == len(names):
+        return names
+    return [os.path.normpath(d) for d in directories]
+
+
+def _collect(directories: list[str], collect, labels: list[str], key: str) -> list[dict]:
     if labels and len(labels) != len(directories):
         raise ValueError(f"--labels has {len(labels)} names for {len(directories)} directories; give one each.")
-    rows = [dict(row, **({"label": labels[i]} if labels else {}))
+    if len({os.path.realpath(d) for d in directories}) != len(directories):
+        raise ValueError(f"--{key}s names a directory twice: {directories}.")
+    names = _names(directories)
+    rows = [dict(row, **{key: names[i]}, **({"label": labels[i]} if labels else {}))
             for i, d in enumerate(directories) for row in collect(d)]
     if not rows:
         raise ValueError(f"no finished runs in {directories}")
@@ -44,8 +59,12 @@ def main(argv):
     if FLAGS.experiments and FLAGS.sweeps:
         tflags.fail("--experiments and --sweeps: give one kind at a time (each has its own report).")
     kind = report if FLAGS.experiments else stability_report
+    problem = fileio.output_dir_problem(FLAGS.report_dir)
+    if problem:
+        tflags.fail(f"--report_dir={FLAGS.report_dir} {problem}; expected a directory that exists or can be made.")
     try:  # a damaged result file: exit 1
-        rows = tflags.exit_on_run_error(_collect, FLAGS.experiments or FLAGS.sweeps, kind.collect, FLAGS.labels)
+        rows = tflags.exit_on_run_error(_collect, FLAGS.experiments or FLAGS.sweeps, kind.collect, FLAGS.labels,
+                                        "experiment" if FLAGS.experiments else "sweep")
     except ValueError as e:
         tflags.fail(str(e))
     tflags.flags_are_valid()

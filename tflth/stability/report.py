@@ -42,7 +42,7 @@ MATCH_TOLERANCE = 0.002  # matching: within 0.2 points of the dense accuracy
 CSV_COLUMNS = ("row", "sweep", "label", "level", "method", "density", "k", "k_percent", "replicate", "pair", "n",
                "bn", "noise", "test_instability", "test_instability_std", "train_instability",
                "train_instability_std", "test_loss_barrier", "l2", "l2_relative", "l2_displacement", "cosine",
-               "pruning_l2_relative", "disagreement", "accuracy", "accuracy_std", "stable", "matching")
+               "pruning_l2_relative", "disagreement", "accuracy", "accuracy_std", "stable", "matching", "analysis")
 
 _METRICS = {  # CSV column -> how to read it from a pair.json
     "test_instability": lambda p: p["curve"]["test"]["instability"],
@@ -68,8 +68,17 @@ def collect(sweep_dir: str) -> list[dict]:
             for *_, path in sweep.pair_results(known)]
 
 
+def analysis_text(analysis: Mapping) -> str:
+    """A pair's analysis settings (``pair.json``'s ``analysis``) in a few words."""
+    low, high = analysis["alpha_range"]
+    bn = analysis["bn"] + (f" over {analysis['bn_batches']} batches" if analysis["bn"] == "recompute" else "")
+    train = analysis["train_examples"]
+    return (f"{analysis['interpolation_points']} points in [{low:g}, {high:g}], "
+            + (f"train curve on {train} examples" if train else "no train curve") + f", BN {bn}")
+
+
 def _setting(p: Mapping) -> tuple:
-    return (p["sweep"], p["level"], _method_rank(p["method"]), p["method"], p["k"])
+    return (p["sweep"], p["level"], _method_rank(p["method"]), p["method"], p["k"], analysis_text(p["analysis"]))
 
 
 def _method_rank(method: str) -> int:
@@ -85,8 +94,11 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
 
 
 def summarize(pairs: Iterable[Mapping]) -> list[dict]:
-    """One dict per setting (sweep, level, method, k): means and stds of every metric,
-    ``n`` pairs, ``stable`` and ``matching`` (``None`` without a dense reference)."""
+    """One dict per setting (sweep, level, method, k, analysis settings): means and stds
+    of every metric, ``n`` pairs, ``stable`` and ``matching`` (``None`` without a dense
+    reference), ``analysis`` (:func:`analysis_text`). Pairs analysed with other settings
+    (``interpolation_points``, ``alpha_range``, ``train_examples``, ``bn``,
+    ``bn_batches``) are never averaged together."""
     groups: dict[tuple, list[Mapping]] = {}
     for p in pairs:
         groups.setdefault(_setting(p), []).append(p)
@@ -94,14 +106,15 @@ def summarize(pairs: Iterable[Mapping]) -> list[dict]:
     for p in (p for members in groups.values() for p in members):
         if p.get("dense_accuracy") is not None:
             dense.setdefault(p["sweep"], {})[p["replicate"]] = p["dense_accuracy"]
+    order = {sweep: i for i, sweep in enumerate(dict.fromkeys(key[0] for key in groups))}  # sweeps as given
     out = []
-    for key in sorted(groups):
+    for key in sorted(groups, key=lambda key: (order[key[0]],) + key[1:]):
         members = groups[key]
         first = members[0]
         row = {"sweep": first["sweep"], "label": first["label"], "level": first["level"],
                "method": first["method"], "density": first["density"], "k": first["k"],
                "k_percent": 100.0 * first["k_fraction"], "n": len(members), "bn": first["analysis"]["bn"],
-               "noise": first["noise"]}
+               "noise": first["noise"], "analysis": key[-1]}
         for name, read in _METRICS.items():
             row[name], row[f"{name}_std"] = _mean_std([read(p) for p in members])
         inst = row["test_instability"]
@@ -128,7 +141,8 @@ def first_stable_k(summary: Sequence[Mapping]) -> dict[tuple, int | None]:
 def _pair_row(p: Mapping) -> dict:
     row = {"row": "pair", "sweep": p["sweep"], "label": p["label"], "level": p["level"], "method": p["method"],
            "density": p["density"], "k": p["k"], "k_percent": 100.0 * p["k_fraction"], "replicate": p["replicate"],
-           "pair": p["pair"], "n": 1, "bn": p["analysis"]["bn"], "noise": p["noise"]}
+           "pair": p["pair"], "n": 1, "bn": p["analysis"]["bn"], "noise": p["noise"],
+           "analysis": analysis_text(p["analysis"])}
     row.update({name: read(p) for name, read in _METRICS.items()})
     inst = row["test_instability"]
     row["stable"] = None if inst is None else bool(inst * 100.0 < STABLE_POINTS)
@@ -151,9 +165,11 @@ def _flag(value: bool | None) -> str:
 
 
 def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]:
+    """One sweep's table; with an ``analysis`` column when its rows were analysed differently."""
+    mixed = len({s["analysis"] for s in summary}) > 1
     header = ["level", "density (%)", "method", "k", "k (% of T)", "test instability (pts)",
               "train instability (pts)", "L2", "L2 / mean norm", "disagreement (%)", "test acc (%)", "stable",
-              "matching"]
+              "matching"] + (["analysis"] if mixed else [])
     rows = []
     for s in summary:
         rows.append([
@@ -165,13 +181,24 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
             tables.fmt_mean_std(s["disagreement"], s["disagreement_std"], scale=100, digits=1, n=s["n"]),
             tables.fmt_mean_std(s["accuracy"], s["accuracy_std"], scale=100, n=s["n"]),
             _flag(s["stable"]), _flag(s["matching"]),
-        ])
-    return header, rows, "rrlrrrrrrrrll"
+        ] + ([s["analysis"]] if mixed else []))
+    return header, rows, "rrlrrrrrrrrll" + ("l" if mixed else "")
 
 
 def _first_stable_lines(summary: Sequence[Mapping]) -> list[str]:
-    return [f"level {level} {method}: first stable k = " + ("none of the k measured" if k is None else f"{k}it")
-            for (_, level, method), k in first_stable_k(summary).items()]
+    lines = [f"level {level} {method}: first stable k = " + ("none of the k measured" if k is None else f"{k}it")
+             for (_, level, method), k in first_stable_k(summary).items()]
+    settings = sorted({s["analysis"] for s in summary})
+    if len(settings) > 1:
+        lines.append(f"NOTE: these pairs were analysed with {len(settings)} different settings ("
+                     + "; ".join(settings) + "): each row says which; rerun bin/stability.py with one setting "
+                     "and every k to re-analyse them all alike")
+    return lines
+
+
+def _heading(rows: Sequence[Mapping]) -> str:
+    settings = {s["analysis"] for s in rows}
+    return f"{rows[0]['label']} ({rows[0]['sweep']}" + (f"; {settings.pop()})" if len(settings) == 1 else ")")
 
 
 def _by_sweep(summary: Sequence[Mapping]) -> dict[str, list[Mapping]]:
@@ -185,8 +212,7 @@ def markdown(summary: Sequence[Mapping]) -> str:
     parts = []
     for sweep, rows in _by_sweep(summary).items():
         header, body, align = _table(rows)
-        parts.append(tables.render_markdown(header, body, align, title=f"{rows[0]['label']} ({sweep}; "
-                                                                        f"BN {rows[0]['bn']})"))
+        parts.append(tables.render_markdown(header, body, align, title=_heading(rows)))
         parts.append("".join(f"- {line}\n" for line in _first_stable_lines(rows)))
     return "\n".join(parts)
 
@@ -195,7 +221,7 @@ def text_table(summary: Sequence[Mapping]) -> str:
     parts = []
     for sweep, rows in _by_sweep(summary).items():
         header, body, align = _table(rows)
-        parts.append(tables.render_text(header, body, align, title=f"{rows[0]['label']} ({sweep})"))
+        parts.append(tables.render_text(header, body, align, title=_heading(rows)))
         parts.append("".join(f"{line}\n" for line in _first_stable_lines(rows)))
     return "\n".join(parts)
 
@@ -245,7 +271,8 @@ def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> list[str]:
         plots.style_axes(ax, xlabel="Interpolation α (0: copy a, 1: copy b)", ylabel="Test error (%)",
                          title=f"Test error along the line between the copies: {what}")
         plots.place_legend(ax, title="mean ± std over pairs")
-        written.append(plots.save_figure(os.path.join(output_dir, f"curves_{sweep}_level{level}_{method}.png"), fig))
+        name = sweep.strip("/").replace(os.sep, "_").replace(".", "_")  # a sweep named by its path
+        written.append(plots.save_figure(os.path.join(output_dir, f"curves_{name}_level{level}_{method}.png"), fig))
     return written
 
 
