@@ -41,3 +41,69 @@ def kill_when(cmd, env, probe, timeout=400, poll=0.005):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     return caught or None
+
+
+TIMING_KEYS = ("seconds",)  # what a run writes that depends on the machine's speed, not the computation
+
+
+def _without_timings(data):
+    if isinstance(data, dict):
+        return {k: _without_timings(v) for k, v in data.items() if k not in TIMING_KEYS}
+    if isinstance(data, list):
+        return [_without_timings(v) for v in data]
+    return data
+
+
+def _tensorboard_scalars(paths):
+    """``{(tag, step): value}`` of event files read in name (= creation) order; a later
+    value for the same step replaces an earlier one, as TensorBoard shows it."""
+    import tensorflow as tf
+
+    out = {}
+    for path in sorted(paths):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for v in event.summary.value:
+                value = v.simple_value if v.HasField("simple_value") else tf.make_ndarray(v.tensor).item()
+                out[(v.tag, event.step)] = value
+    return out
+
+
+def run_files(root):
+    """Every file under ``root``, by relative path, as comparable content: JSON parsed with
+    timings dropped (:data:`TIMING_KEYS`), ``.npz`` arrays as (dtype, shape, bytes),
+    TensorBoard event files of a directory merged into their scalars (their names and
+    wall times are the clock's), everything else as bytes. Two runs computing the same
+    thing give equal results."""
+    import json
+    import os
+
+    out, events = {}, {}
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            rel = os.path.relpath(path, root)
+            if name.startswith("events.out.tfevents."):
+                events.setdefault(os.path.join(os.path.dirname(rel), "events.out.tfevents.*"), []).append(path)
+            elif name.endswith(".json"):
+                with open(path) as f:
+                    out[rel] = _without_timings(json.load(f))
+            elif name.endswith(".jsonl"):
+                with open(path) as f:
+                    out[rel] = [_without_timings(json.loads(line)) for line in f if line.strip()]
+            elif name.endswith(".npz"):
+                with np.load(path, allow_pickle=False) as data:
+                    out[rel] = {k: (data[k].dtype.str, data[k].shape, data[k].tobytes()) for k in data.files}
+            else:
+                with open(path, "rb") as f:
+                    out[rel] = f.read()
+    for rel, paths in events.items():
+        out[rel] = _tensorboard_scalars(paths)
+    return out
+
+
+def assert_same_run_files(a, b):
+    """:func:`run_files` of ``a`` and ``b`` are equal; the message names the first file that differs."""
+    fa, fb = run_files(a), run_files(b)
+    assert sorted(fa) == sorted(fb), (sorted(set(fa) ^ set(fb)))
+    differ = [k for k in sorted(fa) if fa[k] != fb[k]]
+    assert not differ, f"files differ: {differ[:8]}"

@@ -1,5 +1,6 @@
 """bin/prune.py: bad flags are one line / exit 2 / nothing touched; SIGKILL in level 2 resumes."""
 
+import json
 import os
 import re
 import subprocess
@@ -10,7 +11,7 @@ from absl.testing import flagsaver
 
 from tflth.cli import prune as prune_cli
 
-from helpers import kill_when, write_synthetic_npz
+from helpers import assert_same_run_files, kill_when, write_synthetic_npz
 from test_cli_train import _snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,6 +118,7 @@ def test_sigkill_during_level_2_resumes_to_the_same_table(data_path, tmp_path):
     assert "replicate 0 level 2: resuming from the checkpoint at step" in resumed.stderr
     assert os.stat(level1_result).st_mtime_ns == stamp  # level 1 not recomputed
     assert _table(resumed.stdout) == _table(full.stdout)
+    assert_same_run_files(tmp_path / "full", tmp_path / "killed")  # every file, timings aside
 
 
 def test_report_binary_combines_experiments(data_path, tmp_path, capsys):
@@ -138,3 +140,28 @@ def test_report_binary_combines_experiments(data_path, tmp_path, capsys):
             report_cli.main(["report"])
     assert info.value.code == 2 and "not an experiment directory" in capsys.readouterr().err
     assert not (tmp_path / "rep2").exists()
+
+
+def test_report_keeps_same_named_experiments_of_different_parents_apart(data_path, tmp_path, capsys):
+    """The same experiment copied elsewhere and rerun with another setting: one table per
+    given directory, labelled as given (not merged by the shared directory name)."""
+    import shutil
+
+    from tflth.cli import report as report_cli
+
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path / "A", controls=[])):
+        prune_cli.main(["prune"])
+    (name,) = os.listdir(tmp_path / "A")
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    result = tmp_path / "B" / name / "replicate_0" / "level_1" / "result.json"
+    data = json.loads(result.read_text())
+    data["test_accuracy"] = 0.5  # the copy's level 1 came out otherwise
+    result.write_text(json.dumps(data))
+    capsys.readouterr()
+    with flagsaver.flagsaver(experiments=[str(tmp_path / "A" / name), str(tmp_path / "B" / name)],
+                             labels=["first", "second"], sweeps=[], report_dir=str(tmp_path / "rep")):
+        report_cli.main(["report"])
+    md = (tmp_path / "rep" / "results.md").read_text()
+    assert f"first ({os.path.join(str(tmp_path), 'A', name)})" in md, md
+    assert f"second ({os.path.join(str(tmp_path), 'B', name)})" in md, md
+    assert "50.00" in md and "(n=2)" not in md

@@ -1,6 +1,7 @@
 """bin/stability.py: a dense sweep end to end; bad flags are one line / exit 2 / nothing written;
 SIGKILL during a sweep resumes to the same CSV, reusing finished copies."""
 
+import csv
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from absl.testing import flagsaver
 from tflth.cli import prune as prune_cli
 from tflth.cli import stability as stability_cli
 
-from helpers import kill_when, write_synthetic_npz
+from helpers import assert_same_run_files, kill_when, write_synthetic_npz
 from test_cli_train import _snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,6 +142,7 @@ def test_sigkill_during_a_sweep_resumes_to_the_same_csv(data_path, tmp_path):
         return (root / sweep / "report" / "stability.csv").read_text()
 
     assert csv(tmp_path / "killed") == csv(tmp_path / "full")
+    assert_same_run_files(tmp_path / "full", tmp_path / "killed")
 
 
 def test_report_binary_merges_sweeps_with_labels(data_path, tmp_path, capsys):
@@ -162,3 +164,33 @@ def test_report_binary_merges_sweeps_with_labels(data_path, tmp_path, capsys):
             report_cli.main(["report"])
     assert info.value.code == 2 and "--labels has 1 names for 2 directories" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_report_keeps_same_named_sweeps_apart_and_says_when_analyses_differ(data_path, tmp_path, capsys):
+    """A sweep copied elsewhere and rerun with other analysis settings for one k: one table
+    per given directory, labelled as given; the copy's rows name their settings."""
+    from tflth.cli import report as report_cli
+
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path / "A")):
+        stability_cli.main(["stability"])
+    (name,) = os.listdir(tmp_path / "A")
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path / "B", rewind_steps=["4it"], interpolation_points=7)):
+        stability_cli.main(["stability"])  # re-analyses k=4 only; k=0 keeps its 5 points
+    capsys.readouterr()
+    a, b = str(tmp_path / "A" / name), str(tmp_path / "B" / name)
+    with flagsaver.flagsaver(sweeps=[a, b], labels=["recompute", "interpolate"], experiments=[],
+                             report_dir=str(tmp_path / "rep")):
+        report_cli.main(["report"])
+    md = (tmp_path / "rep" / "stability.md").read_text()
+    assert f"recompute ({a}; 5 points in [0, 1], train curve on 64 examples" in md, md
+    assert f"interpolate ({b})" in md, md
+    assert md.count("first stable k") == 2  # one line per table (level 0, imp)
+    note = [line for line in md.splitlines() if line.startswith("- NOTE")]
+    assert len(note) == 1 and "2 different settings" in note[0] and "7 points" in note[0], md
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "stability.csv")))
+    summary = [r for r in rows if r["row"] == "summary"]
+    assert [(r["sweep"], r["k"], r["n"]) for r in summary] == [(a, "0", "1"), (a, "4", "1"), (b, "0", "1"),
+                                                               (b, "4", "1")]
+    assert [r["analysis"].split(" points")[0] for r in summary] == ["5", "5", "5", "7"]
+    assert sum(f.startswith("curves_") for f in os.listdir(tmp_path / "rep")) == 2

@@ -14,7 +14,7 @@ from absl.testing import flagsaver
 from tflth.cli import train as train_cli
 from tflth.training import checkpoint
 
-from helpers import kill_when, write_synthetic_npz
+from helpers import assert_same_run_files, kill_when, write_synthetic_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "bin", "train.py")
@@ -124,6 +124,8 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(data_path, tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     for x, y in zip(opt_a, opt_b):
         np.testing.assert_array_equal(x, y)
+    # every file (metrics with their training-metric averages, result, kept checkpoints, TensorBoard), timings aside
+    assert_same_run_files(tmp_path / "full", tmp_path / "killed")
 
 
 def test_nan_loss_exits_1_with_the_last_good_checkpoint(data_path, tmp_path, capsys):

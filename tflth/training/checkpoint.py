@@ -1,8 +1,10 @@
 """Step-exact training state on disk: one ``.npz`` per saved step, written atomically.
 
-A checkpoint holds every model variable (kernels, biases, masks, BatchNorm statistics)
-keyed by variable path, every optimizer variable (its step counter and slots) in order,
-and the step. The input pipeline is a pure function of (seeds, step), so this is the
+A checkpoint holds every model variable (kernels, biases, BatchNorm statistics) keyed by
+variable path, every optimizer variable (its step counter and slots) in order, the
+step, and the loop's own state as named ``extras`` (the running sums of the training
+metrics since the last evaluation, so a resumed run reports what an uninterrupted one
+does). The input pipeline is a pure function of (seeds, step), so this is the
 whole state of a run. Files are written by :mod:`tflth.fileio` (temporary name, fsync,
 rename), so a run killed at any moment leaves the previous checkpoint or the new one,
 never a torn one; file names come from :mod:`tflth.paths`.
@@ -23,7 +25,8 @@ import numpy as np
 
 from tflth import fileio, paths
 
-__all__ = ["CheckpointError", "Writer", "save", "load", "path_for", "list_steps", "latest", "remove_partial"]
+__all__ = ["CheckpointError", "Writer", "save", "load", "load_extras", "path_for", "list_steps", "latest",
+           "remove_partial"]
 
 
 class CheckpointError(fileio.RunFileError):
@@ -41,10 +44,12 @@ def latest(directory: str) -> int | None:
     return found[-1] if found else None
 
 
-def save(path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars: list[np.ndarray]) -> None:
+def save(path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars: list[np.ndarray],
+         extras: dict[str, np.ndarray] | None = None) -> None:
     arrays = {"step": np.asarray(step, np.int64)}
     arrays.update({f"model/{k}": v for k, v in model_vars.items()})
     arrays.update({f"optimizer/{i:05d}": v for i, v in enumerate(optimizer_vars)})
+    arrays.update({f"extras/{k}": np.asarray(v) for k, v in (extras or {}).items()})
     fileio.write_npz(path, arrays)
 
 
@@ -59,6 +64,14 @@ def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
     model_vars = {k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")}
     opt = sorted(k for k in data if k.startswith("optimizer/"))
     return int(data["step"]), model_vars, [data[k] for k in opt]
+
+
+def load_extras(path: str) -> dict[str, np.ndarray]:
+    """The named loop state saved with the checkpoint (``{}`` for one written before tflth
+    saved any)."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"No checkpoint at '{path}'.")
+    return {k[len("extras/"):]: v for k, v in fileio.read_npz(path).items() if k.startswith("extras/")}
 
 
 class Writer:
@@ -94,9 +107,10 @@ class Writer:
             self._failed = True
             raise
 
-    def save(self, path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars: list[np.ndarray]) -> None:
+    def save(self, path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars: list[np.ndarray],
+             extras: dict[str, np.ndarray] | None = None) -> None:
         """Queue :func:`save`."""
-        self._submit(save, path, step, model_vars, optimizer_vars)
+        self._submit(save, path, step, model_vars, optimizer_vars, extras)
 
     def remove(self, path: str) -> None:
         """Queue the deletion of ``path`` (after every save queued before it)."""

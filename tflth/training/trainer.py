@@ -45,6 +45,7 @@ __all__ = ["Trainer", "TrainingDiverged", "TrainResult"]
 _SUM = tf.distribute.ReduceOp.SUM
 MAX_STEPS_PER_CALL = 250
 EVAL_BATCH_SIZE = 1000
+_TRAIN_SUMS = "train_sums"  # checkpoint extra: the training-metric sums since the last evaluation
 
 
 def _legacy_mask_key(key: str, variables) -> bool:
@@ -126,6 +127,8 @@ class Trainer:
                  model_fn=None):
         self.hparams = hparams
         th = hparams.training
+        if th.deterministic:  # process-wide and one-way in TensorFlow
+            tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or get_strategy("auto")
         self.dataset = dataset if dataset is not None else data_lib.load(hparams.dataset.name, data_dir)
         self.iterations_per_epoch = data_lib.iterations_per_epoch(self.dataset.num_train, th.batch_size)
@@ -172,8 +175,7 @@ class Trainer:
         return list(masking.masked_variables(self.model))
 
     def _augment(self) -> bool:
-        a = self.hparams.dataset.augment
-        return data_lib.augments(self.dataset.name) if a is None else bool(a)
+        return data_lib.augmented(self.hparams.dataset)
 
     def _distribute(self, ds: tf.data.Dataset):
         options = tf.data.Options()
@@ -297,13 +299,15 @@ class Trainer:
             v.assign(np.zeros(v.shape, v.dtype))
         self.optimizer.iterations.assign(step)
 
-    def save_checkpoint(self, path: str, writer: checkpoint.Writer | None = None) -> None:
-        """Save the full state at the current step to ``path`` (atomically).
+    def save_checkpoint(self, path: str, writer: checkpoint.Writer | None = None,
+                        extras: dict[str, np.ndarray] | None = None) -> None:
+        """Save the full state at the current step to ``path`` (atomically), with the
+        training loop's ``extras`` (:func:`tflth.training.checkpoint.save`).
 
         With a ``writer`` the file is written in the background from a host copy of the
         state taken now; otherwise before this returns.
         """
-        state = (path, self.step, self.get_weights(), self.get_optimizer_state())
+        state = (path, self.step, self.get_weights(), self.get_optimizer_state(), extras)
         (writer.save if writer is not None else checkpoint.save)(*state)
 
     def load_checkpoint(self, path: str, weights: bool = True, optimizer: bool = True) -> int:
@@ -357,8 +361,15 @@ class Trainer:
         keep = {self.to_iterations(s) for s in save_steps}
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
+        running = np.zeros(3)  # training loss sum, correct count, examples since the last evaluation
+        resumed_periodic = None  # a periodic checkpoint resumed from: removed like the run's own would be
         if ckpt_dir and (latest := checkpoint.latest(ckpt_dir)) is not None:
+            if latest != checkpoint.list_steps(ckpt_dir)[0] and latest not in keep:
+                resumed_periodic = latest
             self.load_checkpoint(checkpoint.path_for(ckpt_dir, latest))
+            saved = checkpoint.load_extras(checkpoint.path_for(ckpt_dir, latest)).get(_TRAIN_SUMS)
+            if saved is not None and saved.shape == running.shape:
+                running[:] = saved  # so the next evaluation averages what an uninterrupted run's does
             logging.info("%s: resuming from the checkpoint at step %d in %s", label, latest, ckpt_dir)
         start = self.step
         if start > end:
@@ -367,7 +378,7 @@ class Trainer:
         writer = checkpoint.Writer() if ckpt_dir and chief else None
         try:
             outcome = self._train_loop(start, end, seeds, ckpt_dir, writer, keep, checkpoint_every, eval_every,
-                                       metrics, progress_interval, label)
+                                       metrics, progress_interval, label, running, resumed_periodic)
         finally:
             if writer is not None:
                 writer.close()  # every checkpoint the loop saved is on disk before we return or raise
@@ -399,14 +410,16 @@ class Trainer:
             augment=self._augment())))
 
     def _train_loop(self, start, end, seeds, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
-                    progress_interval, label) -> tuple:
-        """The steps of :meth:`train`; returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
+                    progress_interval, label, running, last_periodic=None) -> tuple:
+        """The steps of :meth:`train` from the training-metric sums ``running`` (updated in
+        place) and the latest periodic checkpoint ``last_periodic`` (removed once the next
+        is saved); returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
         self._sync_masks()
         epsilons = self.optimizer.epsilon_values if self._optimizer_masks else ()
         if writer is not None:
             checkpoint.remove_partial(ckpt_dir)  # temporary files of a killed run
             if checkpoint.latest(ckpt_dir) is None:
-                self.save_checkpoint(checkpoint.path_for(ckpt_dir, start), writer)
+                self.save_checkpoint(checkpoint.path_for(ckpt_dir, start), writer, {_TRAIN_SUMS: running.copy()})
         periodic = self.to_iterations(checkpoint_every) if checkpoint_every else 0
         evaluate_every = self.to_iterations(eval_every) if eval_every else 0
         stops = {end} | {s for s in keep if start < s < end}
@@ -415,9 +428,7 @@ class Trainer:
                 stops |= set(range((start // every + 1) * every, end, every))
         iterator = self._train_iterator(start, seeds)
         progress = Progress(start, end, label, progress_interval)
-        running = np.zeros(3)
         train_loss = train_acc = None
-        last_periodic = None
         step = start
         for stop in sorted(stops):
             while step < stop:
@@ -436,7 +447,8 @@ class Trainer:
                     )
                 running += totals
                 step += n
-                progress.update(step, float(totals[0] / totals[2]))
+                if step < end:  # the end has one line, below
+                    progress.update(step, float(totals[0] / totals[2]))
             if running[2]:
                 train_loss, train_acc = float(running[0] / running[2]), float(running[1] / running[2])
             if step == end or (metrics and evaluate_every and step % evaluate_every == 0):
@@ -448,9 +460,9 @@ class Trainer:
                                    "test_loss": test_loss, "test_accuracy": test_acc})
                 running[:] = 0
             if writer is not None and (step in keep or step == end or (periodic and step % periodic == 0)):
-                self.save_checkpoint(checkpoint.path_for(ckpt_dir, step), writer)
+                self.save_checkpoint(checkpoint.path_for(ckpt_dir, step), writer, {_TRAIN_SUMS: running.copy()})
                 if periodic and step % periodic == 0 and step not in keep and step != end:
-                    if last_periodic is not None and last_periodic not in keep and last_periodic != start:
+                    if last_periodic is not None and last_periodic not in keep:
                         writer.remove(checkpoint.path_for(ckpt_dir, last_periodic))  # after the new one is saved
                     last_periodic = step
         progress.update(step, train_loss, force=True)
