@@ -1,4 +1,5 @@
-"""README "Reproducing the papers at full scale": every `bin/` command there runs, at toy size.
+"""README "Reproducing the papers at full scale" and the vision-transformer results: every
+`bin/` command there runs, at toy size.
 
 Each command of the section's ```sh blocks is extracted (lines continued with ``\\``,
 leading ``VAR=value`` assignments such as ``TF_CONFIG`` or ``CUDA_VISIBLE_DEVICES``,
@@ -49,6 +50,8 @@ FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 SECTION = "## Reproducing the papers at full scale"
+# The vision-transformer results: the exact commands of its runs, at toy size too.
+VIT_SECTION = "### Lottery tickets, rewinding and stability in a vision transformer (Fashion-MNIST, CPU)"
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -108,14 +111,18 @@ class ReadmeError(AssertionError):
     pass
 
 
-def section_lines() -> tuple[int, list[str]]:
-    """(line number of the heading, the section's lines up to the next ``## `` heading)."""
+def section_lines(section: str = SECTION) -> tuple[int, list[str]]:
+    """(line number of the heading, the section's lines up to the next heading of its level
+    or higher)."""
     lines = open(README, encoding="utf-8").read().splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == SECTION]
+    starts = [i for i, line in enumerate(lines) if line.strip() == section]
     if len(starts) != 1:
-        raise ReadmeError(f"README.md has {len(starts)} lines {SECTION!r}; expected one.")
+        raise ReadmeError(f"README.md has {len(starts)} lines {section!r}; expected one.")
     start = starts[0]
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    level = len(section) - len(section.lstrip("#"))
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("#") and 0 < len(lines[i]) - len(lines[i].lstrip("#")) <= level
+                and lines[i][len(lines[i]) - len(lines[i].lstrip("#"))] == " "), len(lines))
     return start + 1, lines[start:end]
 
 
@@ -167,8 +174,8 @@ def parse_command(index: int, line: int, text: str) -> Command | None:
     return Command(index, line, text, env, match.group(1), parsed)
 
 
-def readme_commands() -> list[Command]:
-    first, lines = section_lines()
+def readme_commands(section: str = SECTION) -> list[Command]:
+    first, lines = section_lines(section)
     found = []
     for line, text in shell_lines(lines, first):
         cmd = parse_command(len(found), line, text)
@@ -177,11 +184,15 @@ def readme_commands() -> list[Command]:
     return found
 
 
-try:
-    COMMANDS = readme_commands()
-    README_PROBLEM = None
-except (ReadmeError, ValueError, OSError) as e:  # reported by test_section_covers_the_papers
-    COMMANDS, README_PROBLEM = [], str(e)
+def _commands_or_problem(section: str):
+    try:
+        return readme_commands(section), None
+    except (ReadmeError, ValueError, OSError) as e:  # reported by the section's coverage test
+        return [], str(e)
+
+
+COMMANDS, README_PROBLEM = _commands_or_problem(SECTION)
+VIT_COMMANDS, VIT_PROBLEM = _commands_or_problem(VIT_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
@@ -245,7 +256,7 @@ def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
 
     argv = cmd.argv({"output_dir": lambda v: _toy_path(root, v), "data_dir": lambda v: os.path.join(root, "tfds"),
                      "experiment": experiment, "levels": levels, "save_steps": lambda v: "1it",
-                     "strategy": lambda v: "default"})
+                     "warmup": lambda v: "1it", "strategy": lambda v: "default"})
     toy = {k: v for k, v in TOY.items() if k in own}
     if dataset in TOY_WIDTH:
         toy["width"] = TOY_WIDTH[dataset]
@@ -290,13 +301,13 @@ class Runner:
     """Runs the section's commands at toy size in one directory tree, each once, in order
     of need (a stability sweep of an experiment runs that experiment's prune command first)."""
 
-    def __init__(self, root: str, own_flags: dict):
-        self.root, self.own = root, own_flags
+    def __init__(self, root: str, own_flags: dict, commands: list[Command]):
+        self.root, self.own, self.commands = root, own_flags, commands
         self.done: dict[int, object] = {}
 
     def producer(self, cmd: Command) -> Command:
         target = os.path.dirname(_glob_target(cmd.value("experiment")))
-        found = [c for c in COMMANDS if c.binary == "prune" and c.value("output_dir") == target]
+        found = [c for c in self.commands if c.binary == "prune" and c.value("output_dir") == target]
         assert found, f"README line {cmd.line}: no bin/prune.py command writes to --output_dir={target}"
         return found[0]
 
@@ -341,8 +352,15 @@ def own_flags():
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory, own_flags):
     root = tmp_path_factory.mktemp("full_scale")
-    yield Runner(str(root), own_flags)
+    yield Runner(str(root), own_flags, COMMANDS)
     shutil.rmtree(root, ignore_errors=True)  # VGG-16's toy checkpoints alone take gigabytes
+
+
+@pytest.fixture(scope="module")
+def vit_runner(tmp_path_factory, own_flags):
+    root = tmp_path_factory.mktemp("vit")
+    yield Runner(str(root), own_flags, VIT_COMMANDS)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ tests
@@ -393,3 +411,21 @@ def test_command_runs_at_toy_size(cmd, own_flags, runner):
     if cmd.env.get("TF_CONFIG"):
         json.loads(cmd.env["TF_CONFIG"])
     runner.run(cmd)
+
+
+def test_vit_section_has_the_runs_of_its_tables():
+    assert VIT_PROBLEM is None, VIT_PROBLEM
+    assert {c.value("model") for c in VIT_COMMANDS} == {"vit_tiny"}
+    stability = [c for c in VIT_COMMANDS if c.binary == "stability"]
+    regimes = {(c.value("lr"), c.value("warmup")) for c in stability if not c.value("experiment")}
+    assert len(regimes) == 3, regimes  # high rate, the same with warmup, about 4x lower
+    assert any(c.value("experiment") for c in stability), "no stability sweep of an IMP experiment"
+    assert len({c.value("rewind_step") for c in VIT_COMMANDS if c.binary == "prune"}) >= 2  # k = 0 and k > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cmd", VIT_COMMANDS, ids=[c.id for c in VIT_COMMANDS])
+def test_vit_command_runs_at_toy_size(cmd, own_flags, vit_runner):
+    unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
+    assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
+    vit_runner.run(cmd)

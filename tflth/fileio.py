@@ -46,6 +46,7 @@ __all__ = [
     "read_npz",
     "remove_partial",
     "remove",
+    "output_dir_problem",
 ]
 
 TMP_PREFIX = ".tmp_"
@@ -196,6 +197,26 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DamagedFileError(path, f"not a readable .npz archive: {reason}") from None
+
+
+def output_dir_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot hold a run's output directories (``None``: it can). It must be
+    a directory or not exist yet, and its nearest existing ancestor must be a directory
+    in which directories can be made (tested by making and removing one, so nothing is
+    left behind)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a directory"
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot be made: {existing} is a file, not a directory"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=existing))
+    except OSError as e:
+        return f"cannot be written: no directory can be made in {existing} ({e.strerror or e})"
+    return None
 
 
 def remove_partial(directory: str | os.PathLike) -> None:

@@ -138,6 +138,10 @@ class TrainingHparams:
     as PyTorch's SGD/Adam do and open_lth uses) for ``sgd`` and ``adam``, and
     decoupled for ``adamw``. The learning rate is multiplied by ``gamma`` at each
     milestone and ramps linearly from ``lr / warmup`` to ``lr`` over the warmup steps.
+    ``deterministic`` runs TensorFlow's ops deterministically
+    (``tf.config.experimental.enable_op_determinism()``, for the whole process): reruns
+    and resumes are then bit-identical. It changes results, so it is part of a run's name:
+    a deterministic and a non-deterministic run never share (or resume) a directory.
     """
 
     optimizer: str = "sgd"
@@ -153,9 +157,12 @@ class TrainingHparams:
     seed: int = 0
     data_order_seed: int = 0
     augment_seed: int = 0
+    deterministic: bool = False
 
     def __post_init__(self):
         c = "TrainingHparams"
+        if not isinstance(self.deterministic, bool):
+            _fail(c, "deterministic", self.deterministic, "True or False")
         object.__setattr__(self, "milestones", tuple(self.milestones))
         if self.optimizer not in OPTIMIZERS:
             _fail(c, "optimizer", self.optimizer, f"one of {list(OPTIMIZERS)}")

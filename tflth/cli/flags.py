@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import sys
 
 from absl import app, flags
@@ -77,7 +78,9 @@ def define_training_flags() -> None:
     flags.DEFINE_string("checkpoint_every", "1ep", "Checkpoint (for resuming) every this many steps.")
     flags.DEFINE_enum("strategy", "auto", list(DISTRIBUTION_STRATEGIES), "tf.distribute strategy (auto: mirrored over "
                       "all GPUs when there are 2 or more, else the default).")
-    flags.DEFINE_boolean("deterministic", False, "tf.config.experimental.enable_op_determinism().")
+    flags.DEFINE_boolean("deterministic", None, "TensorFlow op determinism (bit-identical reruns and resumes); part "
+                         "of the run's name, so a deterministic run never resumes a non-deterministic one."
+                         " Default: off.")
 
 
 def base_preset(flag_values=FLAGS) -> presets.Preset | None:
@@ -113,9 +116,9 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
         "LotteryHparams": ("levels", "rewind_step", "reset", "controls", "replicates"),
         "StabilityHparams": ("rewind_steps", "pairs", "replicates", "levels", "controls", "noise", "bn",
                              "interpolation_points", "alpha_range", "train_examples", "bn_batches", "shard"),
-        "TrainJob": ("save_steps", "eval_every", "checkpoint_every"),
-        "LotteryJob": ("eval_every", "checkpoint_every"),
-        "StabilityJob": ("eval_every", "checkpoint_every", "experiment"),
+        "TrainJob": ("save_steps", "eval_every", "checkpoint_every", "output_dir"),
+        "LotteryJob": ("eval_every", "checkpoint_every", "output_dir"),
+        "StabilityJob": ("eval_every", "checkpoint_every", "experiment", "output_dir"),
         "DataSource": ("data_dir",),
     }.items() for f in fields},
 }
@@ -224,7 +227,16 @@ def parse_flags_or_fail(argv: list[str]) -> list[str]:
         fail(str(e))
     if len(rest) > 1:
         fail(f"unexpected arguments {rest[1:]}; every option is a --flag.")
+    check_finite_floats()
     return rest
+
+
+def check_finite_floats(flag_values=FLAGS) -> None:
+    """Every float flag of tflth's (``--lr``, ``--momentum``, ...) must be finite: ``inf``,
+    ``nan`` and values that overflow (``1e400``) fail in one line, exit 2."""
+    for flag in own_flags(flag_values):
+        if isinstance(flag.parser, flags.FloatParser) and flag.value is not None and not math.isfinite(flag.value):
+            fail(f"--{flag.name}={flag.value} is invalid: expected a finite number.")
 
 
 def flags_are_valid() -> None:
@@ -392,7 +404,7 @@ def prepare_or_fail(job_from_flags):
     :func:`get_strategy`) and ``job.prepare()`` (which loads the data and writes nothing). A bad
     value fails with exit status 2; a damaged state file found meanwhile, with 1. Returns
     ``(job, dataset)``; then replays TensorFlow's start-up output and the log lines
-    written while validating, and applies ``--deterministic``.
+    written while validating.
     """
     from tflth.fileio import RunFileError
 
@@ -410,10 +422,6 @@ def prepare_or_fail(job_from_flags):
             _error_exit(str(e), 1)
     flags_are_valid()
     held.replay()
-    if FLAGS.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
     return job, dataset
 
 
@@ -480,9 +488,9 @@ def _own_help_flags(doc: str) -> None:
         flags.DEFINE_flag(cls(), FLAGS, module_name=app.__name__)
 
 
-def own_flags() -> list:
+def own_flags(flag_values=FLAGS) -> list:
     """The flags tflth's own modules defined (not TensorFlow's or absl's), by name."""
-    found = {f.name: f for module, module_flags in FLAGS.flags_by_module_dict().items()
+    found = {f.name: f for module, module_flags in flag_values.flags_by_module_dict().items()
              if module.split(".")[0] == "tflth" for f in module_flags}
     return [found[name] for name in sorted(found)]
 

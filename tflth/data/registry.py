@@ -79,6 +79,12 @@ def augments(name: str) -> bool:
     return _spec(name).augment
 
 
+def augmented(dataset) -> bool:
+    """Whether a run of ``dataset`` (a :class:`tflth.hparams.DatasetHparams`) augments: its
+    ``augment`` when set, else the dataset's default (:func:`augments`)."""
+    return augments(dataset.name) if dataset.augment is None else bool(dataset.augment)
+
+
 def streams(name: str) -> bool:
     """Whether ``name`` is read as a stream (:func:`~tflth.data.load_stream`) rather than held in memory."""
     return _spec(name).streaming

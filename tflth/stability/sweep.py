@@ -32,6 +32,7 @@ pairs exist. The parent of a replicate is trained by the first shard that needs 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import time
@@ -40,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
+from tflth import data as data_lib
 from tflth import fileio, masking, paths, steps
 from tflth.lottery import starts
 from tflth.hparams import HparamError, RunHparams, field_error, field_note, defaults_dict, identity, run_hash, to_dict
@@ -48,7 +50,7 @@ from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
 from tflth.stability.evaluate import BN_MODES, CurveEvaluator
 from tflth.training import checkpoint
-from tflth.training.job import (check_schedule_steps, check_step_in_run, checked_model, load_for_run, open_run_dir, read_result,
+from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run, open_run_dir, read_result,
                                 train_or_resume)
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
@@ -56,6 +58,7 @@ from tflth.training.trainer import Trainer
 __all__ = ["NOISES", "StabilityHparams", "SweepKey", "StabilityJob", "Unit", "copy_seeds"]
 
 NOISES = ("data_order_and_augment", "data_order", "augment", "none")
+MAX_INTERPOLATION_POINTS = 1000  # each point costs a full evaluation per pair (see StabilityHparams)
 COPY_SEED_OFFSET = 7919  # copy j of a pair draws seeds = replicate seeds + offset * j
 DENSE = "imp"  # the method name of the dense network at level 0 and of IMP's subnetworks
 
@@ -110,6 +113,11 @@ class StabilityHparams:
             if int(value) != value or value < low:
                 raise _flag_error(name, value, f"an integer >= {low}"
                                   + (" (the two endpoints at least)" if low == 2 else ""))
+        if self.interpolation_points > MAX_INTERPOLATION_POINTS:
+            raise _flag_error("interpolation_points", self.interpolation_points,
+                              f"at most {MAX_INTERPOLATION_POINTS}: each point is one evaluation of the test set "
+                              f"(and of the train subset) per pair, and the paper's curves use "
+                              f"{curve_lib.PAPER_POINTS}")
         if int(self.train_examples) != self.train_examples or self.train_examples < 0:
             raise _flag_error("train_examples", self.train_examples, "an integer >= 0 (0: no train curve)")
         if not self.levels or any(int(v) != v or v < 0 for v in self.levels) or len(set(self.levels)) != len(
@@ -124,9 +132,9 @@ class StabilityHparams:
         if self.bn not in BN_MODES:
             raise _flag_error("bn", self.bn, f"one of {list(BN_MODES)}")
         low, high = self.alpha_range if len(self.alpha_range) == 2 else (None, None)
-        if low is None or not low <= 0.0 < 1.0 <= high:
+        if low is None or not (math.isfinite(low) and math.isfinite(high) and low <= 0.0 < 1.0 <= high):
             raise _flag_error("alpha_range", ",".join(map(str, self.alpha_range)),
-                              "two numbers low,high with low <= 0 and high >= 1")
+                              "two finite numbers low,high with low <= 0 and high >= 1")
         i, n = self.shard if len(self.shard) == 2 else (0, 0)
         if not (int(n) == n and int(i) == i and 1 <= i <= n):
             raise _flag_error("shard", "/".join(map(str, self.shard)), "I/N with 1 <= I <= N, e.g. 1/4")
@@ -219,6 +227,7 @@ class StabilityJob:
     def prepare(self):
         """Load data and validate every setting against it and the experiment. Writes nothing."""
         st = self.stability
+        check_output_dir("StabilityJob", self.output_dir)
         dataset, ipe, end = load_for_run(self.run, self.data_dir)
         ks = [check_step_in_run((_S, "rewind_steps"), s, ipe, end) for s in st.rewind_steps]
         for s, k in zip(st.rewind_steps, ks):
@@ -226,6 +235,11 @@ class StabilityJob:
                 raise field_error(_S, "rewind_steps", s, f"is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "StabilityJob")
+        if st.noise == "augment" and not data_lib.augmented(self.run.dataset):
+            raise field_error(_S, "noise", st.noise, f"cannot make the copies differ: {self.run.dataset.name} is "
+                              "trained without augmentation here, so both copies would see the same data in the same "
+                              "order; expected data_order or data_order_and_augment (or augmentation switched on, "
+                              "DatasetHparams.augment=True).")
         checked_model(self.run, dataset, self.model_fn, zoo_unchecked=True)
         if self.experiment is None:
             if st.levels != (0,) or st.controls:

@@ -79,6 +79,14 @@ def checked_model(hparams: RunHparams, dataset, model_fn=None, zoo_unchecked: bo
     return factory, model
 
 
+def check_output_dir(owner: str, path: str, field: str = "output_dir") -> None:
+    """``path`` (job ``owner``'s ``field``) can hold run directories, else an
+    :class:`HparamError` naming it and what is wrong (:func:`tflth.fileio.output_dir_problem`)."""
+    problem = fileio.output_dir_problem(path)
+    if problem:
+        raise field_error(owner, field, path, f"{problem}; expected a directory that exists or can be made.")
+
+
 def load_for_run(hparams: RunHparams, data_dir: str | None):
     """``(dataset, iterations per epoch, end iteration)`` for a run; raises on a bad data_dir
     or model option (:func:`check_model`) before loading anything."""
@@ -92,8 +100,9 @@ def load_for_run(hparams: RunHparams, data_dir: str | None):
 
 def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_epoch: int, end: int,
                          owner: str = "TrainJob") -> None:
-    """Intervals (fields of job ``owner``) must parse and be positive; milestones/warmup
-    past the end only warn."""
+    """Intervals (fields of job ``owner``) must parse and be positive; a warmup longer than
+    training is an error (the learning rate would never reach ``lr``); milestones past the
+    end only warn."""
     for field, s in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
         if s:
             try:
@@ -102,7 +111,12 @@ def check_schedule_steps(training, eval_every, checkpoint_every, iterations_per_
                 raise field_note(owner, field, str(e), s) from None
             if every <= 0:
                 raise field_error(owner, field, s, "is invalid: expected a positive interval.")
-    for field, s in [("warmup", training.warmup)] + [("milestones", m) for m in training.milestones]:
+    warmup = steps.to_iterations(training.warmup, iterations_per_epoch)
+    if warmup > end:
+        raise field_error("TrainingHparams", "warmup", training.warmup,
+                          f"is iteration {warmup}, past the end of training (iteration {end}): the learning rate "
+                          f"would never reach lr; expected a warmup of at most {end} iterations.")
+    for field, s in [("milestones", m) for m in training.milestones]:
         if steps.to_iterations(s, iterations_per_epoch) > end:
             logging.warning("%s=%s is past the end of training (iteration %d); it has no effect.", field, s, end)
 
@@ -181,6 +195,7 @@ class TrainJob:
 
     def prepare(self):
         """Load data and validate every step; returns the dataset. Writes nothing."""
+        check_output_dir("TrainJob", self.output_dir)
         dataset, ipe, end = load_for_run(self.hparams, self.data_dir)
         for s in self.save_steps:
             check_step_in_run(("TrainJob", "save_steps"), s, ipe, end)
