@@ -23,12 +23,17 @@ data:
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
 	  echo "could not install dataset-fashion-mnist; tflth will try tfds"; fi
 
+# Two pytest workers (pytest-xdist), each test file on one worker (module fixtures built once):
+# the suite is mostly single-threaded Python, about one core's worth of work.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
+
 test: setup data
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 # Tests marked @pytest.mark.slow: the full-scale README commands at toy size (exit 5 = none collected is fine).
 test-slow: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m slow || [ $$? -eq 5 ]
+	$(PYTEST) -m slow || [ $$? -eq 5 ]
 
 demo: setup data
 	$(PY) bin/prune.py --preset=lenet_300_100_mnist --dataset=fashion_mnist \

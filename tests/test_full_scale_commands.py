@@ -120,9 +120,13 @@ def section_lines(section: str = SECTION) -> tuple[int, list[str]]:
         raise ReadmeError(f"README.md has {len(starts)} lines {section!r}; expected one.")
     start = starts[0]
     level = len(section) - len(section.lstrip("#"))
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("#") and 0 < len(lines[i]) - len(lines[i].lstrip("#")) <= level
-                and lines[i][len(lines[i]) - len(lines[i].lstrip("#"))] == " "), len(lines))
+    end, fenced = len(lines), False
+    for i in range(start + 1, len(lines)):
+        fenced ^= lines[i].startswith("```")
+        hashes = len(lines[i]) - len(lines[i].lstrip("#"))
+        if not fenced and 0 < hashes <= level and lines[i][hashes:hashes + 1] == " ":
+            end = i
+            break
     return start + 1, lines[start:end]
 
 
