@@ -93,6 +93,19 @@ def test_resume_after_interruption_is_exact(dataset, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_kill_between_saving_and_removing_periodic_checkpoints_leaves_the_same_files(dataset, tmp_path):
+    """Killed after saving periodic checkpoint 30 but before removing 20: the resumed run
+    drops 20 as the uninterrupted run did, and ends with the same checkpoints."""
+    hp = _hparams(training_steps="50it")
+    Trainer(hp, dataset=dataset).train(str(tmp_path / "full"), checkpoint_every="10it")
+    part = Trainer(hp, dataset=dataset)
+    part.train(str(tmp_path / "part"), end_step=30, checkpoint_every="10it")  # 30 saved, 20 not yet removed
+    ckpts = str(tmp_path / "part" / "checkpoints")
+    assert checkpoint.list_steps(ckpts) == [0, 20, 30]
+    Trainer(hp, dataset=dataset).train(str(tmp_path / "part"), checkpoint_every="10it")
+    assert checkpoint.list_steps(ckpts) == checkpoint.list_steps(str(tmp_path / "full" / "checkpoints")) == [0, 40, 50]
+
+
 def test_start_from_step_k_of_another_run_reproduces_it(dataset, tmp_path):
     k = 13
     hp = _hparams(training_steps=f"{k + 50}it", milestones=("30it",), optimizer="adam", lr=1e-3)

@@ -363,9 +363,15 @@ class Trainer:
             os.makedirs(run_dir, exist_ok=True)
         running = np.zeros(3)  # training loss sum, correct count, examples since the last evaluation
         resumed_periodic = None  # a periodic checkpoint resumed from: removed like the run's own would be
-        if ckpt_dir and (latest := checkpoint.latest(ckpt_dir)) is not None:
-            if latest != checkpoint.list_steps(ckpt_dir)[0] and latest not in keep:
+        if ckpt_dir and (found := checkpoint.list_steps(ckpt_dir)):
+            latest = found[-1]
+            if latest != found[0] and latest not in keep:
                 resumed_periodic = latest
+            periodic = self.to_iterations(checkpoint_every) if checkpoint_every else 0
+            if chief and periodic:  # a kill between saving a periodic checkpoint and removing the one
+                for s in found[1:-1]:  # before leaves both: drop the older, as the uninterrupted run did
+                    if s not in keep and s % periodic == 0:
+                        fileio.remove(checkpoint.path_for(ckpt_dir, s))
             self.load_checkpoint(checkpoint.path_for(ckpt_dir, latest))
             saved = checkpoint.load_extras(checkpoint.path_for(ckpt_dir, latest)).get(_TRAIN_SUMS)
             if saved is not None and saved.shape == running.shape:
