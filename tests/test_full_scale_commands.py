@@ -260,8 +260,12 @@ def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
 
     argv = cmd.argv({"output_dir": lambda v: _toy_path(root, v), "data_dir": lambda v: os.path.join(root, "tfds"),
                      "experiment": experiment, "levels": levels, "save_steps": lambda v: "1it",
-                     "warmup": lambda v: "1it", "strategy": lambda v: "default"})
+                     "strategy": lambda v: "default"})
     toy = {k: v for k, v in TOY.items() if k in own}
+    warmup = cmd.value("warmup") or (presets.get(cmd.value("preset")).run.training.warmup if cmd.value("preset")
+                                      else None)
+    if warmup and steps.to_iterations(warmup, 1) > 0:  # a warmup longer than the toy training is refused
+        toy["warmup"] = "1it"
     if dataset in TOY_WIDTH:
         toy["width"] = TOY_WIDTH[dataset]
     if cmd.value("output_dir") is None:
