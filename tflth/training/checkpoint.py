@@ -25,7 +25,7 @@ import numpy as np
 
 from tflth import fileio, paths
 
-__all__ = ["CheckpointError", "Writer", "save", "load", "load_extras", "path_for", "list_steps", "latest",
+__all__ = ["CheckpointError", "State", "Writer", "save", "read", "load", "path_for", "list_steps", "latest",
            "remove_partial"]
 
 
@@ -53,8 +53,14 @@ def save(path: str, step: int, model_vars: dict[str, np.ndarray], optimizer_vars
     fileio.write_npz(path, arrays)
 
 
-def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
-    """``(step, {model variable path: value}, [optimizer values])``; a damaged file raises
+class State(collections.namedtuple("State", "step model optimizer extras")):
+    """A checkpoint's contents: the step, ``{model variable path: value}``, the optimizer
+    values in order and the loop's named ``extras`` (``{}`` in one written before tflth
+    saved any)."""
+
+
+def read(path: str) -> State:
+    """The whole :class:`State` of a checkpoint, read once; a damaged file raises
     :class:`tflth.fileio.DamagedFileError`."""
     if not os.path.exists(path):
         raise CheckpointError(f"No checkpoint at '{path}'.")
@@ -63,15 +69,14 @@ def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
         raise fileio.DamagedFileError(path, "no step in it")
     model_vars = {k[len("model/"):]: v for k, v in data.items() if k.startswith("model/")}
     opt = sorted(k for k in data if k.startswith("optimizer/"))
-    return int(data["step"]), model_vars, [data[k] for k in opt]
+    extras = {k[len("extras/"):]: v for k, v in data.items() if k.startswith("extras/")}
+    return State(int(data["step"]), model_vars, [data[k] for k in opt], extras)
 
 
-def load_extras(path: str) -> dict[str, np.ndarray]:
-    """The named loop state saved with the checkpoint (``{}`` for one written before tflth
-    saved any)."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"No checkpoint at '{path}'.")
-    return {k[len("extras/"):]: v for k, v in fileio.read_npz(path).items() if k.startswith("extras/")}
+def load(path: str) -> tuple[int, dict[str, np.ndarray], list[np.ndarray]]:
+    """``(step, {model variable path: value}, [optimizer values])`` (:func:`read` without
+    the extras)."""
+    return tuple(read(path)[:3])
 
 
 class Writer:

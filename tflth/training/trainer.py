@@ -312,12 +312,14 @@ class Trainer:
 
     def load_checkpoint(self, path: str, weights: bool = True, optimizer: bool = True) -> int:
         """Restore from a checkpoint of this or another run; returns its step."""
-        step, model_vars, opt = checkpoint.load(path)
+        return self._restore(checkpoint.read(path), weights, optimizer)
+
+    def _restore(self, state: checkpoint.State, weights: bool = True, optimizer: bool = True) -> int:
         if weights:
-            self.set_weights(model_vars)
+            self.set_weights(state.model)
         if optimizer:
-            self.set_optimizer_state(opt)
-        return step
+            self.set_optimizer_state(state.optimizer)
+        return state.step
 
     # -------------------------------------------------------------- evaluation
 
@@ -372,8 +374,9 @@ class Trainer:
                 for s in found[1:-1]:  # before leaves both: drop the older, as the uninterrupted run did
                     if s not in keep and s % periodic == 0:
                         fileio.remove(checkpoint.path_for(ckpt_dir, s))
-            self.load_checkpoint(checkpoint.path_for(ckpt_dir, latest))
-            saved = checkpoint.load_extras(checkpoint.path_for(ckpt_dir, latest)).get(_TRAIN_SUMS)
+            state = checkpoint.read(checkpoint.path_for(ckpt_dir, latest))  # one read: state and extras
+            self._restore(state)
+            saved = state.extras.get(_TRAIN_SUMS)
             if saved is not None and saved.shape == running.shape:
                 running[:] = saved  # so the next evaluation averages what an uninterrupted run's does
             logging.info("%s: resuming from the checkpoint at step %d in %s", label, latest, ckpt_dir)
