@@ -97,8 +97,8 @@ class ModelHparams:
     (:func:`tflth.models.factory`). ``width`` 0 keeps a zoo model's default width;
     ``options`` are a zoo model's other integer options as ``(name, value)`` pairs (a dict
     is accepted), e.g. ``(("depth", 2), ("dim", 32))`` for ``vit_tiny``
-    (:func:`tflth.models.options`), kept sorted by name. ``prune`` holds globs over variable paths choosing the masked variables
-    (:func:`tflth.masking.select`); empty: every maskable kernel of a zoo model, and
+    (:func:`tflth.models.options`), kept sorted by name. ``prune`` holds globs over
+    variable paths choosing the masked variables (:func:`tflth.masking.select`); empty: every maskable kernel of a zoo model, and
     every maskable kernel but the output layer's of a user's model.
     """
 

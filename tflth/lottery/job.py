@@ -28,8 +28,8 @@ from tflth.lottery import starts
 from tflth.hparams import (PruningHparams, RunHparams, defaults_dict, field_error, field_note, identity, legacy_hash,
                            run_hash, to_dict)
 from tflth.report.experiments import last_evals_range
-from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run, named_run_dir,
-                                open_run_dir, train_or_resume)
+from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run,
+                                named_run_dir, open_run_dir, train_or_resume)
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training import checkpoint
 from tflth.training.trainer import Trainer

@@ -50,8 +50,8 @@ from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
 from tflth.stability.evaluate import BN_MODES, CurveEvaluator
 from tflth.training import checkpoint
-from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run, open_run_dir, read_result,
-                                train_or_resume)
+from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run,
+                                open_run_dir, read_result, train_or_resume)
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
