@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 EXPERIMENT = {"levels", "controls", "replicates"}
-PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy", "layer_rates", "rewind_step", "reset"}
+PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy", "layer_rates", "rewind_step", "reset",
+                        "nm", "nm_pad", "channel_norm"}
 STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
                           "train_examples", "bn_batches", "shard"}
 REPORT = {"experiments", "sweeps", "labels", "report_dir", "title"}

@@ -192,18 +192,34 @@ class TrainingHparams:
 
 @dataclasses.dataclass(frozen=True)
 class PruningHparams:
-    """Pruning of a fraction of the *remaining* weights per level.
+    """How each IMP level prunes: a registered strategy and its settings.
 
-    ``strategy`` names a registered pruning strategy (:data:`tflth.pruning.REGISTRY`:
-    ``magnitude``, ``random``). ``layer_rates`` overrides the fraction for layers whose
-    path matches a glob pattern (first match wins), e.g. ``(("output", 0.1),)``; a rate
-    of 0 excludes the layer.
+    ``strategy`` names a registered pruning strategy (:data:`tflth.pruning.REGISTRY`):
+
+    * ``magnitude`` / ``random`` (unstructured): ``fraction`` of the *remaining* weights
+      per level, one threshold across layers (``scope="global"``) or per layer
+      (``"layerwise"``);
+    * ``nm`` (N:M): level L keeps, in every group of M consecutive weights along each
+      kernel's input axis, the N of largest magnitude, N from ``nm[L-1]`` (N kept of M,
+      NVIDIA's spelling: ``((2, 4), (1, 4))`` is 2:4 at level 1, 1:4 at level 2; one M
+      for all levels, N decreasing). An input axis that is not a multiple of M is an
+      error unless ``nm_pad``: then the last group is padded with pruned zeros;
+    * ``channels``: ``fraction`` of the remaining output units (channels) of each layer
+      per level, by the ``channel_norm`` (``"l1"`` or ``"l2"``) of their weights, with
+      the next layer's matching input slices.
+
+    ``layer_rates`` overrides the fraction for variables whose path matches a glob
+    pattern (first match wins), e.g. ``(("output", 0.1),)``; a rate of 0 excludes the
+    variable (the only rate ``nm`` takes).
     """
 
     fraction: float = 0.2
     scope: str = "global"
     layer_rates: tuple[tuple[str, float], ...] = ()
     strategy: str = "magnitude"
+    nm: tuple[tuple[int, int], ...] = ()
+    nm_pad: bool = False
+    channel_norm: str = "l1"
 
     def __post_init__(self):
         c = "PruningHparams"
@@ -218,6 +234,33 @@ class PruningHparams:
         for pattern, rate in self.layer_rates:
             if not 0 <= rate < 1:
                 _fail(c, "layer_rates", f"{pattern}:{rate}", "rates in [0, 1)")
+        object.__setattr__(self, "nm", tuple(_nm_pair(p) for p in self.nm))
+        if self.nm:
+            text = ",".join(f"{n}:{m}" for n, m in self.nm)
+            for n, m in self.nm:
+                if not 1 <= n < m:
+                    _fail(c, "nm", text, "N:M patterns with 1 <= N < M (N weights kept of every M)")
+            if len({m for _, m in self.nm}) > 1:
+                _fail(c, "nm", text, "one M for every level (N shrinks at fixed M, e.g. 4:8,2:8,1:8)")
+            ns = [n for n, _ in self.nm]
+            if any(b >= a for a, b in zip(ns, ns[1:])):
+                _fail(c, "nm", text, "N decreasing from level to level (nested masks, e.g. 2:4,1:4)")
+        if self.channel_norm not in ("l1", "l2"):
+            _fail(c, "channel_norm", self.channel_norm, "'l1' or 'l2'")
+
+
+def _nm_pair(pattern) -> tuple[int, int]:
+    """``(n, m)`` from ``(n, m)`` or ``"n:m"``."""
+    if isinstance(pattern, str):
+        n, sep, m = pattern.partition(":")
+        try:
+            return int(n), int(m)
+        except ValueError:
+            _fail("PruningHparams", "nm", pattern, "N:M with whole numbers, e.g. 2:4")
+    n, m = pattern
+    if int(n) != n or int(m) != m:
+        _fail("PruningHparams", "nm", f"{n}:{m}", "N:M with whole numbers, e.g. 2:4")
+    return int(n), int(m)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,6 +114,7 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
     # fields whose flag has the field's name
     **{(owner, f): f for owner, fields in {
         "LotteryHparams": ("levels", "rewind_step", "reset", "controls", "replicates"),
+        "PruningHparams": ("nm", "nm_pad", "channel_norm"),
         "StabilityHparams": ("rewind_steps", "pairs", "replicates", "levels", "controls", "noise", "bn",
                              "interpolation_points", "alpha_range", "train_examples", "bn_batches", "shard"),
         "TrainJob": ("save_steps", "eval_every", "checkpoint_every", "output_dir"),
@@ -269,7 +270,14 @@ def define_pruning_flags() -> None:
     flags.DEFINE_float("pruning_fraction", None, "Fraction of remaining weights pruned per level." + _FROM_PRESET)
     flags.DEFINE_enum("pruning_scope", None, ["global", "layerwise"], "One global threshold or per layer."
                       + _FROM_PRESET)
-    flags.DEFINE_enum("pruning_strategy", "magnitude", list(PRUNING_STRATEGIES), "How a level chooses what to prune.")
+    flags.DEFINE_enum("pruning_strategy", "magnitude", list(PRUNING_STRATEGIES), "How a level chooses what to prune: "
+                      "magnitude (unstructured), random, nm (N:M, --nm), channels (whole units/filters by norm).")
+    flags.DEFINE_list("nm", [], "--pruning_strategy=nm: one N:M per level, N kept of every M inputs (NVIDIA's "
+                                "spelling; tfmot's (2, 4) is 2:4), one M, N decreasing, e.g. 2:4,1:4 or 4:8,2:8,1:8. "
+                                "--levels defaults to their count.")
+    flags.DEFINE_boolean("nm_pad", False, "--pruning_strategy=nm: pad an input axis that is not a multiple of M with "
+                                          "pruned zeros (else such a layer is an error).")
+    flags.DEFINE_enum("channel_norm", "l1", ["l1", "l2"], "--pruning_strategy=channels: the norm a unit is ranked by.")
     flags.DEFINE_list("layer_rates", None, "Per-layer rate overrides 'glob:rate', e.g. output:0.1,conv*:0 "
                                            "(0 excludes a layer)." + _FROM_PRESET)
     flags.DEFINE_string("rewind_step", None, "Rewind point k (step notation); 0it = original lottery ticket."
@@ -359,9 +367,13 @@ def pruning_hparams(flag_values=FLAGS):
             strategy=flag_values.pruning_strategy,
             layer_rates=(base.layer_rates if flag_values.layer_rates is None
                          else parse_layer_rates(flag_values.layer_rates)),
+            nm=tuple(flag_values.nm),
+            nm_pad=flag_values.nm_pad,
+            channel_norm=flag_values.channel_norm,
         )
     rewind = flag_values.rewind_step or (preset.rewind_step if preset else "0it")
-    levels = 8 if flag_values.levels is None else _int("levels", flag_values.levels)
+    default_levels = len(pruning.nm) if pruning.strategy == "nm" and pruning.nm else 8
+    levels = default_levels if flag_values.levels is None else _int("levels", flag_values.levels)
     lottery = LotteryHparams(levels=levels, rewind_step=rewind, reset=flag_values.reset,
                              controls=tuple(flag_values.controls), replicates=flag_values.replicates)
     return pruning, lottery

@@ -20,7 +20,6 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-import numpy as np
 from absl import logging
 
 from tflth import fileio, masking, paths, pruning, steps
@@ -153,8 +152,10 @@ class LotteryJob:
 
     @property
     def label(self) -> str:
-        return (f"{self.run.model.name} {self.run.dataset.name} {self.pruning.scope} "
-                f"{self.lottery.reset}@{self.lottery.rewind_step}")
+        p = self.pruning
+        how = {"magnitude": p.scope, "nm": "nm " + ",".join(f"{n}:{m}" for n, m in p.nm)}.get(
+            p.strategy, f"{p.strategy} {p.scope}")
+        return f"{self.run.model.name} {self.run.dataset.name} {how} {self.lottery.reset}@{self.lottery.rewind_step}"
 
     def level_dir(self, replicate: int, level: int, control: str | None = None) -> str:
         e = self.experiment
@@ -171,17 +172,16 @@ class LotteryJob:
             raise field_error(_L, "rewind_step", self.lottery.rewind_step, "is the end of training; "
                               f"expected a step before iteration {end}.")
         check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "LotteryJob")
-        pruning.strategy_for(self.pruning)  # a known strategy
+        pruning.strategy_for(self.pruning)  # a known strategy with consistent settings
         factory, model = checked_model(self.run, dataset, self.model_fn)
-        chosen = factory.prunable(model)
-        pruning.check_layer_rates(self.pruning.layer_rates, list(chosen))
-        sizes = {p: int(np.prod(m.shape)) for p, m in chosen.items()}
-        last = pruning.max_levels(self.pruning, sizes)
+        pruner = pruning.strategy_for(self.pruning, layouts=pruning.layouts(model, factory.prunable(model)))
+        pruner.check()
+        last = pruner.max_levels()
         if self.lottery.levels > last:
-            left = pruning.survivor_counts(self.pruning, sizes, last)[-1]
+            counts = pruner.survivor_counts(last)
             raise field_error(_L, "levels", self.lottery.levels, "is past the last level that prunes anything: "
-                              f"level {last} leaves {left} of {sum(sizes.values())} weights and no later level "
-                              f"prunes one; expected levels <= {last}.")
+                              f"level {last} leaves {counts[-1]} of {counts[0]} {pruner.unit} and no later level "
+                              f"prunes one; expected levels <= {last}{pruner.levels_hint}.")
         return dataset
 
     # ------------------------------------------------------------- running
@@ -221,7 +221,8 @@ class _ImpTrajectory:
         self.end = self.trainer.end_step
         self.reset = starts.get_reset(job.lottery.reset)
         self._reset_trainer = None
-        self.pruner = pruning.strategy_for(job.pruning, seed=self.hparams.training.seed)
+        self.pruner = pruning.strategy_for(job.pruning, seed=self.hparams.training.seed,
+                                           layouts=pruning.layouts(self.trainer.model))
 
     # --- helpers
 
@@ -248,7 +249,7 @@ class _ImpTrajectory:
         if os.path.exists(path):
             return load_level_mask(path, self.trainer)
         prev = self._level(level - 1)
-        mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1))
+        mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1), level=level)
         if is_chief():  # the other workers compute the same mask
             mask.save(path)
         return mask
@@ -317,7 +318,7 @@ class _ImpTrajectory:
                                           self._trainer_for_reset(), label=f"replicate {self.r} level {level}"))
             for name in job.lottery.controls:
                 control = starts.get_control(name)
-                add(name, level, self._train(self.experiment.control(self.r, level, name), control.mask(mask, begin),
+                add(name, level, self._train(self.experiment.control(self.r, level, name), control.mask(mask, begin, self.pruner),
                                              lambda t: control.start(t, begin),
                                              label=f"replicate {self.r} level {level} {name}"))
         logging.info("replicate %d done", self.r)

@@ -21,8 +21,9 @@ Controls (``--controls``), trained exactly like IMP's level L except for what th
 
 * ``random_reinit`` — level L's mask, weights from a new initialisation (seed
   :func:`control_seed`), optimizer state and schedule of step k;
-* ``random_prune`` — a random mask with level L's per-variable survivor counts (seed
-  :func:`control_seed`), weights W_k ⊙ m.
+* ``random_prune`` — a random mask of the pruning strategy's structure (any weights;
+  N:M groups; whole channels) with level L's per-variable survivor counts (seed
+  :func:`control_seed`; :meth:`tflth.pruning.Strategy.random_like`), weights W_k ⊙ m.
 
 The masks themselves are applied by the caller after ``start`` (``tflth.masking.apply_masks``).
 """
@@ -74,7 +75,9 @@ class Control:
 
     name = ""
 
-    def mask(self, level_mask: Mapping[str, np.ndarray], start: Start) -> dict[str, np.ndarray]:
+    def mask(self, level_mask: Mapping[str, np.ndarray], start: Start, strategy=None) -> dict[str, np.ndarray]:
+        """The control's mask from level L's IMP mask and the experiment's pruning
+        ``strategy`` (a :class:`tflth.pruning.Strategy`, for controls that keep its structure)."""
         return dict(level_mask)
 
     def start(self, trainer, start: Start) -> None:
@@ -161,7 +164,10 @@ class RandomReinit(Control):
 class RandomPrune(Control):
     name = "random_prune"
 
-    def mask(self, level_mask, start):
-        from tflth.pruning.strategies import random_like  # noqa: PLC0415
+    def mask(self, level_mask, start, strategy=None):
+        seed = control_seed(start.seed, start.level)
+        if strategy is None:
+            from tflth.pruning.strategies import random_like  # noqa: PLC0415
 
-        return random_like(level_mask, seed=control_seed(start.seed, start.level))
+            return random_like(level_mask, seed=seed)
+        return strategy.random_like(level_mask, seed=seed)

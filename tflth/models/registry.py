@@ -8,6 +8,7 @@ name / pattern                    family                         default dataset
 ``lenet_300_100``,                fully-connected LeNet,         ``mnist``
 ``lenet_<h1>_<h2>...``            hidden widths h1, h2, ...
 ``conv2``, ``conv4``, ``conv6``   Frankle & Carbin Conv-N        ``cifar10``
+                                  (options ``filters``, ``dense``)
 ``resnet20``, ``resnet56``,       CIFAR ResNet, depth D = 6n+2   ``cifar10``
 ``resnet110``, ``resnet<D>``,     (option ``width``, default 16)
 ``cifar_resnet<D>``
@@ -77,6 +78,7 @@ _FAMILIES = (
         dataset="cifar10",
         builder=convnet.build,
         config=lambda m: {"depth": int(m.group(1))},
+        options=dict(convnet.DEFAULTS),
     ),
     _Family(
         pattern=r"resnet(18|50)",

@@ -1,28 +1,50 @@
 """Pruning: which weights a level removes.
 
-Strategies (:mod:`tflth.pruning.strategies`) map trained weights and the current mask
-to the next mask, over ``{variable path: array}``; they are registered by name in
-:data:`REGISTRY` (``PruningHparams.strategy``, ``--pruning_strategy``). :func:`prune` runs
-one on a model's masked variables.
+A strategy maps trained weights and the current mask to the next mask, over
+``{variable path: array}``, and is registered by name in :data:`REGISTRY`
+(``PruningHparams.strategy``, ``--pruning_strategy``). Each is a structure × a score ×
+an allocation, with its own hyperparameters and level schedule:
+
+=============  ==================================  ================  =========================
+name           structure (what goes together)      score             allocation per level
+=============  ==================================  ================  =========================
+``magnitude``  one weight (:mod:`.strategies`)     ``|w|``           ``fraction`` of the rest,
+                                                                     global or layerwise
+``random``     one weight                          random            as ``magnitude``
+``nm``         N of every M inputs (:mod:`.nm`)    ``|w|``           the level's N:M (``nm``)
+``channels``   an output unit and its fan-out      L1/L2 norm        ``fraction`` of the units,
+               (:mod:`.channels`)                                    global or layerwise
+=============  ==================================  ================  =========================
+
+Every strategy's :meth:`~Strategy.random_like` is its random-pruning control: the same
+structure and per-layer counts, at random. :mod:`.layout` reads what a variable's axes
+mean from its layer (and where its units go from the model's graph). :func:`prune`
+runs a strategy on a model's masked variables.
 """
 
 from __future__ import annotations
 
 from tflth.hparams import PruningHparams
-from tflth.pruning.strategies import (REGISTRY, MagnitudePruning, PruningStrategy, RandomPruning, check_layer_rates,
-                                      max_levels, pruned_count, random_like, register, strategy_for, survivor_counts)
+from tflth.pruning.strategies import (REGISTRY, MagnitudePruning, PruningStrategy, RandomPruning, Strategy, allocate,
+                                      check_layer_rates, pruned_count, random_like, register, strategy_for)
+from tflth.pruning.nm import NMPruning, is_nm, is_pruned_m_by_n
+from tflth.pruning.channels import ChannelPruning
+from tflth.pruning.layout import VariableLayout, layouts
 
-__all__ = ["REGISTRY", "MagnitudePruning", "PruningStrategy", "RandomPruning", "check_layer_rates", "max_levels",
-           "pruned_count", "random_like", "register", "strategy_for", "survivor_counts", "prune"]
+__all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "PruningStrategy", "RandomPruning", "Strategy",
+           "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
+           "random_like", "register", "strategy_for", "prune"]
 
 
 def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "magnitude",
-          layer_rates=(), seed: int = 0):
+          layer_rates=(), seed: int = 0, level: int = 1, **settings):
     """The next mask of ``model``: ``strategy`` applied to its masked variables now.
 
     Prunes ``fraction`` of the weights still alive (of each variable with
     ``scope="layerwise"``; ``layer_rates`` ``((glob, rate), ...)`` give variables their own
-    rate); never re-grows a pruned weight. Returns a :class:`tflth.masking.Masks` and
+    rate); never re-grows a pruned weight. ``settings`` are the other
+    :class:`PruningHparams` fields (``nm=((2, 4),)``, ``nm_pad``, ``channel_norm``);
+    ``level`` picks a per-level setting (the N:M pattern). Returns a :class:`tflth.masking.Masks` and
     changes nothing: apply it with :func:`tflth.masking.apply_masks` or
     :func:`tflth.masking.rewind`.
 
@@ -35,5 +57,7 @@ def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "
     """
     from tflth import masking  # noqa: PLC0415
 
-    hparams = PruningHparams(fraction, scope, tuple(layer_rates), strategy)
-    return strategy_for(hparams, seed=seed)(masking.masked_weights(model), masking.masks_of(model))
+    hparams = PruningHparams(fraction, scope, tuple(layer_rates), strategy, **settings)
+    chosen = strategy_for(hparams, seed=seed, layouts=layouts(model))
+    chosen.check()
+    return chosen(masking.masked_weights(model), masking.masks_of(model), level=level)

@@ -26,20 +26,31 @@ import numpy as np
 
 from tflth.hparams import HparamError, PruningHparams
 from tflth.masking.masks import Masks, path_matches
+from tflth.pruning.layout import VariableLayout
 
-__all__ = ["PruningStrategy", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
-           "check_layer_rates", "strategy_for", "pruned_count", "survivor_counts", "max_levels"]
+__all__ = ["PruningStrategy", "Strategy", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
+           "allocate", "check_layer_rates", "rate_for", "strategy_for", "pruned_count"]
 
 
 class PruningStrategy(Protocol):
     """What IMP calls at each level: trained kernels + current mask → the next mask.
 
     Both arguments are ``{variable path: array}`` with the same keys and shapes; the
-    result is a :class:`tflth.masking.Masks`; a strategy never re-grows a pruned weight. Construct with
-    ``cls(hparams: PruningHparams, seed: int = 0)``.
+    result is a :class:`tflth.masking.Masks`; a strategy never re-grows a pruned weight.
+    ``level`` is the level being made (1, 2, ...), for strategies whose schedule is per
+    level (N:M). Construct with ``cls(hparams: PruningHparams, seed: int = 0, layouts=None)``
+    (``layouts``: ``{path: VariableLayout}``, :func:`tflth.pruning.layout.layouts`; the
+    structured strategies need them, the unstructured ones only their shapes).
     """
 
-    def __call__(self, kernels: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray]) -> Masks: ...
+    def __call__(self, kernels: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray],
+                 level: int = 1) -> Masks: ...
+
+    def random_like(self, mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks: ...
+
+    def survivor_counts(self, levels: int) -> list[int]: ...
+
+    def max_levels(self) -> int: ...
 
 
 #: Registered pruning strategies by name (``PruningHparams.strategy``).
@@ -70,7 +81,8 @@ def check_layer_rates(layer_rates, paths) -> None:
                               value=pattern)
 
 
-def _rate_for(path: str, layer_rates, default: float | None) -> float | None:
+def rate_for(path: str, layer_rates, default: float | None) -> float | None:
+    """The first ``layer_rates`` rate whose pattern matches ``path``, else ``default``."""
     for pattern, rate in layer_rates:
         if path_matches(pattern, path):
             return rate
@@ -88,48 +100,151 @@ def _prune_smallest(scores: np.ndarray, alive: np.ndarray, fraction: float) -> n
     return alive
 
 
-class _FractionPruning:
-    """Shared level logic; subclasses give the per-weight scores (lower = pruned first)."""
+def check_shapes(weights: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray]) -> None:
+    for p in mask:
+        if np.shape(weights[p]) != np.shape(mask[p]):
+            raise HparamError(f"Weights of '{p}' have shape {np.shape(weights[p])}; mask {np.shape(mask[p])}.")
 
-    def __init__(self, hparams: PruningHparams, seed: int = 0):
+
+def allocate(hparams: PruningHparams, scores: Mapping[str, np.ndarray],
+             alive: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The allocation of the fraction strategies: which of the ``alive`` entries (weights,
+    or units for :class:`~tflth.pruning.channels.ChannelPruning`) survive a level.
+
+    ``hparams.fraction`` of the alive entries go, lowest ``scores`` first: one ranking
+    across every variable without a ``layer_rates`` rate (``scope="global"``), or within
+    each variable (``"layerwise"``, and for every variable a rate matches, at its rate).
+    """
+    paths = list(alive)
+    default = None if hparams.scope == "global" else hparams.fraction
+    new, pooled = {}, []
+    for p in paths:
+        rate = rate_for(p, hparams.layer_rates, default)
+        if rate is None:
+            pooled.append(p)
+            continue
+        a = np.asarray(alive[p], bool)
+        new[p] = _prune_smallest(np.asarray(scores[p]).ravel(), a.ravel(), rate).reshape(a.shape)
+    if pooled:
+        flat_alive = np.concatenate([np.asarray(alive[p], bool).ravel() for p in pooled])
+        flat = np.concatenate([np.asarray(scores[p]).ravel() for p in pooled])
+        kept = _prune_smallest(flat, flat_alive, hparams.fraction)
+        offset = 0
+        for p in pooled:
+            n = np.size(alive[p])
+            new[p] = kept[offset:offset + n].reshape(np.shape(alive[p]))
+            offset += n
+    return {p: new[p] for p in paths}
+
+
+def unit_counts(hparams: PruningHparams, sizes: Mapping[str, int]):
+    """Entries left after level 0, 1, 2, ... of :func:`allocate` (endless), from the
+    counts alone: the counts do not depend on the scores."""
+    default = None if hparams.scope == "global" else hparams.fraction
+    rates = {p: rate_for(p, hparams.layer_rates, default) for p in sizes}
+    alive = {p: int(n) for p, n in sizes.items() if rates[p] is not None}
+    pool = sum(int(n) for p, n in sizes.items() if rates[p] is None)
+    while True:
+        yield pool + sum(alive.values())
+        for p in alive:
+            alive[p] -= pruned_count(rates[p], alive[p])
+        pool -= pruned_count(hparams.fraction, pool)
+
+
+def last_changing(counts) -> int:
+    """The last level of an endless count sequence that still changes it."""
+    previous, level = next(counts), 0
+    for count in counts:
+        if count == previous:
+            return level
+        previous, level = count, level + 1
+    raise AssertionError("unreachable")
+
+
+class Strategy:
+    """The shared shape of every strategy: its hparams, seed and the masked variables' layouts.
+
+    Subclasses set ``name`` and ``unit`` (what their counts count) and implement
+    ``__call__``; :meth:`random_like` (the random-pruning control), :meth:`survivor_counts`
+    and :meth:`check` default to the unstructured ones. ``uses`` names the
+    :class:`PruningHparams` fields a strategy reads besides ``strategy`` and
+    ``layer_rates``; setting ``nm``, ``nm_pad`` or ``channel_norm`` for a strategy that does
+    not use it is an error, so a flag that would have no effect never passes silently
+    (``fraction`` and ``scope`` come with every preset; ``nm`` ignores them).
+    """
+
+    name = ""
+    unit = "weights"
+    uses: tuple[str, ...] = ()
+    levels_hint = ""  # why the level count is what it is, for the error on too many levels
+
+    def __init__(self, hparams: PruningHparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None):
         self.hparams = hparams
         self.seed = seed
+        self.layouts = dict(layouts) if layouts is not None else None
+        defaults = PruningHparams()
+        for field in ("nm", "nm_pad", "channel_norm"):  # fraction and scope come with every preset
+            if field not in self.uses and getattr(hparams, field) != getattr(defaults, field):
+                value = getattr(hparams, field)
+                value = ",".join(f"{n}:{m}" for n, m in value) if field == "nm" else value
+                raise HparamError(f"PruningHparams.{field}={value} has no effect with strategy "
+                                  f"{hparams.strategy!r}; expected the default {getattr(defaults, field)!r} "
+                                  f"(it is a setting of {self._owners_of(field)}).",
+                                  owner="PruningHparams", field=field, value=value)
+
+    @staticmethod
+    def _owners_of(field: str) -> str:
+        owners = [n for n, cls in REGISTRY.items() if field in getattr(cls, "uses", ())]
+        return "strategy " + " / ".join(repr(o) for o in owners) if owners else "no strategy"
+
+    def require_layouts(self) -> dict[str, VariableLayout]:
+        if self.layouts is None:
+            raise HparamError(f"Pruning strategy {self.name!r} needs the layouts of the masked variables "
+                              "(tflth.pruning.layout.layouts(model)).")
+        return self.layouts
+
+    def check(self) -> None:
+        """Validate the hparams against the masked variables (``layouts``); raise HparamError."""
+        if self.layouts is not None:
+            check_layer_rates(self.hparams.layer_rates, list(self.layouts))
+
+    def random_like(self, mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
+        """A random mask of this strategy's structure with the per-variable counts of ``mask``."""
+        return random_like(mask, seed)
+
+    def sizes(self) -> dict[str, int]:
+        return {p: int(np.prod(lay.shape)) for p, lay in self.require_layouts().items()}
+
+    def survivor_counts(self, levels: int) -> list[int]:
+        """Prunable ``unit`` left after each of levels 0..``levels``."""
+        counts = unit_counts(self.hparams, self.sizes())
+        return [next(counts) for _ in range(levels + 1)]
+
+    def max_levels(self) -> int:
+        """The last level that still prunes something: any level after it prunes nothing."""
+        return last_changing(unit_counts(self.hparams, self.sizes()))
+
+
+class _FractionPruning(Strategy):
+    """Unstructured: subclasses give the per-weight scores (lower = pruned first)."""
+
+    uses = ("fraction", "scope")
 
     def scores(self, weights: Mapping[str, np.ndarray], paths: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def __call__(self, weights: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray]) -> Masks:
+    def __call__(self, weights: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray], level: int = 1) -> Masks:
         paths = list(mask)
         check_layer_rates(self.hparams.layer_rates, paths)
-        for p in paths:
-            if np.shape(weights[p]) != np.shape(mask[p]):
-                raise HparamError(f"Weights of '{p}' have shape {np.shape(weights[p])}; mask {np.shape(mask[p])}.")
-        scores = self.scores(weights, paths)
-        default = None if self.hparams.scope == "global" else self.hparams.fraction
-        new = {}
-        pooled = []
-        for p in paths:
-            rate = _rate_for(p, self.hparams.layer_rates, default)
-            if rate is None:
-                pooled.append(p)
-                continue
-            alive = np.asarray(mask[p], bool).ravel()
-            new[p] = _prune_smallest(scores[p].ravel(), alive, rate).reshape(np.shape(mask[p]))
-        if pooled:
-            alive = np.concatenate([np.asarray(mask[p], bool).ravel() for p in pooled])
-            flat = np.concatenate([scores[p].ravel() for p in pooled])
-            kept = _prune_smallest(flat, alive, self.hparams.fraction)
-            offset = 0
-            for p in pooled:
-                n = np.size(mask[p])
-                new[p] = kept[offset:offset + n].reshape(np.shape(mask[p]))
-                offset += n
-        return Masks({p: new[p] for p in paths})
+        check_shapes(weights, mask)
+        return Masks(allocate(self.hparams, self.scores(weights, paths), {p: np.asarray(mask[p], bool) for p in paths}))
 
 
 @register("magnitude")
 class MagnitudePruning(_FractionPruning):
     """Prune the smallest-magnitude remaining weights (global or layerwise)."""
+
+    name = "magnitude"
 
     def scores(self, weights, paths):
         return {p: np.abs(np.asarray(weights[p], np.float64)) for p in paths}
@@ -138,6 +253,8 @@ class MagnitudePruning(_FractionPruning):
 @register("random")
 class RandomPruning(_FractionPruning):
     """Prune as many remaining weights as magnitude pruning would, chosen at random."""
+
+    name = "random"
 
     def scores(self, weights, paths):
         rng = np.random.default_rng(self.seed)
@@ -156,43 +273,13 @@ def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
     return Masks(out)
 
 
-def strategy_for(hparams: PruningHparams, seed: int = 0) -> PruningStrategy:
-    """The registered strategy ``hparams.strategy``, built for ``hparams`` and ``seed``."""
+def strategy_for(hparams: PruningHparams, seed: int = 0,
+                 layouts: Mapping[str, VariableLayout] | None = None) -> PruningStrategy:
+    """The registered strategy ``hparams.strategy``, built for ``hparams``, ``seed`` and
+    the masked variables' ``layouts`` (:func:`tflth.pruning.layout.layouts`)."""
     try:
         cls = REGISTRY[hparams.strategy]
     except KeyError:
         raise HparamError(f"PruningHparams.strategy={hparams.strategy!r} is invalid: expected one of {list(REGISTRY)}.",
                           owner="PruningHparams", field="strategy", value=hparams.strategy) from None
-    return cls(hparams, seed=seed)
-
-
-def _level_counts(hparams: PruningHparams, sizes: Mapping[str, int]):
-    """Prunable weights left after level 0, 1, 2, ... of a fraction strategy (endless),
-    from the layer sizes alone: the counts do not depend on the weights."""
-    check_layer_rates(hparams.layer_rates, list(sizes))
-    default = None if hparams.scope == "global" else hparams.fraction
-    rates = {p: _rate_for(p, hparams.layer_rates, default) for p in sizes}
-    alive = {p: int(n) for p, n in sizes.items() if rates[p] is not None}
-    pool = sum(int(n) for p, n in sizes.items() if rates[p] is None)
-    while True:
-        yield pool + sum(alive.values())
-        for p in alive:
-            alive[p] -= pruned_count(rates[p], alive[p])
-        pool -= pruned_count(hparams.fraction, pool)
-
-
-def survivor_counts(hparams: PruningHparams, sizes: Mapping[str, int], levels: int) -> list[int]:
-    """Prunable weights left after each of levels 0..``levels``."""
-    counts = _level_counts(hparams, sizes)
-    return [next(counts) for _ in range(levels + 1)]
-
-
-def max_levels(hparams: PruningHparams, sizes: Mapping[str, int]) -> int:
-    """The last level that still prunes a weight: any level after it prunes nothing."""
-    counts = _level_counts(hparams, sizes)
-    previous, level = next(counts), 0
-    for count in counts:
-        if count == previous:
-            return level
-        previous, level = count, level + 1
-    raise AssertionError("unreachable")
+    return cls(hparams, seed=seed, layouts=layouts)

@@ -42,9 +42,9 @@ import numpy as np
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, masking, paths, steps
+from tflth import fileio, masking, paths, pruning, steps
 from tflth.lottery import starts
-from tflth.hparams import HparamError, RunHparams, field_error, field_note, defaults_dict, identity, run_hash, to_dict
+from tflth.hparams import HparamError, PruningHparams, RunHparams, field_error, field_note, defaults_dict, identity, run_hash, to_dict
 from tflth.lottery.job import load_level_mask, replicate_hparams
 from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
@@ -332,6 +332,7 @@ class _SweepReplicate:
         self.experiment = paths.Experiment(job.experiment) if job.experiment else None
         self._rewinds: dict[int, str] | None = None
         self._evaluator = None
+        self._pruner = None
 
     # --- W_k
 
@@ -379,12 +380,20 @@ class _SweepReplicate:
                 t.load_checkpoint(begin.rewind)
         else:
             control = starts.get_control(unit.method)
-            mask = masking.Masks(control.mask(mask, begin))
+            mask = masking.Masks(control.mask(mask, begin, self._pruning_strategy()))
 
             def init(t):
                 control.start(t, begin)
 
         return mask, init
+
+    def _pruning_strategy(self):
+        """The experiment's pruning strategy, whose structure its controls keep."""
+        if self._pruner is None:
+            stored = fileio.read_json(self.experiment.hparams)
+            self._pruner = pruning.strategy_for(PruningHparams(**stored["pruning"]),
+                                                layouts=pruning.layouts(self.trainer.model))
+        return self._pruner
 
     # --- one pair
 

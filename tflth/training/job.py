@@ -19,7 +19,7 @@ from tflth import data as data_lib
 from tflth import fileio, models, paths, steps
 from tflth.hparams import HparamError, ModelHparams, field_error, field_note, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
 from tflth.training import checkpoint
-from tflth.training.strategy import get_strategy
+from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
 __all__ = ["TrainJob", "check_model", "checked_model", "check_schedule_steps", "check_step_in_run", "load_for_run", "open_run_dir",
@@ -162,7 +162,7 @@ def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], N
     resumes from the latest (weights, optimizer, step). A fresh run first calls
     ``start(trainer)`` to put the model in its start state. ``masks`` (a
     :class:`tflth.masking.Masks`; checkpoints hold none) are applied either way, after
-    ``start``. ``train_kwargs`` go to :meth:`Trainer.train` (a resumed run must get the
+    ``start``, and kept as the run's ``mask.npz`` (unless it has one: an IMP level's). ``train_kwargs`` go to :meth:`Trainer.train` (a resumed run must get the
     same ones again).
     """
     from tflth import masking  # noqa: PLC0415
@@ -173,6 +173,10 @@ def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], N
     if start is not None and checkpoint.latest(run.checkpoints) is None:
         start(trainer)
     if masks is not None:
+        masks = masking.Masks(masks)
+        if is_chief() and not os.path.exists(run.mask):  # every trained network keeps its mask (for export)
+            os.makedirs(run.path, exist_ok=True)
+            masks.save(run.mask)
         masking.apply_masks(trainer.model, masks)
     return trainer.train(run.path, **train_kwargs).to_dict()  # every worker's own (only the chief writes)
 

@@ -1,0 +1,228 @@
+"""Which axes of a masked variable are its inputs and its output units.
+
+Structured pruning needs to know what a kernel's axes mean: N:M groups lie along the
+axis the layer *contracts* with its input (Dense ``(in, out)``: ``in``), and a channel
+is one index of the axes it *produces* (Dense: ``out``). :func:`layout_of` reads this
+from the layer that owns a variable:
+
+=============================================  ===================  ==================
+layer (and subclasses) . variable              input axes           output axes
+=============================================  ===================  ==================
+``Dense.kernel`` ``(in, out)``                 ``(0,)``             ``(1,)``
+``Conv1D/2D/3D.kernel`` ``(*k, in, out)``      ``(-2,)``            ``(-1,)``
+``SeparableConv*.pointwise_kernel``            ``(-2,)``            ``(-1,)``
+``Conv*Transpose.kernel`` ``(*k, out, in)``    ``(-1,)``            ``(-2,)``
+``EinsumDense.kernel``                         kernel letters       kernel letters
+                                               absent from the      present in the
+                                               output               output
+``SimpleRNN/LSTM/GRU`` cells' kernels          ``(0,)``             ``(1,)``
+=============================================  ===================  ==================
+
+Depthwise kernels, embeddings and variables a ``+`` pattern selected have no input
+axis (``input_axes == ()``): structured strategies refuse them by name. All axes are
+normalised to non-negative numbers.
+
+Where a kernel's output units go is read from the model's graph (``feeds``): in a
+Sequential or functional model, the output of a Dense or convolution that reaches the
+next masked kernel through layers that keep channels apart (activations, dropout,
+pooling, BatchNormalization, ``Flatten``) feeds that kernel's input axis, unit ``u``
+its entries ``u, u + units, u + 2·units, ...`` (``feed_repeat`` of them: the spatial
+positions a ``Flatten`` lays out channels-last). Anything else in between — a residual
+``Add``, a ``Concatenate``, attention, a subclassed model whose graph Keras does not
+record — leaves ``feeds`` empty and says why in ``feeds_problem``; ``head`` marks the
+kernels whose units are the model's outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+
+import keras
+
+__all__ = ["VariableLayout", "layout_of", "layouts", "einsum_axes"]
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableLayout:
+    """A masked variable's shape and the meaning of its axes.
+
+    ``input_axes``: the axes contracted with the layer's input (N:M groups run along the
+    last of them); ``output_axes``: the axes that index the layer's output units
+    (channels); both empty when the variable has no such structure. ``kind`` is
+    ``"<layer class>.<variable name>"`` and ``layer`` the owning layer's name.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    kind: str
+    input_axes: tuple[int, ...] = ()
+    output_axes: tuple[int, ...] = ()
+    layer: str = ""
+    feeds: str = ""
+    feed_repeat: int = 1
+    feeds_problem: str = ""
+    head: bool = False
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.input_axes) and bool(self.output_axes)
+
+    @property
+    def group_axis(self) -> int:
+        """The axis N:M groups run along (the last input axis)."""
+        if not self.input_axes:
+            raise ValueError(f"Variable '{self.path}' ({self.kind}) has no input axis.")
+        return self.input_axes[-1]
+
+    @property
+    def units(self) -> int:
+        """Output units (channels): the product of the output axes' sizes."""
+        n = 1
+        for a in self.output_axes:
+            n *= self.shape[a]
+        return n
+
+
+def einsum_axes(equation: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(input axes, output axes)`` of an ``EinsumDense`` kernel from its equation.
+
+    >>> einsum_axes("ab,bc->ac"), einsum_axes("abc,cde->abde"), einsum_axes("abcd,cde->abe")
+    (((0,), (1,)), ((0,), (1, 2)), ((0, 1), (2,)))
+    >>> einsum_axes("...b,bc->...c")
+    ((0,), (1,))
+    """
+    match = re.fullmatch(r"\s*([a-zA-Z.]+)\s*,\s*([a-zA-Z]+)\s*->\s*([a-zA-Z.]+)\s*", equation)
+    if not match:
+        raise ValueError(f"EinsumDense equation {equation!r} is not of the form 'in,kernel->out'.")
+    inputs, kernel, output = match.groups()
+    contracted = tuple(i for i, c in enumerate(kernel) if c in inputs and c not in output)
+    produced = tuple(i for i, c in enumerate(kernel) if c in output)
+    return contracted, produced
+
+
+_TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_CELLS = (keras.layers.SimpleRNNCell, keras.layers.LSTMCell, keras.layers.GRUCell)
+
+
+def _axes(layer, name: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    # order matters: Conv*Transpose and Separable/Depthwise subclass the plain convolutions
+    if isinstance(layer, _TRANSPOSE) and name == "kernel":
+        return (rank - 1,), (rank - 2,)
+    if isinstance(layer, _SEPARABLE):
+        return ((rank - 2,), (rank - 1,)) if name == "pointwise_kernel" else ((), ())
+    if isinstance(layer, _DEPTHWISE):
+        return (), ()
+    if isinstance(layer, _CONV) and name == "kernel":
+        return (rank - 2,), (rank - 1,)
+    if isinstance(layer, keras.layers.EinsumDense) and name == "kernel":
+        return einsum_axes(layer.equation)
+    if isinstance(layer, (keras.layers.Dense, *_CELLS)) and name in ("kernel", "recurrent_kernel") and rank == 2:
+        return (0,), (1,)
+    return (), ()
+
+
+def layout_of(maskable) -> VariableLayout:
+    """The :class:`VariableLayout` of a :class:`tflth.masking.Maskable`."""
+    shape = maskable.shape
+    inputs, outputs = _axes(maskable.layer, maskable.variable.name, len(shape))
+    return VariableLayout(maskable.path, shape, maskable.kind, inputs, outputs, getattr(maskable.layer, "name", ""))
+
+
+def layouts(model, selected: Mapping[str, object] | None = None) -> dict[str, VariableLayout]:
+    """``{path: VariableLayout}`` of ``model``'s masked variables, in model order.
+
+    ``selected`` (``{path: Maskable}``, as :func:`tflth.masking.select` returns) names
+    the variables instead: for a model not masked yet. Without it, an unmasked model's
+    maskable-by-default variables."""
+    from tflth import masking  # noqa: PLC0415
+
+    if selected is not None:
+        found = dict(selected)
+    elif masking.has_masks(model):
+        found = {p: masking.Maskable(p, v, _owner(model, v)) for p, (v, _) in masking.masked_variables(model).items()}
+    else:
+        found = masking.maskable_variables(model)
+    out = {p: layout_of(m) for p, m in found.items()}
+    links = _links(model, {p: m.layer for p, m in found.items()})
+    return {p: dataclasses.replace(lay, **links.get(p, {})) for p, lay in out.items()}
+
+
+# Layers a channel passes through unchanged in position (one output channel per input channel).
+_CHANNELWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+                keras.layers.Softmax, keras.layers.Dropout, keras.layers.BatchNormalization,
+                keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
+                keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+                keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+                keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D)
+_KERNEL_LAYERS = (keras.layers.Dense, *_CONV)
+
+
+def _tensors(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _links(model, owners: Mapping[str, object]) -> dict[str, dict]:
+    """``{path: {feeds, feed_repeat, feeds_problem, head}}`` from the model's graph."""
+    try:
+        layers = list(model.layers)
+        produced = {id(layer.output): layer for layer in layers}
+        consumers: dict[int, list] = {}
+        for layer in layers:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            for t in _tensors(layer.input):
+                consumers.setdefault(id(t), []).append(layer)
+        outputs = {id(t) for t in _tensors(model.outputs)}
+    except (AttributeError, ValueError, TypeError):
+        return {p: {"feeds_problem": f"the graph of model '{model.name}' is not recorded (a subclassed model or "
+                                     "a layer called more than once)"} for p in owners}
+    by_layer = {id(layer): p for p, layer in owners.items() if isinstance(layer, _KERNEL_LAYERS)}
+    links: dict[str, dict] = {}
+    for path, layer in owners.items():
+        if id(layer) not in by_layer or not any(layer is x for x in layers):
+            links[path] = {"feeds_problem": f"layer '{getattr(layer, 'name', layer)}' is not a Dense or convolution "
+                                            "at the top level of the model's graph"}
+            continue
+        links[path] = _follow(layer, consumers, outputs, by_layer)
+    return links
+
+
+def _follow(layer, consumers, outputs, by_layer) -> dict:
+    tensor, repeat = layer.output, 1
+    while True:
+        if id(tensor) in outputs:
+            return {"head": True, "feeds_problem": f"the output of '{layer.name}' is the model's output"}
+        nxt = consumers.get(id(tensor), [])
+        if len(nxt) != 1:
+            return {"feeds_problem": f"the output of '{layer.name}' goes to {len(nxt)} layers "
+                                     f"({', '.join(x.name for x in nxt) or 'none'})"}
+        (after,) = nxt
+        if id(after) in by_layer:
+            if len(_tensors(after.input)) != 1:
+                return {"feeds_problem": f"'{after.name}' takes several inputs"}
+            return {"feeds": by_layer[id(after)], "feed_repeat": repeat}
+        if isinstance(after, keras.layers.Flatten):
+            shape = tuple(tensor.shape[1:])
+            if any(d is None for d in shape):
+                return {"feeds_problem": f"'{after.name}' flattens a tensor of unknown shape {shape}"}
+            for d in shape[:-1]:
+                repeat *= int(d)
+        elif not isinstance(after, _CHANNELWISE):
+            return {"feeds_problem": f"the output of '{layer.name}' goes through '{after.name}' "
+                                     f"({type(after).__name__}), which mixes or reshapes channels"}
+        tensor = after.output
+
+
+def _owner(model, variable):
+    from tflth import _keras  # noqa: PLC0415
+
+    for layer in [model, *_keras.sublayers(model)]:
+        if any(v is variable for v in _keras.own_variables(layer)):
+            return layer
+    return model
+
