@@ -52,6 +52,7 @@ README = os.path.join(ROOT, "README.md")
 SECTION = "## Reproducing the papers at full scale"
 # The vision-transformer results: the exact commands of its runs, at toy size too.
 VIT_SECTION = "### Lottery tickets, rewinding and stability in a vision transformer (Fashion-MNIST, CPU)"
+STRUCTURED_SECTION = "### Structured tickets: N:M and channels (Fashion-MNIST, CPU)"
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -197,6 +198,7 @@ def _commands_or_problem(section: str):
 
 COMMANDS, README_PROBLEM = _commands_or_problem(SECTION)
 VIT_COMMANDS, VIT_PROBLEM = _commands_or_problem(VIT_SECTION)
+STRUCTURED_COMMANDS, STRUCTURED_PROBLEM = _commands_or_problem(STRUCTURED_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
@@ -371,6 +373,13 @@ def vit_runner(tmp_path_factory, own_flags):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def structured_runner(tmp_path_factory, own_flags):
+    root = tmp_path_factory.mktemp("structured")
+    yield Runner(str(root), own_flags, STRUCTURED_COMMANDS)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 # ------------------------------------------------------------------ tests
 
 
@@ -437,3 +446,25 @@ def test_vit_command_runs_at_toy_size(cmd, own_flags, vit_runner):
     unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
     assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
     vit_runner.run(cmd)
+
+
+def test_structured_section_has_the_runs_of_its_tables():
+    assert STRUCTURED_PROBLEM is None, STRUCTURED_PROBLEM
+    prune = [c for c in STRUCTURED_COMMANDS if c.binary == "prune"]
+    models = {c.value("model") or c.value("preset") for c in prune}
+    assert {"lenet_300_100_mnist", "conv2"} <= models, models
+    for model in models:
+        mine = [c for c in prune if (c.value("model") or c.value("preset")) == model]
+        kinds = {(c.value("pruning_strategy") or "magnitude", (c.value("nm") or "").split(":")[-1]) for c in mine}
+        assert {("magnitude", ""), ("nm", "4"), ("nm", "8"), ("channels", "")} <= kinds, (model, kinds)
+        for c in mine:
+            assert "random_prune" in (c.value("controls") or ""), f"README line {c.line}: no structured control"
+            assert c.value("replicates") == "3" and c.value("rewind_step"), f"README line {c.line}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cmd", STRUCTURED_COMMANDS, ids=[c.id for c in STRUCTURED_COMMANDS])
+def test_structured_command_runs_at_toy_size(cmd, own_flags, structured_runner):
+    unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
+    assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
+    structured_runner.run(cmd)
