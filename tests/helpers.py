@@ -1,6 +1,12 @@
-"""Small shared helpers for the tests: a synthetic MNIST-shaped dataset on disk; killing a run mid-way."""
+"""Small shared helpers for the tests: a synthetic MNIST-shaped dataset on disk; killing a run mid-way;
+a directory's files before and after; a refused command."""
+
+import hashlib
+import os
+import re
 
 import numpy as np
+import pytest
 
 
 def write_synthetic_npz(path, num_train=240, num_test=60, seed=0, shape=(28, 28, 1), classes=10):
@@ -107,3 +113,26 @@ def assert_same_run_files(a, b):
     assert sorted(fa) == sorted(fb), (sorted(set(fa) ^ set(fb)))
     differ = [k for k in sorted(fa) if fa[k] != fb[k]]
     assert not differ, f"files differ: {differ[:8]}"
+
+
+def snapshot(directory):
+    """``{relative path: (mtime, md5)}`` of every file under ``directory``."""
+    out = {}
+    for root, _, files in os.walk(directory):
+        for f in files:
+            p = os.path.join(root, f)
+            out[os.path.relpath(p, directory)] = (os.stat(p).st_mtime_ns, hashlib.md5(open(p, "rb").read()).hexdigest())
+    return out
+
+
+def assert_refused(main, argv, capsys, pattern, *untouched):
+    """``main(argv)`` (a binary's main under the flags in force) exits 2 with one line on
+    stderr matching ``pattern``, no traceback, and every directory in ``untouched`` as it was."""
+    before = [snapshot(d) for d in untouched]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+    assert [snapshot(d) for d in untouched] == before

@@ -1,6 +1,5 @@
 """bin/train.py: bad input is one line and exit 2 with nothing touched; kill and resume."""
 
-import hashlib
 import re
 import json
 import os
@@ -14,19 +13,13 @@ from absl.testing import flagsaver
 from tflth.cli import train as train_cli
 from tflth.training import checkpoint
 
-from helpers import assert_same_run_files, kill_when, write_synthetic_npz
+from helpers import assert_same_run_files, kill_when, snapshot, write_synthetic_npz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "bin", "train.py")
 
 
-def _snapshot(directory):
-    out = {}
-    for root, _, files in os.walk(directory):
-        for f in files:
-            p = os.path.join(root, f)
-            out[os.path.relpath(p, directory)] = (os.stat(p).st_mtime_ns, hashlib.md5(open(p, "rb").read()).hexdigest())
-    return out
+_snapshot = snapshot
 
 
 @pytest.fixture(scope="module")

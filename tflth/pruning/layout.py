@@ -170,7 +170,6 @@ def _links(model, owners: Mapping[str, object]) -> dict[str, dict]:
     """``{path: {feeds, feed_repeat, feeds_problem, head}}`` from the model's graph."""
     try:
         layers = list(model.layers)
-        produced = {id(layer.output): layer for layer in layers}
         consumers: dict[int, list] = {}
         for layer in layers:
             if isinstance(layer, keras.layers.InputLayer):

@@ -38,7 +38,6 @@ import socket
 import time
 from collections.abc import Callable
 
-import numpy as np
 from absl import logging
 
 from tflth import data as data_lib
