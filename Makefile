@@ -40,8 +40,9 @@ demo: setup data
 	  --data_dir=$(DATA_DIR) --output_dir=$(OUTPUT_DIR)/demo \
 	  --training_steps=2ep --levels=3 --rewind_step=0it --controls=random_reinit $(DEMO_FLAGS)
 
-# Engine speed, IMP overhead, stability curves and scaling, each printing its table; all four
-# run, and the target fails at the end if any missed a bound. BENCH_FLAGS=--quick: a smoke check.
+# Engine speed, IMP overhead, stability curves, scaling and exports, each printing its table; all
+# five run, and the target fails at the end if any missed a bound (or, for exports, if an export's
+# test accuracy differs from the masked model's). BENCH_FLAGS=--quick: a smoke check.
 BENCH_FLAGS ?=
 bench: setup data
 	status=0; \
@@ -49,6 +50,7 @@ bench: setup data
 	$(PY) benchmarks/lottery_speed.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/stability_speed.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/scaling.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/export_speed.py $(BENCH_FLAGS) || status=1; \
 	exit $$status
 
 # tflth vs TensorFlow Model Optimization. tfmot flips tf.keras to tf_keras on import, so it

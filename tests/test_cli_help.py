@@ -19,6 +19,7 @@ PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy",
 STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
                           "train_examples", "bn_batches", "shard"}
 REPORT = {"experiments", "sweeps", "labels", "report_dir", "title"}
+EXPORT = {"source", "formats", "export_dir", "step"}
 # Flags absl and TensorFlow define for themselves (all listed by --helpfull).
 FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile", "undefok", "only_check_args",
            "test_random_seed", "hbm_oom_exit", "op_conversion_fallback_to_while_loop", "delta_threshold"]
@@ -37,13 +38,13 @@ def _help(command):
     return out, listed
 
 
-@pytest.mark.parametrize("binary", ["train", "prune", "report", "stability"])
+@pytest.mark.parametrize("binary", ["train", "prune", "report", "stability", "export"])
 def test_help_lists_the_binary_s_own_flags(binary):
     out, listed = _help([sys.executable, os.path.join(ROOT, "bin", f"{binary}.py")])
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr == "", out.stderr[-3000:]  # TensorFlow's start-up output is dropped too
     expected = {"train": _training_flags(), "prune": _training_flags() | PRUNING, "report": REPORT,
-                "stability": _training_flags() | STABILITY}[binary]
+                "stability": _training_flags() | STABILITY, "export": EXPORT}[binary]
     assert len(listed) == len(set(listed)) and set(listed) == expected, out.stdout
     assert out.stdout.startswith(f"USAGE: {binary}.py ") and f"tflth-{binary}" in out.stdout
     for name in FOREIGN:
@@ -55,6 +56,9 @@ def test_help_lists_the_binary_s_own_flags(binary):
     if binary == "stability":
         assert re.search(r"--rewind_steps: .*\n.*\n\s+\(default: '0it'\)", out.stdout), out.stdout
         assert re.search(r"--bn: <recompute\|interpolate>:", out.stdout)
+    if binary == "export":
+        assert re.search(r"--formats: Export formats, some of baked, shrunk, compressed, litert,\s+litert_sparse.\n"
+                         r"\s+\(default: 'baked,shrunk,compressed'\)", out.stdout), out.stdout
     if binary == "train":
         assert re.search(r"--strategy: <auto\|default\|mirrored\|multi_worker\|tpu>:", out.stdout)
         assert re.search(r"--output_dir: .*\n\s+\(default: 'runs'\)", out.stdout)

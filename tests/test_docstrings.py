@@ -7,7 +7,8 @@ import pydoc
 import pytest
 
 import tflth
-from tflth import masking, pruning
+from tflth import export, masking, pruning
+from tflth.export import baked, compressed, litert, shrinking, source
 from tflth.masking import fit, maskable, masks, saving, state
 from tflth.training import Trainer
 
@@ -22,8 +23,19 @@ DOCUMENTED = {
     "tflth.masking.RewindPoint": masking.RewindPoint,
     "tflth.pruning.prune": pruning.prune,
     "tflth.training.Trainer": Trainer,
+    "tflth.export.load": export.load,
+    "tflth.export.shrink": export.shrink,
+    "tflth.export.save_baked": export.save_baked,
+    "tflth.export.save_compressed": export.save_compressed,
+    "tflth.export.load_compressed": export.load_compressed,
+    "tflth.export.to_litert": export.to_litert,
+    "tflth.export.LiteRTModel": export.LiteRTModel,
+    "tflth.export.ExportJob": export.ExportJob,
 }
-NO_EXAMPLE = {"tflth.unmasked", "tflth.masking.RewindPoint"}  # examples in their modules' docstrings
+NO_EXAMPLE = {"tflth.unmasked", "tflth.masking.RewindPoint",  # examples in their modules' docstrings
+              "tflth.export.load_compressed",  # its example is save_compressed's
+              "tflth.export.ExportJob"}  # its example needs a run directory (tests/test_cli_export.py runs one)
+NEEDS_LITERT = {"tflth.export.to_litert", "tflth.export.LiteRTModel"}  # the optional ai-edge-litert interpreter
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -42,6 +54,8 @@ def test_docstring_is_a_manual(name):
 
 @pytest.mark.parametrize("name", sorted(set(DOCUMENTED) - NO_EXAMPLE))
 def test_docstring_examples_run(name):
+    if name in NEEDS_LITERT:
+        pytest.importorskip("ai_edge_litert.interpreter")
     tests = _doctests(name, DOCUMENTED[name])
     assert tests, f"{name} has no doctest example"
     runner = doctest.DocTestRunner(optionflags=FLAGS)
@@ -53,10 +67,12 @@ def test_docstring_examples_run(name):
     assert result.attempted > 0
 
 
-@pytest.mark.parametrize("module", [masks, maskable, state, saving, fit, masking, pruning],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [masks, maskable, state, saving, fit, masking, pruning, source, baked, shrinking,
+                                    compressed, litert], ids=lambda m: m.__name__)
 def test_module_doctests_pass(module):
     """Every example anywhere in the modules (module docstrings, helpers) runs too."""
+    if module is litert:
+        pytest.importorskip("ai_edge_litert.interpreter")
     result = doctest.testmod(module, optionflags=FLAGS, report=False, globs={})
     assert result.failed == 0
 

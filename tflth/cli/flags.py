@@ -534,3 +534,19 @@ def run(main, doc: str | None = None) -> None:
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     _own_help_flags(doc)
     app.run(main, flags_parser=parse_flags_or_fail)
+
+
+def define_export_flags() -> None:
+    """Flags of ``bin/export.py`` (``tflth.cli.export``). Idempotent."""
+    if "formats" in FLAGS:
+        return
+    from tflth.export import DEFAULT_FORMATS, FORMATS
+
+    flags.DEFINE_string("source", None, "What to export: a run directory (an IMP level lottery_<hash>/replicate_<r>/"
+                        "level_<L>, a control level_<L>/<control>, a stability copy .../copy_a) or a .keras file "
+                        "saved with masks. Required.")
+    flags.DEFINE_list("formats", list(DEFAULT_FORMATS), f"Export formats, some of {', '.join(FORMATS)}.")
+    flags.DEFINE_string("export_dir", None, "Where the files go. Default: <source>/export for a run directory, "
+                        "beside the file for a .keras file.")
+    flags.DEFINE_string("step", None, "The checkpoint step of a run directory to export (iterations, e.g. 500 or "
+                        "500it). Default: its final step (result.json).")
