@@ -367,17 +367,19 @@ def runner(tmp_path_factory, own_flags):
 
 
 @pytest.fixture(scope="module")
-def vit_runner(tmp_path_factory, own_flags):
-    root = tmp_path_factory.mktemp("vit")
-    yield Runner(str(root), own_flags, VIT_COMMANDS)
-    shutil.rmtree(root, ignore_errors=True)
+def section_runners(tmp_path_factory, own_flags):
+    """One Runner per results section (its own directory tree), made when first needed."""
+    runners, roots = {}, []
 
+    def get(section: str) -> Runner:
+        if section not in runners:
+            roots.append(tmp_path_factory.mktemp("section"))
+            runners[section] = Runner(str(roots[-1]), own_flags, SECTION_COMMANDS[section])
+        return runners[section]
 
-@pytest.fixture(scope="module")
-def structured_runner(tmp_path_factory, own_flags):
-    root = tmp_path_factory.mktemp("structured")
-    yield Runner(str(root), own_flags, STRUCTURED_COMMANDS)
-    shutil.rmtree(root, ignore_errors=True)
+    yield get
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ tests
@@ -440,14 +442,6 @@ def test_vit_section_has_the_runs_of_its_tables():
     assert len({c.value("rewind_step") for c in VIT_COMMANDS if c.binary == "prune"}) >= 2  # k = 0 and k > 0
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cmd", VIT_COMMANDS, ids=[c.id for c in VIT_COMMANDS])
-def test_vit_command_runs_at_toy_size(cmd, own_flags, vit_runner):
-    unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
-    assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
-    vit_runner.run(cmd)
-
-
 def test_structured_section_has_the_runs_of_its_tables():
     assert STRUCTURED_PROBLEM is None, STRUCTURED_PROBLEM
     prune = [c for c in STRUCTURED_COMMANDS if c.binary == "prune"]
@@ -462,9 +456,15 @@ def test_structured_section_has_the_runs_of_its_tables():
             assert c.value("replicates") == "3" and c.value("rewind_step"), f"README line {c.line}"
 
 
+# The results sections' commands (the ViT's, the structured tickets'), each at toy size.
+SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS}
+_SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() for cmd in cmds]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("cmd", STRUCTURED_COMMANDS, ids=[c.id for c in STRUCTURED_COMMANDS])
-def test_structured_command_runs_at_toy_size(cmd, own_flags, structured_runner):
+@pytest.mark.parametrize("section,cmd", _SECTION_CASES,
+                         ids=[f"{'vit' if s == VIT_SECTION else 'structured'}-{c.id}" for s, c in _SECTION_CASES])
+def test_section_command_runs_at_toy_size(section, cmd, own_flags, section_runners):
     unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
     assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
-    structured_runner.run(cmd)
+    section_runners(section).run(cmd)
