@@ -40,7 +40,7 @@ import keras
 from tflth import _keras
 from tflth.masking.masks import MaskError, layer_path_of, path_matches
 
-__all__ = ["MASKABLE", "Maskable", "maskable_variables", "select", "output_layer_path"]
+__all__ = ["MASKABLE", "Maskable", "maskable_variables", "owners_of", "select", "output_layer_path"]
 
 # (layer type, names of its maskable variables). isinstance: subclasses (KerasHub's layers,
 # a user's Dense subclass) are covered, since masking never depends on the layer's call.
@@ -101,8 +101,8 @@ def _unsupported(layer) -> str | None:
     return None
 
 
-def _owners(model) -> dict[int, object]:
-    """``{id(variable): owning layer}`` for the own variables of every sublayer."""
+def owners_of(model) -> dict[int, object]:
+    """``{id(variable): owning layer}`` for the own variables of ``model`` and every sublayer."""
     owners = {}
     for layer in [model, *_keras.sublayers(model)]:
         for v in _keras.own_variables(layer):
@@ -143,7 +143,7 @@ def maskable_variables(model) -> dict[str, Maskable]:
     """
     if not getattr(model, "built", False):
         raise MaskError(f"Model '{getattr(model, 'name', model)}' is not built; call it on an input (or build it) first.")
-    owners = _owners(model)
+    owners = owners_of(model)
     out: dict[str, Maskable] = {}
     for v in _trainable(model):
         layer = owners.get(id(v))
@@ -205,7 +205,7 @@ def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) ->
             chosen = {p: m for p, m in chosen.items() if layer_path_of(p) != head}
     else:
         chosen = {}
-        owners = _owners(model)
+        owners = owners_of(model)
         trainable = _trainable(model)
         refused = {v.path: (layer, why) for layer in _keras.sublayers(model) if (why := _unsupported(layer))
                    for v in _keras.own_variables(layer)}

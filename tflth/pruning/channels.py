@@ -127,11 +127,11 @@ class ChannelPruning(Strategy):
         layouts = self.layouts
         paths = self.pruned({p: layouts[p] for p in mask})
         alive = {p: alive_units(mask[p], layouts[p]) for p in paths}
-        kept = allocate(self.hparams, self._norms(weights, mask, layouts, paths), alive)
+        norms = self._norms(weights, mask, layouts, paths)
+        kept = allocate(self.hparams, norms, alive)
         for p in paths:  # every layer keeps a unit: its best one
             if not kept[p].any():
-                norms = self._norms(weights, mask, layouts, [p])[p]
-                kept[p][int(np.argmax(np.where(alive[p], norms, -np.inf)))] = True
+                kept[p][int(np.argmax(np.where(alive[p], norms[p], -np.inf)))] = True
         return channel_mask(mask, kept, layouts)
 
     def random_like(self, mask, seed: int = 0) -> Masks:

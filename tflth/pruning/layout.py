@@ -140,11 +140,14 @@ def layouts(model, selected: Mapping[str, object] | None = None) -> dict[str, Va
     the variables instead: for a model not masked yet. Without it, an unmasked model's
     maskable-by-default variables."""
     from tflth import masking  # noqa: PLC0415
+    from tflth.masking import maskable  # noqa: PLC0415
 
     if selected is not None:
         found = dict(selected)
     elif masking.has_masks(model):
-        found = {p: masking.Maskable(p, v, _owner(model, v)) for p, (v, _) in masking.masked_variables(model).items()}
+        owners = maskable.owners_of(model)
+        found = {p: masking.Maskable(p, v, owners.get(id(v), model))
+                 for p, (v, _) in masking.masked_variables(model).items()}
     else:
         found = masking.maskable_variables(model)
     out = {p: layout_of(m) for p, m in found.items()}
@@ -215,13 +218,4 @@ def _follow(layer, consumers, outputs, by_layer) -> dict:
             return {"feeds_problem": f"the output of '{layer.name}' goes through '{after.name}' "
                                      f"({type(after).__name__}), which mixes or reshapes channels"}
         tensor = after.output
-
-
-def _owner(model, variable):
-    from tflth import _keras  # noqa: PLC0415
-
-    for layer in [model, *_keras.sublayers(model)]:
-        if any(v is variable for v in _keras.own_variables(layer)):
-            return layer
-    return model
 
