@@ -9,7 +9,16 @@
    on token ids made from the images (bound: <= 1.10);
 2. tflth's loop vs Keras ``model.fit``: one epoch of LeNet-300-100 at batch 60 on
    in-memory Fashion-MNIST (bound: ratio <= 0.7);
-3. rewind-point checkpoints: what 10 of them add to the paper's 24,000-iteration
+3. compiled training (``TrainingHparams.jit_compile``): ``step`` / ``off`` and ``chunk`` /
+   ``off`` for LeNet-300-100 (Adam, batch 60; bound: chunk <= 0.55), Conv-2, ResNet-8
+   width 8, the zoo's ViT (bound: the better compiled mode <= 0.75) and, with the ``hub``
+   extra, the KerasHub BERT (``chunk`` and ``step`` only where they apply); the three
+   trainers share their initial weights and masks and are timed in rotating turns of
+   windows sized by time (``--window_seconds`` of the ``off`` loop), not steps; and the
+   LeNet-300-100 ``chunk`` step against this machine's bound: its matmul FLOPs (forward
+   and backward, from the Dense shapes) at the fp32 matmul rate of LeNet's first-layer
+   shape measured in the same process;
+4. rewind-point checkpoints: what 10 of them add to the paper's 24,000-iteration
    LeNet-300-100 run (bound: <= 2 %); the same for a 2-epoch run (12x stricter) is shown
    without a bound.
 
@@ -47,7 +56,7 @@ from absl import app, flags  # noqa: E402
 
 import tflth  # noqa: E402
 from _common import (  # noqa: E402
-    define_flags, first, no_evaluation, paired, print_table, random_masks, row, start, timed, timed_steps)
+    define_flags, first, no_evaluation, paired, print_table, random_masks, rotating, row, start, timed, timed_steps)
 from tflth import presets  # noqa: E402
 from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams  # noqa: E402
 from tflth.training import Trainer, checkpoint  # noqa: E402
@@ -56,7 +65,8 @@ define_flags("Smoke check: 2 builds x 2 pairs of short masked/unmasked runs, 2 f
              "3 checkpoint pairs.")
 flags.DEFINE_integer("rounds", 10, "Masked/unmasked: fresh builds of both networks.")
 flags.DEFINE_integer("round_pairs", 6, "Masked/unmasked: timed pairs per build.")
-flags.DEFINE_integer("lenet_steps", 500, "Steps per LeNet-300-100 masked/unmasked measurement.")
+flags.DEFINE_integer("lenet_steps", 0, "Steps per LeNet-300-100 masked/unmasked measurement (0: --window_seconds "
+                     "of the masked loop).")
 flags.DEFINE_integer("conv_steps", 20, "Steps per Conv-2 masked/unmasked measurement.")
 flags.DEFINE_integer("resnet_steps", 20, "Steps per ResNet-8 width 8 masked/unmasked measurement.")
 flags.DEFINE_integer("vit_steps", 20, "Steps per ViT masked/unmasked measurement.")
@@ -65,10 +75,17 @@ flags.DEFINE_integer("fit_pairs", 16, "Timed epoch pairs for tflth loop vs Keras
 flags.DEFINE_integer("fit_examples", 60000, "Training images per epoch of tflth loop vs Keras fit (at most all).")
 flags.DEFINE_integer("checkpoint_pairs", 100, "Timed window pairs for the cost of a rewind checkpoint.")
 flags.DEFINE_integer("checkpoint_warmup", 1000, "Steps before the checkpoint measurement (tracing, warm-up).")
+flags.DEFINE_float("window_seconds", 1.0, "Compiled training and masked/unmasked LeNet: seconds of one timed window "
+                   "of the uncompiled loop (the windows are sized by time, not steps).")
+flags.DEFINE_integer("compiled_turns", 8, "Compiled training: rotating turns (off, step, chunk) per network.")
+flags.DEFINE_integer("conv_steps_compiled", 3, "Compiled training: steps per window of Conv-2 and ResNet-8.")
+flags.DEFINE_integer("conv_turns_compiled", 3, "Compiled training: rotating turns of Conv-2 and ResNet-8.")
+flags.DEFINE_boolean("compiled_only", False, "Run only the compiled-training rows and the LeNet bound.")
 FLAGS = flags.FLAGS
 
 WINDOW = 200  # steps per window of the checkpoint measurement
-QUICK = dict(rounds=2, round_pairs=2, lenet_steps=50, conv_steps=3, resnet_steps=3, vit_steps=3, bert_steps=3,
+QUICK = dict(rounds=2, round_pairs=2, window_seconds=0.2, compiled_turns=2, conv_steps_compiled=1,
+             conv_turns_compiled=1, conv_steps=3, resnet_steps=3, vit_steps=3, bert_steps=3,
              fit_pairs=2, fit_examples=6000,
              checkpoint_pairs=3, checkpoint_warmup=100)
 
@@ -112,10 +129,89 @@ def masked_vs_unmasked(dataset, model_name, steps, bound=1.05, model_fn=None, la
         assert masked.masked_paths and not plain.masked_paths
         random_masks(masked.model, 0.2)
         for t in (masked, plain):  # trace and warm up
-            timed_steps(t, steps)
+            timed_steps(t, steps or 20)
+        steps = steps or steps_for_seconds(masked, FLAGS.window_seconds)
         paired(lambda: timed_steps(masked, steps), lambda: timed_steps(plain, steps), FLAGS.round_pairs, a, b)
     opt = training.get("optimizer", "adam")
     return row(f"{label or model_name} ({opt}): masked / unmasked, {steps} steps", bound, a, b)
+
+
+def steps_for_seconds(trainer, seconds: float, probe: int = 20) -> int:
+    """Steps of ``trainer`` that take about ``seconds`` (from a timed probe window after
+    one untimed call that traces)."""
+    timed_steps(trainer, probe)
+    per_step = timed_steps(trainer, probe) / probe
+    return max(probe, int(round(seconds / per_step)))
+
+
+def compiled_vs_off(dataset, model_name, modes=("step", "chunk"), bound=None, model_fn=None, label=None,
+                    width=0, steps=None, turns=None, **training) -> list[dict]:
+    """``mode`` / ``off`` for each compiled mode: same initial weights and 80 %-pruned masks,
+    rotating turns of windows of the same number of steps (``steps``, default: sized by
+    ``--window_seconds``; the convolutional nets take a fixed few: XLA's CPU convolutions
+    are so slow that a window sized for ``off`` would take minutes under ``chunk``)."""
+    hp = _hparams(model_name, "1000000it", width=width, **training)
+    trainers = {"off": no_evaluation(Trainer(hp, dataset=dataset, model_fn=model_fn))}
+    random_masks(trainers["off"].model, 0.2)
+    for mode in modes:
+        twin = trainers["off"].build_model(hp.training.seed)
+        twin.set_weights(trainers["off"].model.get_weights())
+        compiled_hp = dataclasses.replace(hp, training=dataclasses.replace(hp.training, jit_compile=mode))
+        trainers[mode] = no_evaluation(Trainer(compiled_hp, dataset=dataset, model=twin))
+        tflth.masking.apply_masks(trainers[mode].model, tflth.masking.masks_of(trainers["off"].model))
+    steps = steps or steps_for_seconds(trainers["off"], FLAGS.window_seconds)
+    for mode in modes:
+        timed_steps(trainers[mode], steps)  # trace, compile and warm up
+    times = rotating({m: (lambda t=t: timed_steps(t, steps)) for m, t in trainers.items()},
+                     turns or FLAGS.compiled_turns)
+    opt = training.get("optimizer", "adam")
+    rows = []
+    best = min(modes, key=lambda m: statistics.median(a / b for a, b in zip(times[m], times["off"])))
+    for mode in modes:
+        rows.append(row(f"{label or model_name} ({opt}): {mode} / off, {steps} steps",
+                        bound if mode == best else None, times[mode], times["off"]))
+    return rows
+
+
+def lenet_bound(dataset) -> dict:
+    """The LeNet-300-100 ``chunk`` step (Adam, batch 60) against the time its matmuls take
+    at the fp32 rate of a ``[60, 784] x [784, 300]`` matmul measured here and now."""
+    hp = _hparams("lenet_300_100", "1000000it", jit_compile="chunk")
+    trainer = no_evaluation(Trainer(hp, dataset=dataset))
+    random_masks(trainer.model, 0.2)
+    batch = hp.training.batch_size
+    dense = [layer for layer in trainer.model.layers if isinstance(layer, keras.layers.Dense)]
+    flop = 0
+    for i, layer in enumerate(dense):
+        fan_in, fan_out = layer.kernel.shape
+        flop += 2 * batch * fan_in * fan_out * (2 if i == 0 else 3)  # forward, weight grad, input grad (not layer 1)
+    a = tf.random.normal([batch, 784])
+    w = tf.random.normal([784, 300])
+
+    @tf.function
+    def matmuls(n):
+        total = tf.zeros([batch, 300])
+        for _ in tf.range(n):
+            total += tf.matmul(a, w)
+        return total
+
+    reps = 2000
+    matmuls(tf.constant(10))
+    rates = []
+    steps = steps_for_seconds(trainer, FLAGS.window_seconds)
+    step_times = []
+    for _ in range(FLAGS.compiled_turns):
+        seconds = timed(lambda: matmuls(tf.constant(reps)).numpy())
+        rates.append(2 * batch * 784 * 300 * reps / seconds)
+        step_times.append(timed_steps(trainer, steps) / steps)
+    rate, step_time = statistics.median(rates), statistics.median(step_times)
+    bound = flop / rate
+    print(f"\nLeNet-300-100 chunk step vs this machine's bound: {flop / 1e6:.1f} MFLOP per step at "
+          f"{rate / 1e9:.0f} GFLOP/s (fp32 matmul [60,784]x[784,300], median of {len(rates)}) = "
+          f"{bound * 1e3:.3f} ms; the chunk step takes {step_time * 1e3:.3f} ms: {bound / step_time:.2f} of the bound",
+          flush=True)
+    return row("LeNet-300-100 chunk step: bound / measured (fraction of the bound)", None,
+               [bound] * len(step_times), step_times, [bound / t for t in step_times])
 
 
 def loop_vs_fit(dataset, examples: int) -> dict:
@@ -193,14 +289,28 @@ def main(argv):
     dataset = start(FLAGS, **QUICK)
     print(f"data: {dataset.source}; TF {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} CPU cores, GPUs: {len(tf.config.list_physical_devices('GPU'))}", flush=True)
+    hub = _has_keras_hub()
+    compiled = [
+        *compiled_vs_off(dataset, "lenet_300_100", bound=0.55),
+        *compiled_vs_off(dataset, "conv2", steps=FLAGS.conv_steps_compiled, turns=FLAGS.conv_turns_compiled),
+        *compiled_vs_off(dataset, "resnet8", optimizer="sgd", lr=0.1, momentum=0.9, width=8, label="resnet8 width 8",
+                         steps=FLAGS.conv_steps_compiled, turns=FLAGS.conv_turns_compiled),
+        *compiled_vs_off(dataset, "vit_tiny", bound=0.75, optimizer="adamw", lr=1e-3),
+        *(compiled_vs_off(dataset, "kerashub_bert", model_fn=bert_classifier, label="KerasHub BertBackbone 2x128")
+          if hub else []),
+        lenet_bound(dataset),
+    ]
+    if FLAGS.compiled_only:
+        sys.exit(0 if print_table(compiled, what="turns") else 1)
     results = [
+        *compiled,
         masked_vs_unmasked(dataset, "lenet_300_100", FLAGS.lenet_steps),
         masked_vs_unmasked(dataset, "conv2", FLAGS.conv_steps),
         masked_vs_unmasked(dataset, "resnet8", FLAGS.resnet_steps, optimizer="sgd", lr=0.1, momentum=0.9, width=8,
                            label="resnet8 width 8"),
         masked_vs_unmasked(dataset, "vit_tiny", FLAGS.vit_steps, optimizer="adamw", lr=1e-3),
         *([masked_vs_unmasked(dataset, "kerashub_bert", FLAGS.bert_steps, bound=1.10, model_fn=bert_classifier,
-                              label="KerasHub BertBackbone 2x128")] if _has_keras_hub() else []),
+                              label="KerasHub BertBackbone 2x128")] if hub else []),
         loop_vs_fit(dataset, FLAGS.fit_examples),
         *checkpoint_overhead(dataset, FLAGS.checkpoint_warmup),
     ]

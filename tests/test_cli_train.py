@@ -79,40 +79,45 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(data_path, tmp_path, c
     assert _snapshot(tmp_path) == before
 
 
-def test_unparseable_flag_value_in_a_real_process(tmp_path):
-    out = subprocess.run([sys.executable, TRAIN, "--model=lenet_32_16", "--batch_size=abc",
+@pytest.mark.parametrize("flag", ["--batch_size=abc", "--jit_compile=fast"])
+def test_unparseable_flag_value_in_a_real_process(tmp_path, flag):
+    out = subprocess.run([sys.executable, TRAIN, "--model=lenet_32_16", flag,
                           f"--output_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "batch_size" in lines[0] and "Traceback" not in out.stderr, out.stderr
+    name = flag.split("=")[0][2:]
+    assert len(lines) == 1 and name in lines[0] and "Traceback" not in out.stderr, out.stderr
     assert os.listdir(tmp_path) == []
 
 
-def _train_cmd(data_path, output_dir):
+def _train_cmd(data_path, output_dir, steps=3000, extra=()):
     return [sys.executable, TRAIN, "--model=lenet_300_100", "--dataset=mnist", f"--data_dir={data_path}",
-            f"--output_dir={output_dir}", "--batch_size=8", "--training_steps=3000it", "--checkpoint_every=100it",
-            "--eval_every=1000it", "--deterministic"]
+            f"--output_dir={output_dir}", "--batch_size=8", f"--training_steps={steps}it", "--checkpoint_every=100it",
+            "--eval_every=1000it", "--deterministic", *extra]
 
 
-def test_sigkill_then_rerun_equals_uninterrupted_run(data_path, tmp_path):
+# chunk: compiled chunks of steps run so fast here that the run is longer, to be killed mid-way
+@pytest.mark.parametrize("steps,extra", [(3000, ()), (12000, ("--jit_compile=chunk",))], ids=["off", "chunk"])
+def test_sigkill_then_rerun_equals_uninterrupted_run(data_path, tmp_path, steps, extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    full = subprocess.run(_train_cmd(data_path, tmp_path / "full"), env=env, capture_output=True, text=True, timeout=300)
+    full = subprocess.run(_train_cmd(data_path, tmp_path / "full", steps, extra), env=env, capture_output=True,
+                          text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
 
     def past_step_300():
         found = [os.path.join(r, "") for r, d, _ in os.walk(tmp_path / "killed") if r.endswith("checkpoints")]
         return found[0] if found and any(s >= 300 for s in checkpoint.list_steps(found[0])) else None
 
-    ckpt_dir = kill_when(_train_cmd(data_path, tmp_path / "killed"), env, past_step_300, timeout=240)
+    ckpt_dir = kill_when(_train_cmd(data_path, tmp_path / "killed", steps, extra), env, past_step_300, timeout=240)
     assert ckpt_dir is not None, "the run finished or never checkpointed before it could be killed"
-    assert checkpoint.latest(ckpt_dir) < 3000 and not os.path.exists(os.path.join(ckpt_dir, "..", "result.json"))
-    resumed = subprocess.run(_train_cmd(data_path, tmp_path / "killed"), env=env, capture_output=True, text=True,
-                             timeout=300)
+    assert checkpoint.latest(ckpt_dir) < steps and not os.path.exists(os.path.join(ckpt_dir, "..", "result.json"))
+    resumed = subprocess.run(_train_cmd(data_path, tmp_path / "killed", steps, extra), env=env, capture_output=True,
+                             text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from the checkpoint at step" in resumed.stderr
     full_dir = [r for r, _, _ in os.walk(tmp_path / "full") if r.endswith("checkpoints")][0]
-    _, a, opt_a = checkpoint.load(checkpoint.path_for(full_dir, 3000))
-    _, b, opt_b = checkpoint.load(checkpoint.path_for(ckpt_dir, 3000))
+    _, a, opt_a = checkpoint.load(checkpoint.path_for(full_dir, steps))
+    _, b, opt_b = checkpoint.load(checkpoint.path_for(ckpt_dir, steps))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     for x, y in zip(opt_a, opt_b):

@@ -30,9 +30,12 @@ __all__ = [
     "non_default",
     "defaults_dict",
     "OPTIMIZERS",
+    "JIT_MODES",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+#: How the training steps run (TrainingHparams.jit_compile): see tflth.training.compiled.
+JIT_MODES = ("off", "step", "chunk")
 
 
 class HparamError(ValueError):
@@ -142,6 +145,11 @@ class TrainingHparams:
     (``tf.config.experimental.enable_op_determinism()``, for the whole process): reruns
     and resumes are then bit-identical. It changes results, so it is part of a run's name:
     a deterministic and a non-deterministic run never share (or resume) a directory.
+    ``jit_compile`` says how the steps run (:mod:`tflth.training.compiled`): ``off``
+    (a ``tf.function`` loop over a ``tf.data`` iterator), ``step`` (each step one XLA
+    program) or ``chunk`` (each chunk of many steps one XLA program that builds its
+    batches from the resident training set). XLA rounds differently, so a compiled run
+    is another run: ``step`` and ``chunk`` are part of the run's name, ``off`` is not.
     """
 
     optimizer: str = "sgd"
@@ -158,9 +166,12 @@ class TrainingHparams:
     data_order_seed: int = 0
     augment_seed: int = 0
     deterministic: bool = False
+    jit_compile: str = "off"
 
     def __post_init__(self):
         c = "TrainingHparams"
+        if self.jit_compile not in JIT_MODES:
+            _fail(c, "jit_compile", self.jit_compile, f"one of {list(JIT_MODES)}")
         if not isinstance(self.deterministic, bool):
             _fail(c, "deterministic", self.deterministic, "True or False")
         object.__setattr__(self, "milestones", tuple(self.milestones))

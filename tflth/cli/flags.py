@@ -29,7 +29,7 @@ from absl import logging as absl_logging
 from tflth import _startup
 from tflth import data as data_lib
 from tflth import models, presets
-from tflth.hparams import DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams
+from tflth.hparams import JIT_MODES, DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams
 from tflth.training.strategy import DISTRIBUTION_STRATEGIES, get_strategy
 
 FLAGS = flags.FLAGS
@@ -81,6 +81,11 @@ def define_training_flags() -> None:
     flags.DEFINE_boolean("deterministic", None, "TensorFlow op determinism (bit-identical reruns and resumes); part "
                          "of the run's name, so a deterministic run never resumes a non-deterministic one."
                          " Default: off.")
+    flags.DEFINE_enum("jit_compile", None, list(JIT_MODES), "How the training steps run: off (a tf.function loop "
+                      "over a tf.data iterator), step (each step one XLA program), chunk (each chunk of steps one XLA "
+                      "program that builds its batches from the resident training set; in-memory datasets, one "
+                      "replica). Part of the run's name unless off; README 'Compiled training' says which to use "
+                      "where." + keep)
 
 
 def base_preset(flag_values=FLAGS) -> presets.Preset | None:
@@ -113,7 +118,7 @@ _FIELD_FLAGS: dict[tuple[str, str], str] = {
     **{("TrainingHparams", f): f for f in _TRAINING_FIELDS},
     # fields whose flag has the field's name
     **{(owner, f): f for owner, fields in {
-        "LotteryHparams": ("levels", "rewind_step", "reset", "controls", "replicates"),
+        "LotteryHparams": ("levels", "rewind_step", "reset", "controls", "replicates", "rewind_optimizer"),
         "PruningHparams": ("nm", "nm_pad", "channel_norm"),
         "StabilityHparams": ("rewind_steps", "pairs", "replicates", "levels", "controls", "noise", "bn",
                              "interpolation_points", "alpha_range", "train_examples", "bn_batches", "shard"),
@@ -265,7 +270,7 @@ def define_pruning_flags() -> None:
     if "pruning_fraction" in FLAGS:
         return
     from tflth.pruning import REGISTRY as PRUNING_STRATEGIES
-    from tflth.lottery.starts import RESETS
+    from tflth.lottery.starts import RESETS, REWIND_OPTIMIZERS
 
     flags.DEFINE_float("pruning_fraction", None, "Fraction of remaining weights pruned per level." + _FROM_PRESET)
     flags.DEFINE_enum("pruning_scope", None, ["global", "layerwise"], "One global threshold or per layer."
@@ -283,6 +288,11 @@ def define_pruning_flags() -> None:
     flags.DEFINE_string("rewind_step", None, "Rewind point k (step notation); 0it = original lottery ticket."
                         + _FROM_PRESET)
     flags.DEFINE_enum("reset", "rewind", list(RESETS), "How survivors restart each level.")
+    flags.DEFINE_enum("rewind_optimizer", "state", list(REWIND_OPTIMIZERS),
+                      "What every start from step k (--reset=rewind or lr_rewind, and the --controls) does with "
+                      "step k's optimizer: state = the dense run's saved state (momentum, Adam's moments and step "
+                      "count); fresh = every slot zero, learning-rate schedule and data order at step k, Adam's "
+                      "bias correction counting from k (open_lth's lottery runner).")
 
 
 def define_stability_flags() -> None:
@@ -294,10 +304,13 @@ def define_stability_flags() -> None:
     from tflth.stability.evaluate import BN_MODES
     from tflth.stability.sweep import NOISES
 
-    flags.DEFINE_list("rewind_steps", ["0it"], "Rewind steps k whose stability is measured, e.g. 0it,100it,500it.")
+    flags.DEFINE_list("rewind_steps", ["0it"], "Rewind steps k whose stability is measured, e.g. 0it,100it,500it "
+                      "(with several --experiment: theirs).")
     flags.DEFINE_integer("pairs", 1, "Pairs of copies (different SGD noise) per initialisation and k.")
     flags.DEFINE_string("experiment", None, "An IMP experiment directory (lottery_<hash> of bin/prune.py) whose "
-                        "--levels masks (and --controls on them) are analysed; default: the dense network.")
+                        "--levels masks (and --controls on them) are analysed at every k; or several, comma-separated, "
+                        "that differ only in their --rewind_step: each k then analyses the masks of the one rewound "
+                        "to k (per-k mode). Default: the dense network.")
     flags.DEFINE_enum("noise", "data_order_and_augment", list(NOISES), "What differs between the two copies "
                       "(none: identical copies, a check of the instrument).")
     flags.DEFINE_enum("bn", "recompute", list(BN_MODES), "BatchNorm along the line: recompute the statistics "
@@ -318,10 +331,19 @@ def _int(flag: str, text: str) -> int:
         raise HparamError(f"--{flag}={text} is invalid: expected an integer.") from None
 
 
+def experiment_dirs(flag_values=FLAGS) -> tuple[str, ...]:
+    """The directories of ``--experiment`` (comma-separated; empty entries dropped)."""
+    return tuple(e.strip() for e in (flag_values.experiment or "").split(",") if e.strip())
+
+
 def stability_hparams(flag_values=FLAGS):
-    """StabilityHparams from the stability flags."""
+    """StabilityHparams from the stability flags. Without ``--rewind_steps``, several
+    ``--experiment`` (per-k mode) sweep their own rewind steps (``rewind_steps=()``)."""
     from tflth.stability.sweep import StabilityHparams
 
+    rewind_steps = tuple(flag_values.rewind_steps or ())
+    if flag_values["rewind_steps"].using_default_value and len(experiment_dirs(flag_values)) > 1:
+        rewind_steps = ()
     levels = tuple(_int("levels", v) for v in (flag_values.levels or "0").split(","))
     try:
         alpha_range = tuple(float(v) for v in flag_values.alpha_range)
@@ -332,7 +354,7 @@ def stability_hparams(flag_values=FLAGS):
     if len(shard) != 2:
         raise HparamError(f"--shard={flag_values.shard} is invalid: expected I/N, e.g. 1/4.")
     return StabilityHparams(
-        rewind_steps=tuple(flag_values.rewind_steps), pairs=flag_values.pairs, replicates=flag_values.replicates,
+        rewind_steps=rewind_steps, pairs=flag_values.pairs, replicates=flag_values.replicates,
         levels=levels, controls=tuple(flag_values.controls), noise=flag_values.noise, bn=flag_values.bn,
         interpolation_points=flag_values.interpolation_points, alpha_range=alpha_range,
         train_examples=flag_values.train_examples, bn_batches=flag_values.bn_batches,
@@ -375,7 +397,8 @@ def pruning_hparams(flag_values=FLAGS):
     default_levels = len(pruning.nm) if pruning.strategy == "nm" and pruning.nm else 8
     levels = default_levels if flag_values.levels is None else _int("levels", flag_values.levels)
     lottery = LotteryHparams(levels=levels, rewind_step=rewind, reset=flag_values.reset,
-                             controls=tuple(flag_values.controls), replicates=flag_values.replicates)
+                             controls=tuple(flag_values.controls), replicates=flag_values.replicates,
+                             rewind_optimizer=flag_values.rewind_optimizer)
     return pruning, lottery
 
 

@@ -20,7 +20,8 @@ import tensorflow as tf
 from tflth.data.errors import DataError
 from tflth.data.registry import normalization
 
-__all__ = ["CROP_PADDING", "iterations_per_epoch", "epoch_permutation", "normalize", "random_crop_flip"]
+__all__ = ["CROP_PADDING", "iterations_per_epoch", "epoch_permutation", "normalize", "random_crop_flip", "crop_flip",
+           "crop_flip_params"]
 
 #: Padding (pixels per side) of the random-crop augmentation of in-memory datasets.
 CROP_PADDING = 4
@@ -67,13 +68,16 @@ def normalize(images, name: str) -> tf.Tensor:
     return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def _crop_flip_params(batch_size, seed, padding: int) -> tuple[tf.Tensor, tf.Tensor]:
+def crop_flip_params(batch_size, seed, padding: int = CROP_PADDING) -> tuple[tf.Tensor, tf.Tensor]:
     """``(offsets [B, 2] (row, col) in [0, 2 * padding], flips [B] bool)`` for ``seed``."""
     offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     offsets = tf.random.stateless_uniform([batch_size, 2], offset_seed, minval=0, maxval=2 * padding + 1,
                                           dtype=tf.int32)
     flips = tf.random.stateless_uniform([batch_size], flip_seed, minval=0, maxval=2, dtype=tf.int32) > 0
     return offsets, flips
+
+
+_crop_flip_params = crop_flip_params  # the name tflth.data re-exports
 
 
 def random_crop_flip(images, seed, padding: int = CROP_PADDING) -> tf.Tensor:
@@ -84,9 +88,16 @@ def random_crop_flip(images, seed, padding: int = CROP_PADDING) -> tf.Tensor:
     flipped images): two gathers, no interpolation.
     """
     images = tf.convert_to_tensor(images)
+    offsets, flips = crop_flip_params(tf.shape(images)[0], seed, padding)
+    return crop_flip(images, offsets, flips, padding)
+
+
+def crop_flip(images, offsets, flips, padding: int = CROP_PADDING) -> tf.Tensor:
+    """The crop and flip of :func:`random_crop_flip` with its drawn parameters given:
+    ``offsets [B, 2]`` (row, col) in ``[0, 2 * padding]`` and ``flips [B]`` bool."""
+    images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
-    offsets, flips = _crop_flip_params(batch, seed, padding)
+    height, width = shape[1], shape[2]
     padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
     rows = offsets[:, :1] + tf.range(height)[tf.newaxis]
     forward = tf.range(width)[tf.newaxis]

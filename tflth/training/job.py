@@ -18,7 +18,7 @@ from absl import logging
 from tflth import data as data_lib
 from tflth import fileio, models, paths, steps
 from tflth.hparams import HparamError, ModelHparams, field_error, field_note, RunHparams, defaults_dict, legacy_hash, non_default, run_hash
-from tflth.training import checkpoint
+from tflth.training import checkpoint, compiled
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
@@ -94,6 +94,7 @@ def load_for_run(hparams: RunHparams, data_dir: str | None):
     if data_dir and not os.path.exists(data_dir):
         raise field_error("DataSource", "data_dir", data_dir, "does not exist.")
     dataset = data_lib.load(hparams.dataset.name, data_dir or None)
+    compiled.check_mode(hparams.training.jit_compile, dataset)
     ipe = data_lib.iterations_per_epoch(dataset.num_train, hparams.training.batch_size)
     return dataset, ipe, steps.to_iterations(hparams.training.training_steps, ipe)
 

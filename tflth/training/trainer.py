@@ -34,9 +34,10 @@ from absl import logging
 from tflth import data as data_lib
 from tflth import fileio, masking, models, paths, steps
 from tflth.hparams import RunHparams
-from tflth.training import checkpoint
+from tflth.data.resident import ResidentTrainData
+from tflth.training import checkpoint, compiled
 from tflth.training.metrics import MetricsLog, Progress
-from tflth.training.optimizers import PrunedStayZero, make_optimizer
+from tflth.training.optimizers import PrunedStayZero, get_start_step, make_optimizer, set_start_step
 from tflth.training.schedule import StepSchedule
 from tflth.training.strategy import barrier, get_strategy, is_chief
 
@@ -46,6 +47,7 @@ _SUM = tf.distribute.ReduceOp.SUM
 MAX_STEPS_PER_CALL = 250
 EVAL_BATCH_SIZE = 1000
 _TRAIN_SUMS = "train_sums"  # checkpoint extra: the training-metric sums since the last evaluation
+_OPTIMIZER_START = "optimizer_start_step"  # checkpoint extra: StartStep.start_step, when not 0
 
 
 def _legacy_mask_key(key: str, variables) -> bool:
@@ -136,6 +138,7 @@ class Trainer:
         self.schedule = StepSchedule(
             th.lr, [self.to_iterations(m) for m in th.milestones], th.gamma, self.to_iterations(th.warmup)
         )
+        compiled.check_mode(th.jit_compile, self.dataset, self.strategy)
         self.factory = models.factory(hparams.model, self.dataset.input_shape, self.dataset.num_classes, fn=model_fn)
         with self.strategy.scope():
             self.model = model if model is not None else self.build_model(th.seed)
@@ -149,11 +152,13 @@ class Trainer:
             self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked)
             if self._optimizer_masks:
                 self.optimizer.track_masks([v for v, _ in self._masked])
+        compiled.warn_if_slow(th.jit_compile, self.model)
         self._model_vars = {v.path: v for v in self.model.variables}
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
         self._apply_masks = lambda: masking.zero_pruned(self.model)  # the one way pruned entries are zeroed
+        self._resident = None  # jit_compile=chunk: the resident training set
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
         self._eval_data = {}
@@ -192,6 +197,8 @@ class Trainer:
         batch_size = self.hparams.training.batch_size
         num_train, per_epoch = self.dataset.num_train, self.iterations_per_epoch
 
+        mode = self.hparams.training.jit_compile
+
         def replica_step(x, y, global_count):
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             with tf.GradientTape() as tape:
@@ -207,6 +214,13 @@ class Trainer:
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                                      tf.cast(y, tf.int32)), tf.float32))
             return tf.stack([tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)])
+
+        pruned_epsilon = optimizer.pruned_epsilon if self._optimizer_masks else None
+        if mode == "chunk":
+            with strategy.scope():  # on the replica's device (one replica: compiled.check_mode)
+                self._resident = ResidentTrainData(self.dataset, batch_size, self._augment())
+            return compiled.chunk_program(replica_step, strategy, self._resident, pruned_epsilon)
+        step_fn = compiled.compile_step(replica_step) if mode == "step" else replica_step
 
         @tf.function
         def train_chunk(iterator, num_steps, epsilons):
@@ -224,7 +238,7 @@ class Trainer:
                     position = (tf.cast(start, tf.int64) + tf.cast(i, tf.int64)) % per_epoch
                     remaining = tf.constant(num_train, tf.int64) - position * batch_size
                     global_count = tf.cast(tf.minimum(tf.constant(batch_size, tf.int64), remaining), tf.float32)
-                    totals += strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y, global_count)),
+                    totals += strategy.reduce(_SUM, strategy.run(step_fn, args=(x, y, global_count)),
                                               axis=None)
             return totals
 
@@ -240,11 +254,13 @@ class Trainer:
                                                      tf.cast(y, tf.int32)), tf.float32))
             return tf.stack([tf.reduce_sum(xent(y, logits)), correct, tf.cast(tf.shape(y)[0], tf.float32)])
 
+        eval_step = replica_eval if self.hparams.training.jit_compile == "off" else compiled.compile_step(replica_eval)
+
         @tf.function
         def eval_fn(dist_ds):
             totals = tf.zeros([3], tf.float32)
             for x, y in dist_ds:
-                totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
+                totals += strategy.reduce(_SUM, strategy.run(eval_step, args=(x, y)), axis=None)
             return totals
 
         return eval_fn
@@ -294,19 +310,32 @@ class Trainer:
             v.assign(x)
 
     def reset_optimizer(self, step: int = 0) -> None:
-        """Zero every optimizer slot and set the step counter (fresh optimizer state)."""
+        """A fresh optimizer whose first step is ``step``: every slot zero, the step
+        counter (schedule and data position) at ``step``, and Adam's bias correction
+        counting from it (:class:`tflth.training.optimizers.StartStep`), so the next
+        update is a newly built optimizer's first one at the schedule's rate for ``step``."""
         for v in self.optimizer.variables:
             v.assign(np.zeros(v.shape, v.dtype))
         self.optimizer.iterations.assign(step)
+        set_start_step(self.optimizer, step)
+
+    @property
+    def optimizer_start_step(self) -> int:
+        """The step at which the optimizer last started fresh (:meth:`reset_optimizer`;
+        0 for one that has counted from 0)."""
+        return get_start_step(self.optimizer)
 
     def save_checkpoint(self, path: str, writer: checkpoint.Writer | None = None,
                         extras: dict[str, np.ndarray] | None = None) -> None:
         """Save the full state at the current step to ``path`` (atomically), with the
-        training loop's ``extras`` (:func:`tflth.training.checkpoint.save`).
+        training loop's ``extras`` (:func:`tflth.training.checkpoint.save`) and, when not
+        0, the optimizer's start step (an extra: the optimizer values stay Keras's own).
 
         With a ``writer`` the file is written in the background from a host copy of the
         state taken now; otherwise before this returns.
         """
+        if self.optimizer_start_step:
+            extras = dict(extras or {}, **{_OPTIMIZER_START: np.int64(self.optimizer_start_step)})
         state = (path, self.step, self.get_weights(), self.get_optimizer_state(), extras)
         (writer.save if writer is not None else checkpoint.save)(*state)
 
@@ -317,8 +346,9 @@ class Trainer:
     def _restore(self, state: checkpoint.State, weights: bool = True, optimizer: bool = True) -> int:
         if weights:
             self.set_weights(state.model)
-        if optimizer:
+        if optimizer:  # the start step too (absent: 0, as in every checkpoint written before it existed)
             self.set_optimizer_state(state.optimizer)
+            set_start_step(self.optimizer, int(state.extras.get(_OPTIMIZER_START, 0)))
         return state.step
 
     # -------------------------------------------------------------- evaluation
@@ -418,6 +448,13 @@ class Trainer:
             self.dataset, self.hparams.training.batch_size, seeds[0], seeds[1], start_step=start,
             augment=self._augment())))
 
+    def _run_steps(self, iterator, step: int, n: int, seeds: tuple[int, int], epsilons) -> np.ndarray:
+        """Steps ``step .. step + n - 1``: the summed ``[loss, correct, examples]``."""
+        if self._resident is None:
+            return self._train_chunk(iterator, tf.constant(n, tf.int64), epsilons).numpy()
+        plan = self._resident.plan(seeds[0], seeds[1], step, n, pad_to=MAX_STEPS_PER_CALL)
+        return self._train_chunk(plan, tf.constant(step, tf.int64), tf.constant(n, tf.int64), epsilons).numpy()
+
     def _train_loop(self, start, end, seeds, ckpt_dir, writer, keep, checkpoint_every, eval_every, metrics,
                     progress_interval, label, running, last_periodic=None) -> tuple:
         """The steps of :meth:`train` from the training-metric sums ``running`` (updated in
@@ -435,7 +472,7 @@ class Trainer:
         for every in (periodic, evaluate_every):
             if every:
                 stops |= set(range((start // every + 1) * every, end, every))
-        iterator = self._train_iterator(start, seeds)
+        iterator = self._train_iterator(start, seeds) if self._resident is None else None
         progress = Progress(start, end, label, progress_interval)
         train_loss = train_acc = None
         step = start
@@ -444,7 +481,7 @@ class Trainer:
                 n = min(MAX_STEPS_PER_CALL, stop - step)
                 # SGD: each step's mask constraint zeroes the pruned entries; Adam leaves them at zero.
                 with (masking.constraints_paused(self.model) if self._optimizer_masks else contextlib.nullcontext()):
-                    totals = self._train_chunk(iterator, tf.constant(n, tf.int64), epsilons).numpy()
+                    totals = self._run_steps(iterator, step, n, seeds, epsilons)
                 if not math.isfinite(float(totals[0])):
                     if writer is not None:
                         writer.flush()
@@ -475,5 +512,5 @@ class Trainer:
                         writer.remove(checkpoint.path_for(ckpt_dir, last_periodic))  # after the new one is saved
                     last_periodic = step
         progress.update(step, train_loss, force=True)
-        self._stream = (step, seeds, iterator)
+        self._stream = (step, seeds, iterator) if iterator is not None else None
         return step, test_loss, test_acc, train_loss, train_acc
