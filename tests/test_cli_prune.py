@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl.testing import flagsaver
 
@@ -127,7 +128,7 @@ def test_report_binary_combines_experiments(data_path, tmp_path, capsys):
         report_cli.main(["report"])
     out = capsys.readouterr().out
     assert out.count("lottery_") >= 2 or out.count("lenet_32_16") >= 2, out
-    assert sorted(os.listdir(tmp_path / "rep")) == ["results.csv", "results.md", "results.png"]
+    assert sorted(os.listdir(tmp_path / "rep")) == ["results.csv", "results.md", "results.png", "results_summary.csv"]
     with flagsaver.flagsaver(experiments=[str(tmp_path / "nothing")], report_dir=str(tmp_path / "rep2")):
         with pytest.raises(SystemExit) as info:
             report_cli.main(["report"])
@@ -157,4 +158,71 @@ def test_report_keeps_same_named_experiments_of_different_parents_apart(data_pat
     md = (tmp_path / "rep" / "results.md").read_text()
     assert f"first ({os.path.join(str(tmp_path), 'A', name)})" in md, md
     assert f"second ({os.path.join(str(tmp_path), 'B', name)})" in md, md
-    assert "50.00" in md and "(n=2)" not in md
+    assert "50.00" in md and "| IMP | 1 |" in md and "| IMP | 2 |" not in md  # one replicate each, not merged
+
+
+def _network_dirs(experiment):
+    """Every trained network of an experiment but the dense one: ``{relative path: directory}``."""
+    return {os.path.relpath(root, experiment): root for root, dirs, _ in os.walk(experiment)
+            if "checkpoints" in dirs and not root.endswith("level_0")}
+
+
+def _read(run_dir, which=0):
+    from tflth.training import checkpoint
+
+    d = os.path.join(run_dir, "checkpoints")
+    return checkpoint.read(checkpoint.path_for(d, checkpoint.list_steps(d)[which]))
+
+
+def test_rewind_optimizer_fresh_starts_every_level_and_control_from_zero_slots_at_k(data_path, tmp_path, capsys):
+    """--rewind_optimizer=fresh: each level's and control's first checkpoint is step 20 with
+    every optimizer slot 0.0 (Adam's bias correction counting from 20, kept in every later
+    checkpoint); the default (state) starts them from level 0's optimizer state at step 20."""
+    experiments = {}
+    for mode in ("fresh", "state"):
+        extra = {"rewind_optimizer": "fresh"} if mode == "fresh" else {}  # state: the flag's default
+        with flagsaver.flagsaver(**_flags(data_path, tmp_path / mode, optimizer="adam", lr=0.001,
+                                          training_steps="24it", rewind_step="20it", levels=2,
+                                          controls=["random_reinit", "random_prune"], **extra)):
+            prune_cli.main(["prune"])
+        (name,) = os.listdir(tmp_path / mode)
+        experiments[mode] = str(tmp_path / mode / name)
+    assert os.path.basename(experiments["fresh"]) != os.path.basename(experiments["state"])  # never one directory
+    expected = {os.path.join("replicate_0", f"level_{lvl}", *c) for lvl in (1, 2)
+                for c in [(), ("random_reinit",), ("random_prune",)]}
+
+    fresh = _network_dirs(experiments["fresh"])
+    assert set(fresh) == expected
+    for rel, run in fresh.items():
+        first, last = _read(run), _read(run, -1)
+        assert first.step == 20 and int(first.optimizer[0]) == 20, rel  # the step counter: schedule at k
+        assert all(not np.any(v) for v in first.optimizer[1:]), rel  # every slot 0.0
+        assert int(first.extras["optimizer_start_step"]) == 20, rel
+        assert last.step == 24 and int(last.extras["optimizer_start_step"]) == 20, rel  # a resume keeps it
+    with open(os.path.join(experiments["fresh"], "hparams.json")) as f:
+        stored = json.load(f)
+    assert stored["rewind_optimizer"] == "fresh" and stored["label"].endswith("rewind@20it fresh optimizer")
+
+    state = _network_dirs(experiments["state"])
+    assert set(state) == expected
+    w_k = _read(os.path.join(experiments["state"], "replicate_0", "level_0"), 1)  # kept: steps 0, 20, 24
+    assert w_k.step == 20 and any(np.any(v) for v in w_k.optimizer[1:])
+    for rel, run in state.items():
+        first = _read(run)
+        assert first.step == 20 and len(first.optimizer) == len(w_k.optimizer), rel
+        assert all(np.array_equal(a, b) for a, b in zip(first.optimizer, w_k.optimizer)), rel
+        assert "optimizer_start_step" not in first.extras and "optimizer_start_step" not in _read(run, -1).extras
+    with open(os.path.join(experiments["state"], "hparams.json")) as f:
+        stored = json.load(f)
+    assert "rewind_optimizer" not in stored and stored["label"].endswith("rewind@20it")  # as before the flag
+
+
+def test_bad_rewind_optimizer_is_one_line_exit_2_nothing_written(data_path, tmp_path):
+    out = subprocess.run([sys.executable, PRUNE, "--model=lenet_32_16", "--dataset=mnist", f"--data_dir={data_path}",
+                          f"--output_dir={tmp_path}", "--batch_size=32", "--training_steps=16it",
+                          "--rewind_optimizer=foo"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(r"error: .*--rewind_optimizer=foo.*<state\|fresh>", lines[0]), lines[0]
+    assert os.listdir(tmp_path) == []

@@ -220,13 +220,83 @@ def test_tflth_adam_uses_the_swap():
     assert var.numpy()[1] == 0.0 and var.numpy()[0] != 1.0
 
 
+# ------------------------------------------------- Adam.update_step's bias correction
+
+
+@pytest.mark.parametrize("make", [lambda lr: keras.optimizers.Adam(lr),
+                                  lambda lr: keras.optimizers.AdamW(lr, weight_decay=0.5)], ids=["adam", "adamw"])
+def test_adam_bias_correction_from(make):
+    init = np.array([1.0, -2.0, 0.5], "float32")
+    grads = [np.array([0.3, -0.7, 0.2], "float32"), np.array([-0.1, 0.4, 0.5], "float32")]
+
+    def run(start_steps, iterations=0):
+        """Two updates from ``init`` with zeroed slots, the counter at ``iterations``, the
+        bias correction counting from ``start_steps[i]`` (a variable: one trace, two calls)."""
+        var = keras.Variable(init)
+        opt = make(0.1)
+        opt.build([var])
+        opt.iterations.assign(iterations)
+        start = tf.Variable(0, dtype=tf.int64)
+        counter, variables = opt._iterations, list(opt.variables)
+        keras_update_step = opt.update_step
+
+        def update_step(gradient, variable, learning_rate):  # the block encloses update_step only, as in tflth
+            with _keras.adam_bias_correction_from(opt, start):
+                return keras_update_step(gradient, variable, learning_rate)
+
+        opt.update_step = update_step
+
+        @tf.function
+        def step(grad):
+            opt.apply([grad], [var])
+
+        out = []
+        for g, s in zip(grads, start_steps):
+            start.assign(s)
+            step(tf.constant(g))
+            out.append(var.numpy().copy())
+        assert opt._iterations is counter and list(opt.variables) == variables  # put back, nothing tracked
+        assert int(opt.iterations.numpy()) == iterations + 2
+        return out
+
+    plain = run([0, 0])  # Keras's own steps: the offset 0 changes nothing, bit for bit
+    var = keras.Variable(init)
+    opt = make(0.1)
+    opt.build([var])
+    for g, p in zip(grads, plain):
+        opt.apply([tf.constant(g)], [var])
+        np.testing.assert_array_equal(var.numpy(), p)
+    # Counter at 7, counting from 7: the first two steps of a new optimizer, bit for bit.
+    np.testing.assert_array_equal(np.stack(run([7, 7], iterations=7)), np.stack(plain))
+    uncorrected = run([0, 0], iterations=7)  # Keras at step 7 with zeroed slots: another step
+    assert np.abs(uncorrected[0] - plain[0]).max() > 1e-2
+    assert not np.array_equal(run([7, 0], iterations=7)[1], plain[1])  # the variable's value, not the trace's
+
+
+def test_tflth_adam_counts_from_its_start_step():
+    var = keras.Variable(np.array([1.0, 2.0], "float32"))
+    ref = keras.Variable(np.array([1.0, 2.0], "float32"))
+    opt, new = tflth_optimizers.Adam(0.1), keras.optimizers.Adam(0.1)
+    opt.build([var])
+    new.build([ref])
+    assert tflth_optimizers.get_start_step(opt) == 0 and all(v is not opt.start_step for v in opt.variables)
+    opt.iterations.assign(5)
+    tflth_optimizers.set_start_step(opt, 5)
+    opt.apply([tf.constant([0.5, -0.5])], [var])
+    new.apply([tf.constant([0.5, -0.5])], [ref])
+    np.testing.assert_array_equal(var.numpy(), ref.numpy())
+    assert len(opt.variables) == len(new.variables)  # checkpoints hold Keras's optimizer state only
+
+
 # ------------------------------------------------------------- public but load-bearing
 
 
 def test_tflth_names_do_not_shadow_keras_attributes():
-    """tflth's optimizer mixin adds these names to Keras's Adam; a Keras release defining
+    """tflth's optimizer mixins add these names to Keras's Adam; a Keras release defining
     any of them would silently change its meaning. Masks add one attribute to models."""
-    opt_names = {n for n in vars(tflth_optimizers.PrunedStayZero) if not n.startswith("__")} - {"update_step"}
+    opt_names = {n for mixin in (tflth_optimizers.PrunedStayZero, tflth_optimizers.StartStep)
+                 for n in vars(mixin) if not n.startswith("__")} - {"update_step", "build"}
+    assert "start_step" in opt_names
     for parent in (keras.optimizers.Adam, keras.optimizers.AdamW):
         clashes = {n for n in opt_names if hasattr(parent, n) or hasattr(parent(), n)}
         assert not clashes, f"{parent.__name__} now defines {sorted(clashes)}"

@@ -158,7 +158,8 @@ def test_levels_up_to_the_last_useful_one_are_accepted(data_path, tmp_path):
 def test_lottery_hparams_validation():
     for kwargs, pattern in [({"levels": -1}, r"^LotteryHparams\.levels=-1"), ({"reset": "x"}, r"\.reset='x'"),
                             ({"controls": ("magic",)}, r"unknown control 'magic'"), ({"replicates": 0}, "replicates"),
-                            ({"rewind_step": "k"}, r"Invalid step 'k'")]:
+                            ({"rewind_step": "k"}, r"Invalid step 'k'"),
+                            ({"rewind_optimizer": "foo"}, r"\.rewind_optimizer='foo' is invalid: expected one of")]:
         with pytest.raises(HparamError, match=pattern) as caught:
             LotteryHparams(**kwargs)
         assert (caught.value.owner, caught.value.field) == ("LotteryHparams", next(iter(kwargs)))

@@ -109,3 +109,22 @@ def test_hparams_json_compares_non_default_values(tmp_path):
     with pytest.raises(HparamError, match="other hyperparameters"):
         open_run_dir(str(tmp_path), RunHparams(training=TrainingHparams(lr=0.01)).to_dict(),
                      hparams.defaults_dict(RunHparams))
+
+
+def test_rewind_optimizer_state_keeps_every_name_and_fresh_is_another_experiment(tmp_path):
+    """The default (state) names experiments, writes hparams.json and finds tflth 0.1's
+    directories as before the field existed; fresh is a new name that never reuses one."""
+    lenet = LENET.run
+
+    def job(**lottery):
+        return LotteryJob(lenet, LENET.pruning, LotteryHparams(rewind_step="0it", **lottery), output_dir=str(tmp_path))
+
+    state, fresh = job(rewind_optimizer="state"), job(rewind_optimizer="fresh")
+    assert os.path.basename(state.experiment_dir) == PINNED["lottery_lenet"]
+    assert "rewind_optimizer" not in state.hparams_dict() and state.label == job().label
+    assert "lottery_" + hparams.legacy_hash(state.hparams_dict()) == PINNED_V1["lottery_lenet"]
+    assert fresh.hparams_dict()["rewind_optimizer"] == "fresh"
+    assert os.path.basename(fresh.experiment_dir) not in (PINNED["lottery_lenet"], PINNED_V1["lottery_lenet"])
+    (tmp_path / PINNED_V1["lottery_lenet"]).mkdir()  # a tflth 0.1 experiment (state: the only kind it had)
+    assert state.experiment_dir == str(tmp_path / PINNED_V1["lottery_lenet"])
+    assert os.path.basename(fresh.experiment_dir) != PINNED_V1["lottery_lenet"]

@@ -22,6 +22,9 @@ function / constant                Keras internal                              s
 :func:`optimizer_variable_index`   ``BaseOptimizer._get_variable_index``        3.0
 :func:`adam_epsilon`               ``Adam.update_step`` / ``AdamW`` read        3.0
                                    ``self.epsilon`` each time they build a step
+:func:`adam_bias_correction_from`  ``Adam.update_step``'s bias correction        3.0
+                                   from ``self.iterations`` (which returns
+                                   ``BaseOptimizer._iterations``)
 =================================  ==========================================  =======
 
 Only :func:`fresh_names` imports from ``keras.src`` (the global state has no public accessor).
@@ -38,6 +41,7 @@ __all__ = [
     "fresh_names",
     "optimizer_variable_index",
     "adam_epsilon",
+    "adam_bias_correction_from",
 ]
 
 def sublayers(layer, recursive: bool = True) -> list:
@@ -135,3 +139,35 @@ def adam_epsilon(optimizer, epsilon):
         yield
     finally:
         optimizer.epsilon = scalar
+
+
+@contextlib.contextmanager
+def adam_bias_correction_from(optimizer, start_step):
+    """Within the block, ``optimizer.update_step`` (Keras ``Adam`` or ``AdamW``) corrects
+    the bias of its moments as an optimizer that has taken ``iterations - start_step``
+    steps (``start_step``: an integer scalar, a tensor or variable), while the step
+    counter itself, hence the learning-rate schedule, stays where it is.
+
+    Relies on Keras's Adam step (``keras/src/optimizers/adam.py``, also behind AdamW)
+    computing ``local_step = self.iterations + 1`` for ``beta_1 ** local_step`` and
+    ``beta_2 ** local_step``, reading nothing else of the counter, and on
+    ``BaseOptimizer.iterations`` returning the private attribute ``_iterations`` (no
+    gradient accumulation) each time it is read (every Keras 3 release). The learning
+    rate (the schedule at ``_iterations``) and AdamW's decoupled decay are computed
+    before ``update_step`` runs, and the counter is incremented after it, so neither sees
+    the swap; the block must therefore enclose ``update_step`` only, never ``apply``
+    (which increments the counter). Within the block ``_iterations`` is the tensor
+    ``iterations - start_step``, set with ``object.__setattr__`` (no variable tracking:
+    ``optimizer.variables`` stay Keras's); the variable is put back on exit. In a
+    ``tf.function`` the block is entered when the step is traced, so ``start_step`` must
+    be a variable or an argument.
+    """
+    import keras  # noqa: PLC0415
+
+    counter = optimizer._iterations
+    object.__setattr__(optimizer, "_iterations",
+                       keras.ops.subtract(counter, keras.ops.cast(start_step, counter.dtype)))
+    try:
+        yield
+    finally:
+        object.__setattr__(optimizer, "_iterations", counter)

@@ -9,7 +9,9 @@ Level L ≥ 1 prunes level L-1's final weights with the registered pruning strat
 (``PruningHparams.strategy``, :mod:`tflth.pruning`), starts as the registered reset says
 (``rewind``, ``lr_rewind``, ``finetune``: :mod:`tflth.lottery.starts`), and trains to the end.
 Controls (``random_reinit``, ``random_prune``: :mod:`tflth.lottery.starts`) train on level L's
-mask exactly like IMP's level L except for what they control. A finished level
+mask exactly like IMP's level L except for what they control. Every start from step k takes
+step k's optimizer state (``rewind_optimizer="state"``, the default) or a fresh optimizer
+at step k (``"fresh"``, open_lth's way; :data:`tflth.lottery.starts.REWIND_OPTIMIZERS`). A finished level
 (``result.json``) is never recomputed; a killed one resumes from its latest checkpoint;
 raising ``levels`` extends a finished experiment.
 """
@@ -48,6 +50,7 @@ class LotteryHparams:
     reset: str = "rewind"
     controls: tuple[str, ...] = ()
     replicates: int = 1
+    rewind_optimizer: str = "state"
 
     def __post_init__(self):
         object.__setattr__(self, "controls", tuple(self.controls))
@@ -64,6 +67,9 @@ class LotteryHparams:
                 raise field_note(_L, "controls", f"unknown control {c!r}: expected some of {list(CONTROLS)}.", c)
         if int(self.replicates) != self.replicates or self.replicates < 1:
             raise field_error(_L, "replicates", self.replicates, "is invalid: expected an integer >= 1.")
+        if self.rewind_optimizer not in starts.REWIND_OPTIMIZERS:
+            raise field_error(_L, "rewind_optimizer", repr(self.rewind_optimizer),
+                              f"is invalid: expected one of {list(starts.REWIND_OPTIMIZERS)}.")
 
 
 def replicate_hparams(run: RunHparams, r: int) -> RunHparams:
@@ -81,6 +87,7 @@ class ExperimentKey:
     pruning: PruningHparams = PruningHparams()
     rewind_step: str = "0it"
     reset: str = "rewind"
+    rewind_optimizer: str = "state"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +98,11 @@ class LotteryJob:
         run: the training hyperparameters (:class:`RunHparams`).
         pruning: :class:`PruningHparams` (fraction, scope, per-layer rates, strategy).
         lottery: :class:`LotteryHparams` (levels, rewind step k, reset, controls,
-            replicates).
+            replicates, and ``rewind_optimizer``: what every start from step k does with
+            step k's optimizer, ``state`` (its saved state, the default) or ``fresh``
+            (zeroed slots, schedule at k, Adam's bias correction from k)).
         output_dir: where ``lottery_<hash>/`` goes (named by the non-default values of
-            ``run``, ``pruning``, the rewind step and the reset).
+            ``run``, ``pruning``, the rewind step, the reset and the rewind optimizer).
         data_dir, strategy: as for :class:`~tflth.training.Trainer`.
         eval_every, checkpoint_every: evaluation and resume-checkpoint intervals.
         model_fn: the model factory (``model_fn(seed=, input_shape=, num_classes=)`` ->
@@ -131,10 +140,18 @@ class LotteryJob:
     def key(self) -> ExperimentKey:
         """What determines results (not ``levels``, ``controls`` or ``replicates``,
         which only add runs to the same experiment)."""
-        return ExperimentKey(self.run, self.pruning, self.lottery.rewind_step, self.lottery.reset)
+        return ExperimentKey(self.run, self.pruning, self.lottery.rewind_step, self.lottery.reset,
+                             self.lottery.rewind_optimizer)
 
     def hparams_dict(self) -> dict:
-        return to_dict(self.key())
+        """:meth:`key` in full (``hparams.json``), except ``rewind_optimizer`` at its default,
+        which is left out: a ``state`` experiment's file and tflth 0.1 name
+        (:func:`~tflth.hparams.legacy_hash`) stay what they were before the field existed,
+        and a ``fresh`` one can never be taken for a tflth 0.1 directory."""
+        d = to_dict(self.key())
+        if d["rewind_optimizer"] == ExperimentKey.rewind_optimizer:
+            del d["rewind_optimizer"]
+        return d
 
     def identity(self) -> dict:
         """The non-default part of :meth:`key`: what names the experiment."""
@@ -155,7 +172,9 @@ class LotteryJob:
         p = self.pruning
         how = {"magnitude": p.scope, "nm": "nm " + ",".join(f"{n}:{m}" for n, m in p.nm)}.get(
             p.strategy, f"{p.strategy} {p.scope}")
-        return f"{self.run.model.name} {self.run.dataset.name} {how} {self.lottery.reset}@{self.lottery.rewind_step}"
+        fresh = " fresh optimizer" if self.lottery.rewind_optimizer == "fresh" else ""
+        return (f"{self.run.model.name} {self.run.dataset.name} {how} {self.lottery.reset}@{self.lottery.rewind_step}"
+                + fresh)
 
     def level_dir(self, replicate: int, level: int, control: str | None = None) -> str:
         e = self.experiment
@@ -235,7 +254,8 @@ class _ImpTrajectory:
     def _start(self, level: int) -> starts.Start:
         prev = self._final_checkpoint(self._level(level - 1)) if level > 0 else None
         return starts.Start(rewind=self._level(0).checkpoint(self.k), level=level,
-                            seed=self.hparams.training.seed, previous_final=prev)
+                            seed=self.hparams.training.seed, previous_final=prev,
+                            rewind_optimizer=self.job.lottery.rewind_optimizer)
 
     def _masked_weights(self, ckpt_path: str) -> dict:
         _, weights, _ = checkpoint.load(ckpt_path)

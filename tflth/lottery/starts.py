@@ -25,6 +25,16 @@ Controls (``--controls``), trained exactly like IMP's level L except for what th
   N:M groups; whole channels) with level L's per-variable survivor counts (seed
   :func:`control_seed`; :meth:`tflth.pruning.Strategy.random_like`), weights W_k ⊙ m.
 
+Step k's optimizer (``--rewind_optimizer``, :data:`REWIND_OPTIMIZERS`): every start above
+that takes "optimizer state and schedule of step k" (``rewind``, ``lr_rewind``,
+``random_reinit``, ``random_prune``) does it through :meth:`Start.load_rewind`, which
+either restores the dense run's optimizer state at k (``state``: momentum, Adam's
+moments and step count, as that run had them) or starts a fresh optimizer at k
+(``fresh``: every slot zero, the schedule and data order at step k, Adam's bias
+correction counting from k, as open_lth's lottery runner does). ``finetune`` starts a
+fresh optimizer anyway. Stability copies from W_k continue one training and keep the full
+state (their :class:`Start` has the default, ``state``).
+
 The masks themselves are applied by the caller after ``start`` (``tflth.masking.apply_masks``).
 """
 
@@ -35,10 +45,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Start", "Reset", "Control", "RESETS", "CONTROLS", "register_reset", "register_control",
-           "get_reset", "get_control", "control_seed", "REINIT_SEED_OFFSET"]
+__all__ = ["Start", "Reset", "Control", "RESETS", "CONTROLS", "REWIND_OPTIMIZERS", "register_reset",
+           "register_control", "get_reset", "get_control", "control_seed", "REINIT_SEED_OFFSET"]
 
 REINIT_SEED_OFFSET = 100_003  # a control's seed = training seed + offset + level
+
+#: What a start from W_k does with step k's optimizer (:meth:`Start.load_rewind`), by name.
+REWIND_OPTIMIZERS = {
+    "state": "step k's optimizer state as the dense run had it (momentum, Adam's moments and step count)",
+    "fresh": "a fresh optimizer at step k: every slot zero, the learning-rate schedule (and data order) at "
+             "step k, Adam's bias correction counting from k (open_lth's lottery runner)",
+}
 
 
 def control_seed(training_seed: int, level: int) -> int:
@@ -54,6 +71,21 @@ class Start:
     level: int
     seed: int  # the training seed of the replicate
     previous_final: str | None = None
+    rewind_optimizer: str = "state"  # a name in REWIND_OPTIMIZERS
+
+    def __post_init__(self):
+        if self.rewind_optimizer not in REWIND_OPTIMIZERS:
+            raise ValueError(f"Start.rewind_optimizer={self.rewind_optimizer!r} is invalid: expected one of "
+                             f"{list(REWIND_OPTIMIZERS)}.")
+
+    def load_rewind(self, trainer) -> int:
+        """Put ``trainer`` at W_k: its weights, step k (schedule and data position) and step
+        k's optimizer as :attr:`rewind_optimizer` says; returns k. The one way a start
+        takes W_k's state."""
+        k = trainer.load_checkpoint(self.rewind)
+        if self.rewind_optimizer == "fresh":
+            trainer.reset_optimizer(k)
+        return k
 
 
 class Reset:
@@ -81,7 +113,7 @@ class Control:
         return dict(level_mask)
 
     def start(self, trainer, start: Start) -> None:
-        trainer.load_checkpoint(start.rewind)
+        start.load_rewind(trainer)
 
 
 #: Registered resets and controls by name, in the order they were registered.
@@ -125,7 +157,7 @@ class Rewind(Reset):
     name = "rewind"
 
     def start(self, trainer, start):
-        trainer.load_checkpoint(start.rewind)
+        start.load_rewind(trainer)
 
 
 @register_reset
@@ -133,7 +165,7 @@ class LearningRateRewind(Reset):
     name = "lr_rewind"
 
     def start(self, trainer, start):
-        trainer.load_checkpoint(start.rewind)
+        start.load_rewind(trainer)
         trainer.set_weights(_final_weights(start))
 
 
@@ -155,7 +187,7 @@ class RandomReinit(Control):
     name = "random_reinit"
 
     def start(self, trainer, start):
-        trainer.load_checkpoint(start.rewind)
+        start.load_rewind(trainer)
         fresh = trainer.build_model(control_seed(start.seed, start.level))
         trainer.set_weights({v.path: v.numpy() for v in fresh.variables})
 

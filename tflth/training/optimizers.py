@@ -19,6 +19,16 @@ variable read plus a multiply) cost 4-8 % on LeNet-300-100.
 
 SGD's step (``lr · g``, with or without momentum) has no constant factor to carry the
 mask, so under SGD the loop masks in the forward pass instead.
+
+A fresh optimizer at step k (:class:`StartStep`, the lottery's ``rewind_optimizer=fresh``):
+the step counter ``iterations`` is the training step (the learning-rate schedule's
+position, the data position, the checkpoint's step), while Adam's bias correction
+counts the steps this optimizer has taken since its slots were zeroed. :class:`Adam`
+and :class:`AdamW` keep that start in :attr:`StartStep.start_step` (a variable, read by
+the traced step; not an optimizer variable, so checkpoints hold exactly Keras's
+optimizer state and the trainer keeps it among a checkpoint's extras). With
+``start_step = 0`` their steps are Keras's, bit for bit. SGD has no bias correction: its
+zeroed momentum *is* a fresh optimizer.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from tflth import _keras
 from tflth.hparams import TrainingHparams
 from tflth.training.schedule import StepSchedule
 
-__all__ = ["PrunedStayZero", "Adam", "AdamW", "make_optimizer"]
+__all__ = ["PrunedStayZero", "StartStep", "Adam", "AdamW", "make_optimizer", "get_start_step", "set_start_step"]
 
 
 class PrunedStayZero:
@@ -81,12 +91,58 @@ class PrunedStayZero:
             return super().update_step(gradient, variable, learning_rate)
 
 
-class Adam(PrunedStayZero, keras.optimizers.Adam):
-    """``keras.optimizers.Adam`` whose step of a pruned kernel entry is exactly zero."""
+class StartStep:
+    """Mixin for Keras Adam-family optimizers: the bias correction counts steps from
+    :attr:`start_step` (the step at which the optimizer started fresh), not from 0.
+
+    Keras's Adam corrects step ``t = iterations + 1`` by ``1 - beta ** t``; this one uses
+    ``t = iterations - start_step + 1``, so after :func:`set_start_step` ``(opt, k)`` with
+    every slot zeroed and ``iterations = k``, the next update is a newly built Adam's first
+    update at the schedule's rate for step k. ``start_step`` is created by ``build`` (in
+    the strategy's scope, like the slots) and read by the traced step, never baked into it.
+    """
+
+    start_step = None  # tf.Variable (int64), created by build
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        with tf.init_scope():  # a variable even when built inside a traced function
+            var = tf.Variable(0, dtype=tf.as_dtype(self.iterations.dtype), trainable=False, name="start_step")
+        _keras.attach_untracked(self, "start_step", var)
+
+    def update_step(self, gradient, variable, learning_rate):
+        with _keras.adam_bias_correction_from(self, self.start_step):
+            return super().update_step(gradient, variable, learning_rate)
 
 
-class AdamW(PrunedStayZero, keras.optimizers.AdamW):
-    """``keras.optimizers.AdamW`` whose step of a pruned kernel entry is exactly zero."""
+def get_start_step(optimizer) -> int:
+    """The step at which ``optimizer`` started fresh (0 for one that counts from 0, and for
+    optimizers without bias correction)."""
+    var = getattr(optimizer, "start_step", None) if isinstance(optimizer, StartStep) else None
+    return 0 if var is None else int(var.numpy())
+
+
+def set_start_step(optimizer, step: int) -> None:
+    """Make ``optimizer``'s bias correction count from ``step`` (eager; a no-op for an
+    optimizer without bias correction, e.g. SGD)."""
+    var = getattr(optimizer, "start_step", None) if isinstance(optimizer, StartStep) else None
+    if var is None:
+        if isinstance(optimizer, StartStep) and step:
+            raise ValueError(f"{type(optimizer).__name__} is not built: build it before setting its start step.")
+        return
+    var.assign(int(step))
+
+
+class Adam(PrunedStayZero, StartStep, keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` whose step of a pruned kernel entry is exactly zero and
+    whose bias correction counts from :attr:`StartStep.start_step`."""
+
+
+class AdamW(PrunedStayZero, StartStep, keras.optimizers.AdamW):
+    """``keras.optimizers.AdamW`` whose step of a pruned kernel entry is exactly zero and
+    whose bias correction counts from :attr:`StartStep.start_step`."""
 
 
 def make_optimizer(hp: TrainingHparams, schedule: StepSchedule) -> keras.optimizers.Optimizer:
