@@ -15,10 +15,10 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
 EXPERIMENT = {"levels", "controls", "replicates"}
 PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy", "layer_rates", "rewind_step", "reset",
-                        "nm", "nm_pad", "channel_norm"}
+                        "rewind_optimizer", "nm", "nm_pad", "channel_norm"}
 STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
                           "train_examples", "bn_batches", "shard"}
-REPORT = {"experiments", "sweeps", "labels", "report_dir", "title"}
+REPORT = {"experiments", "sweeps", "labels", "report_dir", "title", "match_margin", "stable_threshold"}
 EXPORT = {"source", "formats", "export_dir", "step"}
 # Flags absl and TensorFlow define for themselves (all listed by --helpfull).
 FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile", "undefok", "only_check_args",
@@ -53,9 +53,14 @@ def test_help_lists_the_binary_s_own_flags(binary):
         assert re.search(r"--levels: bin/prune.py: pruning levels.*\n.*\(default 8\)", out.stdout), out.stdout
         assert re.search(r"--rewind_step: Rewind point k.*\n.*Default: from --preset or --model", out.stdout)
         assert re.search(r"--reset: <rewind\|\w+\|\w+>: How survivors restart", out.stdout)
+        assert re.search(r"--rewind_optimizer: <state\|fresh>: What every start from step k(.*\n)*?.*fresh = every "
+                         r"slot zero(.*\n)*?\s+\(default: 'state'\)", out.stdout), out.stdout
     if binary == "stability":
         assert re.search(r"--rewind_steps: .*\n.*\n\s+\(default: '0it'\)", out.stdout), out.stdout
         assert re.search(r"--bn: <recompute\|interpolate>:", out.stdout)
+    if binary == "report":
+        assert re.search(r"--match_margin: δ in accuracy points(.*\n)*?\s+\(default: '0\.5'\)", out.stdout), out.stdout
+        assert re.search(r"--stable_threshold: (.*\n)*?\s+\(default: '2\.0'\)", out.stdout), out.stdout
     if binary == "export":
         assert re.search(r"--formats: Export formats, some of baked, shrunk, compressed, litert,\s+litert_sparse.\n"
                          r"\s+\(default: 'baked,shrunk,compressed'\)", out.stdout), out.stdout

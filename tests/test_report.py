@@ -25,13 +25,11 @@ def rows_fixture():
     return [
         row(1, "fine_tune", 0, 0.95),
         row(1, "random_prune", 0, 0.85, loss=0.7),
-        row(1, "random_reinit", 0, 0.9389),  # just below the matching boundary 0.939
-        row(1, "imp", 1, 0.939),  # mean exactly dense - 0.002: matches
+        row(1, "random_reinit", 0, 0.9389),
+        row(1, "imp", 1, 0.939),  # both replicates alike: zero variance on this side
         row(1, "imp", 0, 0.939),
         row(0, "imp", 1, 0.951, loss=0.3),
         row(0, "imp", 0, 0.931, loss=0.1),
-        # (0.931 + 0.951) / 2 - 0.002 is 0.9390000000000001 in floating point: the boundary
-        # case needs the comparison's slack.
         row(2, "imp", 0, 0.80, density=0.64),
         row(2, "imp", 1, 0.85, density=0.6401),
         row(2, "imp", 2, 0.90, density=0.6402),
@@ -40,6 +38,9 @@ def rows_fixture():
 
 def by_key(summary):
     return {(s.experiment, s.method, s.level): s for s in summary}
+
+
+T975 = {1: 12.706204736, 2: 4.302652730, 4: 2.776445105}  # tabulated t(0.975, df)
 
 
 # ----------------------------------------------------------------------------- summarize
@@ -51,7 +52,10 @@ def test_summarize_numbers_match_hand_computation():
     assert dense.acc_mean == pytest.approx(0.941)
     assert dense.acc_std == pytest.approx(math.sqrt(2 * 0.01 ** 2 / 1))  # sample std, ddof=1
     assert dense.loss_mean == pytest.approx(0.2)
-    assert dense.matches is True
+    assert dense.matches is None and dense.vs_dense is None  # the dense row is not compared with itself
+    # 95 % t interval, n = 2: 0.941 ± t(0.975, 1) · 0.0141421 / √2 = 0.941 ± 0.127062
+    assert (dense.acc.low, dense.acc.high) == (pytest.approx(0.941 - T975[1] * 0.01),
+                                               pytest.approx(0.941 + T975[1] * 0.01))
 
     lvl2 = s["exp", "imp", 2]
     assert lvl2.n == 3
@@ -61,23 +65,58 @@ def test_summarize_numbers_match_hand_computation():
     assert (lvl2.acc_min, lvl2.acc_max) == (0.80, 0.90)
     assert lvl2.dense_acc_mean == pytest.approx(0.941)
     assert lvl2.dense_acc_std == pytest.approx(0.0141421356)
-    assert lvl2.matches is False
+    half = T975[2] * 0.05 / math.sqrt(3)  # 0.124207
+    assert (lvl2.acc.low, lvl2.acc.high) == (pytest.approx(0.85 - half), pytest.approx(0.85 + half))
+    # Welch (level 2 − dense): va = 0.05²/3, vb = 0.0141421²/2 = 1e-4
+    va, vb = 0.05 ** 2 / 3, 1e-4
+    d = lvl2.vs_dense
+    assert d.diff == pytest.approx(0.85 - 0.941)
+    assert d.se == pytest.approx(math.sqrt(va + vb))
+    assert d.df == pytest.approx((va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 1))  # 2.4396
+    assert 2.4 < d.df < 2.5 and T975[2] > (d.high - d.diff) / d.se > 3.18  # t(0.975, 2.44) between df 2 and 3
+    assert d.low < -0.005 < d.high  # −9.1 points, but the interval reaches above −0.5 points
+    assert lvl2.matches == "undecided"
 
     single = s["exp", "random_reinit", 1]
-    assert single.n == 1 and single.acc_std == 0.0
+    assert single.n == 1 and single.acc_std == 0.0 and single.acc.std is None
+    assert single.acc.low is None and single.acc.high is None  # undefined for n = 1, not a crash
+    assert not single.vs_dense.defined and single.vs_dense.diff == pytest.approx(0.9389 - 0.941)
+    assert single.matches == "undecided" and single.imp_beats == "undecided"
+    assert single.vs_imp.diff == pytest.approx(0.939 - 0.9389)  # IMP − control
 
 
-def test_matching_flag_at_the_tolerance_boundary():
-    s = by_key(report.summarize(rows_fixture()))
-    assert s["exp", "imp", 1].acc_mean == 0.939
-    assert s["exp", "imp", 1].matches is True  # exactly 0.2 points below dense: matching
-    assert s["exp", "random_reinit", 1].matches is False  # 0.21 points below
-    assert s["exp", "fine_tune", 1].matches is True  # above dense
-    strict = by_key(report.summarize(rows_fixture(), match_tolerance=0.0))
-    assert strict["exp", "imp", 1].matches is False
-    assert strict["exp", "imp", 0].matches is True
-    loose = by_key(report.summarize(rows_fixture(), match_tolerance=0.0022))
-    assert loose["exp", "random_reinit", 1].matches is True
+def _replicates(level, method, accs, experiment="exp"):
+    return [row(level, method, r, a, experiment=experiment) for r, a in enumerate(accs)]
+
+
+def test_verdicts_in_the_summary_follow_the_welch_intervals():
+    dense = _replicates(0, "imp", [0.900, 0.902, 0.904])  # mean 0.902, s = 0.002
+    rows = dense + (
+        _replicates(1, "imp", [0.901, 0.903, 0.905])  # +0.1 points, tight: matches
+        + _replicates(1, "random_reinit", [0.880, 0.882, 0.884])  # −2.0 points, tight: no; IMP beats it
+        + _replicates(1, "random_prune", [0.902, 0.903, 0.904])  # IMP − it = 0 ± narrow: "no difference"
+        + _replicates(2, "imp", [0.86, 0.90, 0.94])  # −2 points ± 10: undecided
+        + _replicates(2, "random_reinit", [0.85, 0.90, 0.95]))  # IMP − it = +0.33 ± wide: undecided
+    s = by_key(report.summarize(rows))
+    assert s["exp", "imp", 1].matches == "yes"
+    assert s["exp", "random_reinit", 1].matches == "no"
+    assert s["exp", "random_reinit", 1].imp_beats == "yes"
+    assert s["exp", "random_prune", 1].imp_beats == "no"
+    assert s["exp", "imp", 2].matches == "undecided"
+    assert s["exp", "random_reinit", 2].imp_beats == "undecided"
+    # By hand: imp 1 − dense = +0.001, both s = 0.002, n = 3: se = 0.002·√(2/3), df = 4
+    d = s["exp", "imp", 1].vs_dense
+    se = 0.002 * math.sqrt(2 / 3)
+    assert d.df == pytest.approx(4.0)
+    assert (d.low, d.high) == (pytest.approx(0.001 - T975[4] * se), pytest.approx(0.001 + T975[4] * se))
+    # The margin decides: with δ = 0 the same tight interval [-0.35, +0.55] points is undecided.
+    strict = by_key(report.summarize(rows, match_margin=0.0))
+    assert strict["exp", "imp", 1].matches == "undecided" and strict["exp", "imp", 1].match_margin == 0.0
+    assert strict["exp", "random_prune", 1].imp_beats == "undecided"  # "within ±0" is impossible
+    loose = by_key(report.summarize(rows, match_margin=0.03))  # 3 points
+    assert loose["exp", "random_reinit", 1].matches == "yes"
+    with pytest.raises(ValueError, match=r"margin=-0\.001"):
+        report.summarize(rows, match_margin=-0.001)
 
 
 def test_summarize_order_and_experiment_without_dense():
@@ -175,15 +214,24 @@ def test_write_csv_is_atomic_on_failure(tmp_path):
 def test_markdown_table_lines():
     md = report.markdown_table(report.summarize(rows_fixture()))
     lines = md.splitlines()
-    assert lines[0] == (f"**{LABEL} (exp): dense test accuracy 94.10 ± 1.41 %; 3 replicates; "
-                        "'matches dense' = mean within 0.2 points of dense**")
-    assert ("| level | density (%) | IMP acc (%) mean ± std | random_reinit acc (%) mean ± std | "
-            "random_prune acc (%) mean ± std | fine_tune acc (%) mean ± std | matches dense |") in lines
-    assert "| 0 | 100.0 | 94.10 ± 1.41 (n=2) | — | — | — | IMP |" in lines
-    assert ("| 1 | 80.0 | 93.90 ± 0.00 (n=2) | 93.89 (n=1) | 85.00 (n=1) | 95.00 (n=1) "
-            "| IMP, fine_tune |") in lines
-    assert "| 2 | 64.0 | 85.00 ± 5.00 | — | — | — | no |" in lines
-    assert len([ln for ln in lines if ln.startswith("| ") and ln[2].isdigit()]) == 3
+    assert lines[0] == f"**{LABEL} (exp): dense test accuracy 94.10 ± 1.41 %; 3 replicates**"
+    assert ("| level | density (%) | method | n | acc (%) mean ± std | acc (%) 95 % CI | − dense (pts) [95 % CI] "
+            "| p (− dense) | matches dense | IMP − it (pts) [95 % CI] | p (IMP − it) | IMP beats it |") in lines
+    # 94.10 ± 12.7062 · 1.41421 / √2 = [81.39, 106.81]
+    assert "| 0 | 100.0 | IMP | 2 | 94.10 ± 1.41 | [81.39, 106.81] | — | — | — | — | — | — |" in lines
+    assert ("| 1 | 80.0 | random_reinit | 1 | 93.89 | n/a (n=1) | -0.21 [n/a (n=1)] | n/a | undecided "
+            "| +0.01 [n/a (n=1)] | n/a | undecided |") in lines
+    # 85.00 ± 4.30265 · 5 / √3 = [72.58, 97.42]; Welch vs dense: −9.10 [−20.22, +2.02], p = 0.076
+    assert ("| 2 | 64.0 | IMP | 3 | 85.00 ± 5.00 | [72.58, 97.42] | -9.10 [-20.22, +2.02] | 0.076 | undecided "
+            "| — | — | — |") in lines
+    assert len([ln for ln in lines if ln.startswith("| ") and ln[2].isdigit()]) == 6  # one per (level, method)
+    rules = [ln for ln in lines if ln.startswith("- ")]
+    assert rules[0] == ("- matches dense: yes if the 95 % Welch interval of (method − dense) lies above −0.5 points, "
+                        "no if below, else undecided.")
+    assert rules[1].startswith("- IMP beats <control>: yes if the 95 % Welch interval of (IMP − control) lies above 0, "
+                               "no if below 0 or within ±0.5 points, else undecided")
+    assert "docs/statistics.md" in rules[2]
+    assert "−2 points" in report.markdown_table(report.summarize(rows_fixture(), match_margin=0.02))
 
 
 def test_markdown_one_table_per_experiment_and_density_format():
@@ -194,10 +242,11 @@ def test_markdown_one_table_per_experiment_and_density_format():
     md = report.markdown_table(report.summarize(rows))
     assert md.count("| level | density (%) |") == 2
     assert md.index(f"**{LABEL} (b)") < md.index("**conv (a)")  # in the order of the rows
-    assert "| 8 | 16.8 | 97.00 | no |" in md  # 1 point below dense
-    assert "**conv (a): dense test accuracy 70.00 %; 1 replicate;" in md
-    assert "| 15 | 3.5 | 69.00 | no |" in md
-    assert "| 25 | 0.38 | 60.00 | no |" in md  # below 1 %: two significant digits
+    # one replicate each: the point difference, no interval, undecided
+    assert "| 8 | 16.8 | IMP | 1 | 97.00 | n/a (n=1) | -1.00 [n/a (n=1)] | n/a | undecided | — | — | — |" in md
+    assert "**conv (a): dense test accuracy 70.00 %; 1 replicate**" in md
+    assert "| 15 | 3.5 | IMP | 1 | 69.00 | n/a (n=1) | -1.00 [n/a (n=1)] | n/a | undecided |" in md
+    assert "| 25 | 0.38 | IMP | 1 | 60.00 |" in md  # below 1 %: two significant digits
 
 
 def test_text_table_is_aligned():
@@ -207,13 +256,15 @@ def test_text_table_is_aligned():
     header, rule, *body = lines[1:]
     assert header.split("  ")[0] == "level"
     assert set(rule) == {"-", " "}
-    assert len(body) == 3
-    # Every column ends where its rule segment ends (right-aligned numbers).
+    table, rules = body[:6], body[6:]
+    assert rules[0].startswith("matches dense: yes if") and rules[1].startswith("IMP beats <control>: yes if")
+    # Every right-aligned column (numbers: level .. the CIs) ends where its rule segment ends.
     ends = [i + 1 for i, (a, b) in enumerate(zip(rule, rule[1:] + " ")) if a == "-" and b == " "]
-    for line in [header] + body:
-        for end in ends[:-1]:
-            assert line[end - 1] != " " and line[end: end + 2] == "  ", line
-    assert "93.90 ± 0.00 (n=2)" in body[1] and body[1].endswith("IMP, fine_tune")
+    for line in [header] + table:
+        for i in (0, 1, 3, 4, 5, 6, 7):
+            assert line[ends[i] - 1] != " " and line[ends[i]: ends[i] + 2] == "  ", line
+    assert "93.90 ± 0.00" in table[1] and "[93.90, 93.90]" in table[1]  # zero variance: a point interval
+    assert table[4].split()[2] == "fine_tune" and table[4].endswith("undecided")
     assert report.text_table([]) == "(no results)\n"
 
 
@@ -277,7 +328,14 @@ def test_plot_axes_read_like_the_papers():
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["100", "80", "64", "51.2", "41", "32.8"]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["dense 90.05 ± 0.07 %", "IMP (n=2)", "random_prune (n=2)"]
+    half = T975[1] * 0.1 / math.sqrt(2) / math.sqrt(2)  # dense 90.0 and 90.1: s = 0.0707 points, n = 2
+    assert legend == [f"dense 90.05 [{90.05 - half:.2f}, {90.05 + half:.2f}] %", "IMP (n=2)", "random_prune (n=2)"]
+    assert legend[0] == "dense 90.05 [89.41, 90.69] %"
+    assert "95 % t interval" in ax.get_legend().get_title().get_text()
+    # error bars: the 95 % half-width of each point (IMP, level 5: 0.85 and 0.851 → 0.635 points)
+    bars = [c for c in ax.containers if hasattr(c, "lines")][0]
+    segments = bars.lines[2][0].get_segments()
+    assert [round(seg[1][1] - seg[0][1], 3) for seg in segments] == [round(2 * half, 3)] * 6
     assert ax.get_title() == LABEL
     assert ax.get_ylabel() == "Test accuracy (%)"
     with pytest.raises(ValueError):
@@ -333,14 +391,30 @@ def test_thin_ticks_keeps_the_ends_and_spacing():
 def test_write_report(tmp_path):
     paths = report.write_report(str(tmp_path / "report"), rows_fixture(), title="My run")
     assert paths == {"csv": str(tmp_path / "report" / "results.csv"),
+                     "summary_csv": str(tmp_path / "report" / "results_summary.csv"),
                      "markdown": str(tmp_path / "report" / "results.md"),
                      "plot": str(tmp_path / "report" / "results.png")}
     md = open(paths["markdown"], encoding="utf-8").read()
     assert md.startswith("# My run\n")
-    assert "| 2 | 64.0 | 85.00 ± 5.00 | — | — | — | no |" in md
+    assert "| 2 | 64.0 | IMP | 3 | 85.00 ± 5.00 | [72.58, 97.42] | -9.10 [-20.22, +2.02] | 0.076 | undecided |" in md
     assert len(report.read_csv(paths["csv"])) == len(rows_fixture())
     assert open(paths["plot"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert sorted(os.listdir(tmp_path / "report")) == ["results.csv", "results.md", "results.png"]
+    assert sorted(os.listdir(tmp_path / "report")) == ["results.csv", "results.md", "results.png",
+                                                       "results_summary.csv"]
+    with open(paths["summary_csv"], newline="") as f:
+        summary = list(csv.DictReader(f))
+    from tflth.report.imp import SUMMARY_COLUMNS
+
+    assert tuple(summary[0]) == SUMMARY_COLUMNS
+    assert [(r["level"], r["method"]) for r in summary] == [("0", "imp"), ("1", "imp"), ("1", "random_reinit"),
+                                                            ("1", "random_prune"), ("1", "fine_tune"), ("2", "imp")]
+    lvl2 = summary[-1]
+    assert float(lvl2["acc_low"]) == pytest.approx(0.85 - T975[2] * 0.05 / math.sqrt(3))
+    assert lvl2["matches_dense"] == "undecided" and lvl2["imp_minus"] == "" and float(lvl2["match_margin"]) == 0.005
+    assert float(lvl2["minus_dense"]) == pytest.approx(-0.091) and 0.07 < float(lvl2["minus_dense_p"]) < 0.08
+    single = summary[2]  # random_reinit, one replicate: the interval is empty, the verdict undecided
+    assert single["acc_low"] == single["minus_dense_low"] == single["minus_dense_p"] == ""
+    assert single["imp_beats"] == "undecided" and float(single["imp_minus"]) == pytest.approx(0.0001)
 
 
 def test_comparison_table_puts_experiments_side_by_side(tmp_path):
@@ -410,7 +484,7 @@ def test_collect_fake_experiment(tmp_path):
     ]  # level 2 (unfinished) and replicate 1's level 1 are skipped
     summary = by_key(report.summarize(rows))
     assert summary["lenet_fmnist", "imp", 0].n == 2
-    assert summary["lenet_fmnist", "random_reinit", 1].matches is False
+    assert summary["lenet_fmnist", "random_reinit", 1].matches == "undecided"  # one replicate a side
 
 
 def test_collect_label_falls_back_to_the_directory_name(tmp_path):
@@ -498,6 +572,7 @@ def test_package_imports_without_tensorflow_or_matplotlib():
         "import sys, types\n"
         f"pkg = types.ModuleType('tflth'); pkg.__path__ = [{tflth_dir!r}]; sys.modules['tflth'] = pkg\n"
         "import tflth.report, tflth.report.tables, tflth.report.plots, tflth.report.experiments\n"
+        "import tflth.report.stats\n"
         "assert tflth.report.__all__\n"
         "bad = [k for k in ('tensorflow', 'keras', 'matplotlib') if k in sys.modules]\n"
         "assert not bad, bad\n"

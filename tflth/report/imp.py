@@ -3,25 +3,31 @@
 Built on the generic :mod:`tflth.report.tables` and :mod:`tflth.report.plots`, from the
 :class:`~tflth.report.rows.SummaryRow` s of :func:`tflth.report.rows.summarize`.
 
-* Accuracy cells are ``mean ± std`` in percent (std: sample, ddof=1; only the mean for a
-  single replicate; ``(n=k)`` when a cell has fewer replicates than the experiment's most).
-* The figure draws the spread as error bars of ±1 std; the dense accuracy is a horizontal
-  band of mean ± std of level 0.
+* One table per experiment, one row per (level, method): n, test accuracy ``mean ± std``
+  and its 95 % t interval (percent), the Welch difference to dense ``+d [lo, hi]`` (points)
+  with its p and the "matches dense" verdict, and for a control IMP's Welch difference to it
+  with its p and the "IMP beats it" verdict; under the table, the rules in words (they are
+  decided in :mod:`tflth.report.stats`).
+* ``results_summary.csv``: the same numbers, one row per (experiment, level, method).
+* The figure draws 95 % t intervals of the mean as error bars (none for one replicate);
+  the dense accuracy is a horizontal band of its 95 % interval.
 
 Standard library at module level; matplotlib only inside :func:`plot`.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
-from tflth.report import plots, tables
+from tflth.report import plots, stats, tables
 from tflth.report.rows import LAST_EVALS, SummaryRow, by_experiment, display_name, method_key, summarize, write_csv
 
-__all__ = ["markdown_table", "comparison_table", "text_table", "plot", "write_report"]
+__all__ = ["markdown_table", "comparison_table", "text_table", "plot", "write_report", "SUMMARY_COLUMNS",
+           "summary_csv_text"]
 
 _MARKERS = {"imp": "o", "random_reinit": "s", "random_prune": "^"}
 _OTHER_MARKERS = ("D", "v", "P", "X", "*", "<", ">")
@@ -45,12 +51,34 @@ def _level_density(at_level: Sequence[SummaryRow]) -> float:
     return next((s for s in at_level if s.method == "imp"), at_level[0]).density
 
 
-def _table_parts(rows: list[SummaryRow], long_names: bool = True):
-    """Heading text, column names, alignment and cell strings of one experiment's table."""
-    methods = _methods(rows)
+_HEADER = ["level", "density (%)", "method", "n", "acc (%) mean ± std", "acc (%) 95 % CI",
+           "− dense (pts) [95 % CI]", "p (− dense)", "matches dense", "IMP − it (pts) [95 % CI]", "p (IMP − it)",
+           "IMP beats it"]
+_ALIGN = "rrlrrrrrlrrl"
+
+
+def _verdict(value: str | None) -> str:
+    return "—" if value is None else value
+
+
+def _row_cells(s: SummaryRow) -> list[str]:
+    """One (level, method) row: statistics, the differences and the verdicts."""
+    acc = tables.fmt_mean_std(s.acc_mean, s.acc.std, scale=100, n=s.n)
+    cells = [str(s.level), tables.fmt_percent(s.density), display_name(s.method), str(s.n), acc,
+             tables.fmt_interval(s.acc.low, s.acc.high, scale=100)]
+    for d, verdict in ((s.vs_dense, s.matches), (s.vs_imp, s.imp_beats)):
+        if d is None:
+            cells += ["—", "—", "—"]
+        else:
+            cells += [tables.fmt_difference(d.diff, d.low, d.high, scale=100, undefined=f"n/a ({d.why_undefined})"),
+                      tables.fmt_p(d.p), _verdict(verdict)]
+    return cells
+
+
+def _table_parts(rows: list[SummaryRow]):
+    """Heading text, column names, alignment, cell strings and caption lines of one experiment's table."""
     n_max = max(s.n for s in rows)
     first = rows[0]
-    tol_pts = first.match_tolerance * 100
     dense_rows = [s for s in rows if s.level == 0 and s.method == "imp"]
     if not dense_rows:
         dense = "no dense (level 0) result"
@@ -58,23 +86,15 @@ def _table_parts(rows: list[SummaryRow], long_names: bool = True):
         acc = tables.fmt_mean_std(first.dense_acc_mean, first.dense_acc_std, scale=100, n=dense_rows[0].n)
         dense = f"dense test accuracy {acc} %"
     reps = f"{n_max} replicate" + ("s" if n_max != 1 else "")
-    heading = (f"{first.label} ({first.experiment}): {dense}; {reps}; "
-               f"'matches dense' = mean within {tol_pts:g} points of dense{_last_evals_note(rows)}")
-    suffix = " mean ± std" if long_names else ""
-    header = (["level", "density (%)"]
-              + [f"{display_name(m)} acc (%){suffix}" for m in methods] + ["matches dense"])
-    align = "r" * (len(header) - 1) + "l"
-    body = []
-    for level in sorted({s.level for s in rows}):
-        cells = {s.method: s for s in rows if s.level == level}
-        density = _level_density(list(cells.values()))
-        if first.dense_acc_mean is None:
-            matching = "n/a"
-        else:
-            matching = ", ".join(display_name(m) for m in methods if m in cells and cells[m].matches) or "no"
-        body.append([str(level), tables.fmt_percent(density)]
-                    + [_fmt_acc(cells.get(m), n_max) for m in methods] + [matching])
-    return heading, header, align, body
+    heading = f"{first.label} ({first.experiment}): {dense}; {reps}{_last_evals_note(rows)}"
+    body = [_row_cells(s) for s in rows]
+    return heading, list(_HEADER), _ALIGN, body, _caption(first.match_margin)
+
+
+def _caption(margin: float) -> list[str]:
+    """The rules the verdicts follow, in words (one line each)."""
+    return [f"{stats.matches_rule(margin)}.", f"{stats.beats_rule(margin)} (\"it\": the row's control).",
+            f"{stats.interval_note()}; p: two-sided Welch t test; rules: docs/statistics.md."]
 
 
 def _last_evals_note(rows: list[SummaryRow]) -> str:
@@ -88,18 +108,23 @@ def _last_evals_note(rows: list[SummaryRow]) -> str:
 
 
 def markdown_table(summary: Sequence[SummaryRow]) -> str:
-    """Markdown: per experiment, a heading line and a table with one row per level.
+    """Markdown: per experiment, a heading line, a table with one row per (level, method)
+    and the decision rules under it.
 
-    Accuracy cells are ``mean ± std`` in percent (std: sample, ddof=1; only the mean for a
-    single replicate; ``(n=k)`` when a cell has fewer replicates than the experiment's
-    most). ``matches dense`` lists the methods whose mean matches the dense network.
+    Cells: n; test accuracy ``mean ± std`` (sample std, ddof=1; only the mean for one
+    replicate) and its 95 % t interval, in percent; ``− dense``: the Welch difference
+    (method − dense) in points with its 95 % interval, p and the "matches dense" verdict;
+    ``IMP − it`` (controls): the Welch difference (IMP − control), p and "IMP beats it".
+    Verdicts are ``yes``, ``no`` or ``undecided`` (:mod:`tflth.report.stats`); ``—`` where
+    there is nothing to compare, ``n/a (n=1)`` where an interval is undefined.
     """
     if not summary:
         return "_No results._\n"
     parts = []
     for rows in by_experiment(summary):
-        heading, header, align, body = _table_parts(rows)
-        parts.append(tables.render_markdown(header, body, align=align, title=heading))
+        heading, header, align, body, caption = _table_parts(rows)
+        parts.append(tables.render_markdown(header, body, align=align, title=heading)
+                     + "\n" + "".join(f"- {line}\n" for line in caption))
     return "\n".join(parts)
 
 
@@ -109,8 +134,9 @@ def text_table(summary: Sequence[SummaryRow]) -> str:
         return "(no results)\n"
     parts = []
     for rows in by_experiment(summary):
-        heading, header, align, body = _table_parts(rows, long_names=False)
-        parts.append(tables.render_text(header, body, align=align, title=heading + "; accuracies: mean ± std"))
+        heading, header, align, body, caption = _table_parts(rows)
+        parts.append(tables.render_text(header, body, align=align, title=heading)
+                     + "".join(f"{line}\n" for line in caption))
     return "\n".join(parts)
 
 
@@ -120,7 +146,9 @@ def comparison_table(summary: Sequence[SummaryRow]) -> str:
 
     For experiments that prune alike (the same densities per level) and differ in another
     setting, e.g. IMP rewound to k = 0 and to k > 0 with its controls. The density column
-    is the first experiment's that has the level; cells as in :func:`markdown_table`.
+    is the first experiment's that has the level; cells are ``mean ± std`` (``(n=k)`` when
+    a cell has fewer replicates than its experiment's most); the intervals and verdicts are
+    in each experiment's own table (:func:`markdown_table`).
     """
     experiments = by_experiment(summary)
     if len(experiments) < 2:
@@ -145,9 +173,10 @@ def plot(path: str, summary: Sequence[SummaryRow], title: str | None = None) -> 
     """Write a PNG of test accuracy (%) against density (%) to ``path`` (atomically).
 
     Log-scaled, inverted x axis (dense on the left) with ticks at the measured densities;
-    one line per (experiment, method) with ±1 sample-std error bars over replicates; the
-    dense accuracy of each experiment as a band of mean ± std. Uses the Agg canvas directly
-    (no pyplot, no global backend change, no display).
+    one line per (experiment, method) with the 95 % t interval of the mean over replicates
+    as error bars (none for a single replicate); the dense accuracy of each experiment as a
+    band of its 95 % interval. Uses the Agg canvas directly (no pyplot, no global backend
+    change, no display).
     """
     return plots.save_figure(path, _figure(summary, title))
 
@@ -165,11 +194,12 @@ def _figure(summary: Sequence[SummaryRow], title: str | None = None):
     densities = []
     for rows in experiments:
         first = rows[0]
-        if first.dense_acc_mean is not None:
-            m, sd = first.dense_acc_mean * 100, first.dense_acc_std * 100
+        if first.dense is not None:
+            m, half = first.dense.mean * 100, (first.dense.half_width or 0.0) * 100
             prefix = f"{first.label}: " if multi else ""
-            label = f"{prefix}dense {tables.fmt_mean_std(m, sd if sd > 0 else None)} %"
-            plots.reference_band(ax, m, sd, color=plots.series_color(color_i), label=label)
+            interval = " " + tables.fmt_interval(first.dense.low, first.dense.high, scale=100) if half > 0 else ""
+            label = f"{prefix}dense {m:.2f}{interval} %"
+            plots.reference_band(ax, m, half, color=plots.series_color(color_i), label=label)
         for method in _methods(rows):
             pts = sorted((s for s in rows if s.method == method), key=lambda s: -s.density)
             x = [s.density * 100 for s in pts]
@@ -177,7 +207,7 @@ def _figure(summary: Sequence[SummaryRow], title: str | None = None):
             marker = _MARKERS.get(method) or _OTHER_MARKERS[other_methods.index(method) % len(_OTHER_MARKERS)]
             n = max(s.n for s in pts)
             name = f"{first.label}: {display_name(method)}" if multi else display_name(method)
-            plots.errorbar_series(ax, x, [s.acc_mean for s in pts], [s.acc_std for s in pts], scale=100,
+            plots.errorbar_series(ax, x, [s.acc_mean for s in pts], [s.acc.half_width or 0.0 for s in pts], scale=100,
                                   color=plots.series_color(color_i), marker=marker,
                                   linestyle="-" if method == "imp" else "--", label=f"{name} (n={n})")
             color_i += 1
@@ -187,26 +217,57 @@ def _figure(summary: Sequence[SummaryRow], title: str | None = None):
         title = experiments[0][0].label if not multi else "Test accuracy vs. density"
     plots.style_axes(ax, xlabel="Density (% of prunable weights remaining, log scale)",
                      ylabel="Test accuracy (%)", title=title)
-    plots.place_legend(ax, title="error bars: ±1 std\nover replicates")
+    plots.place_legend(ax, title="error bars: 95 % t interval\nof the mean over replicates")
     return fig
 
 
 # ----------------------------------------------------------------------------- all of it
 
-def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = None) -> dict:
-    """Write ``results.csv``, ``results.md`` and ``results.png`` into ``output_dir``.
+SUMMARY_COLUMNS = ("experiment", "label", "method", "level", "density", "n", "acc_mean", "acc_std", "acc_low",
+                   "acc_high", "minus_dense", "minus_dense_low", "minus_dense_high", "minus_dense_df", "minus_dense_p",
+                   "matches_dense", "imp_minus", "imp_minus_low", "imp_minus_high", "imp_minus_df", "imp_minus_p",
+                   "imp_beats", "match_margin")
+"""Columns of ``results_summary.csv``: fractions (accuracies and their differences), 95 %
+intervals, Welch df and two-sided p, the verdicts; empty where undefined or not applicable."""
 
-    Returns ``{"csv": path, "markdown": path, "plot": path}``.
+
+def summary_csv_text(summary: Sequence[SummaryRow]) -> str:
+    """``results_summary.csv`` as text: one row per (experiment, level, method), :data:`SUMMARY_COLUMNS`."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for s in summary:
+        row = {"experiment": s.experiment, "label": s.label, "method": s.method, "level": s.level,
+               "density": s.density, "n": s.n, "acc_mean": s.acc.mean, "acc_std": s.acc.std, "acc_low": s.acc.low,
+               "acc_high": s.acc.high, "matches_dense": s.matches, "imp_beats": s.imp_beats,
+               "match_margin": s.match_margin}
+        for prefix, d in (("minus_dense", s.vs_dense), ("imp_minus", s.vs_imp)):
+            if d is not None:
+                row.update({prefix: d.diff, f"{prefix}_low": d.low, f"{prefix}_high": d.high, f"{prefix}_df": d.df,
+                            f"{prefix}_p": d.p})
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = None,
+                 match_margin: float = stats.MATCH_MARGIN) -> dict:
+    """Write ``results.csv``, ``results_summary.csv``, ``results.md`` and ``results.png`` into ``output_dir``.
+
+    ``match_margin`` is δ of the verdicts, a fraction (0.005: 0.5 points; see
+    :mod:`tflth.report.stats`). Returns ``{"csv": path, "summary_csv": path, "markdown":
+    path, "plot": path}``.
     """
     rows = list(rows)
     if not rows:
         raise ValueError("write_report: no result rows")
+    summary = summarize(rows, match_margin=match_margin)
     os.makedirs(output_dir, exist_ok=True)
-    summary = summarize(rows)
     paths = {"csv": os.path.join(output_dir, "results.csv"),
+             "summary_csv": os.path.join(output_dir, "results_summary.csv"),
              "markdown": os.path.join(output_dir, "results.md"),
              "plot": os.path.join(output_dir, "results.png")}
     write_csv(paths["csv"], rows)
+    fileio.write_text(paths["summary_csv"], summary_csv_text(summary))
     md = io.StringIO()
     if title:
         md.write(f"# {title}\n\n")
@@ -214,7 +275,7 @@ def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = N
     both = comparison_table(summary)
     if both:
         md.write("\n" + both)
-    md.write("\n![test accuracy vs density](results.png)\n")
+    md.write("\n![test accuracy vs density (error bars: 95 % intervals)](results.png)\n")
     fileio.write_text(paths["markdown"], md.getvalue())
     plot(paths["plot"], summary, title=title)
     return paths

@@ -4,11 +4,11 @@ Figures are drawn on an Agg canvas directly: no pyplot, no global backend change
 display, safe in threads and on headless machines. A report builds one like this::
 
     fig, ax = new_figure()
-    for i, (name, xs, means, stds) in enumerate(curves):
-        errorbar_series(ax, xs, means, stds, label=name, marker=MARKERS[i], color=series_color(i), scale=100)
+    for i, (name, xs, means, halves) in enumerate(curves):
+        errorbar_series(ax, xs, means, halves, label=name, marker=MARKERS[i], color=series_color(i), scale=100)
     log_x_axis(ax, all_xs, fmt=lambda k: f"{k:g}")
     style_axes(ax, xlabel="Rewind step k", ylabel="Instability (%)", title="...")
-    place_legend(ax, title="error bars: ±1 std")
+    place_legend(ax, title="error bars: 95 % t interval")
     save_figure("report/instability.png", fig)
 
 API:
@@ -19,9 +19,11 @@ API:
     The i-th colour of the default cycle (``"C0"`` ... ``"C9"``, cycling) and a tuple of
     distinct markers, so several plots colour the same series alike.
 ``errorbar_series(ax, x, mean, std=None, *, label=None, marker="o", color=None, linestyle="-", scale=1.0, band=False)``
-    One line with markers and ±1 std error bars (``std`` None: no bars). ``scale``
-    multiplies mean and std (100 for percent). ``band=True`` shades mean ± std instead
-    of drawing bars: better for dense curves such as error vs interpolation α.
+    One line with markers and error bars of ± ``std`` (``std`` None: no bars); ``std`` is
+    any half-width: the reports pass the 95 % t interval's (:mod:`tflth.report.stats`) and
+    say so in the legend. ``scale`` multiplies mean and std (100 for percent).
+    ``band=True`` shades mean ± std instead of drawing bars: better for dense curves such
+    as error vs interpolation α.
 ``reference_band(ax, mean, std=0.0, *, color=None, label=None)``
     A dotted horizontal line at ``mean`` and, when ``std > 0``, a shaded band of mean ± std
     (the dense network's accuracy, say); ``label`` goes to the band, or to the line.
@@ -79,7 +81,7 @@ def series_color(i: int) -> str:
 def errorbar_series(ax, x: Sequence[float], mean: Sequence[float], std: Sequence[float] | None = None, *,
                     label: str | None = None, marker: str | None = "o", color: str | None = None,
                     linestyle: str = "-", scale: float = 1.0, band: bool = False):
-    """One series with ±1 std error bars (or a shaded band); returns the line's artist."""
+    """One series with ± ``std`` error bars (or a shaded band); returns the line's artist."""
     x = list(x)
     y = [m * scale for m in mean]
     err = None if std is None else [s * scale for s in std]

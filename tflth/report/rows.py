@@ -13,14 +13,15 @@ accuracy moved over its last :data:`LAST_EVALS` evaluations (max − min, a frac
 ``method`` is ``"imp"`` for the IMP subnetworks (level 0 is the dense network, density 1.0)
 and the control's name for the baselines (``"random_reinit"``, ``"random_prune"``, ...).
 
-Conventions:
+Conventions (the statistics and the decision rules are :mod:`tflth.report.stats`'s):
 
-* The spread over replicates is the **sample** standard deviation (``ddof=1``) when there
-  are at least two replicates, else 0.
-* A (method, level) cell is *matching* when its mean test accuracy is at least the dense
-  network's mean (same experiment, level 0, ``imp``) minus ``match_tolerance`` (default
-  0.002: "within 0.2 points", as in the Linear Mode Connectivity paper). The comparison
-  allows 1e-9 of floating-point slack so a mean exactly at the boundary matches.
+* Per (experiment, method, level): n, mean, sample standard deviation (ddof=1) and the
+  95 % t interval of the mean test accuracy (undefined for one replicate).
+* ``vs_dense``: the Welch difference (this − dense) against the same experiment's level-0
+  ``imp`` networks, and ``matches`` its verdict (:func:`tflth.report.stats.matches`, margin
+  ``match_margin``, default :data:`tflth.report.stats.MATCH_MARGIN`).
+* ``vs_imp`` (controls only): the Welch difference (IMP − this control) at the same level,
+  and ``imp_beats`` its verdict (:func:`tflth.report.stats.beats`).
 
 Standard library only (writes go through :mod:`tflth.fileio`).
 """
@@ -33,6 +34,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
+from tflth.report import stats
 
 __all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "LAST_EVALS", "METHOD_ORDER", "SummaryRow", "summarize", "write_csv", "read_csv",
            "normalize", "method_key", "display_name", "by_experiment"]
@@ -49,7 +51,6 @@ _TYPES = {"experiment": str, "label": str, "method": str, "replicate": int, "lev
 #: Methods listed first, in this order; any other method follows alphabetically.
 METHOD_ORDER = ("imp", "random_reinit", "random_prune")
 _DISPLAY = {"imp": "IMP"}
-_MATCH_SLACK = 1e-9
 
 
 def method_key(method: str):
@@ -68,9 +69,14 @@ def display_name(method: str) -> str:
 class SummaryRow:
     """Replicates of one (experiment, method, level), aggregated.
 
-    ``acc_std`` is the sample standard deviation (ddof=1), 0 for a single replicate.
-    ``dense_acc_mean`` / ``dense_acc_std`` describe the same experiment's level-0 ``imp``
-    networks and are ``None`` when the experiment has none; ``matches`` is then ``None``.
+    ``acc`` is the :class:`~tflth.report.stats.Sample` of the replicates' test accuracies
+    (mean, sample std, 95 % t interval; std and interval ``None`` for one replicate);
+    ``dense`` that of the same experiment's level-0 ``imp`` networks (``None`` when the
+    experiment has none). ``vs_dense`` is the Welch difference (this − dense) and
+    ``matches`` its verdict (``"yes"`` / ``"no"`` / ``"undecided"``); both are ``None``
+    without a dense reference and for the dense row itself. ``vs_imp`` is the Welch
+    difference (IMP − this) and ``imp_beats`` its verdict, for controls at a level with
+    IMP networks (else ``None``). ``match_margin`` is the δ the verdicts used (a fraction).
     """
 
     experiment: str
@@ -78,17 +84,44 @@ class SummaryRow:
     method: str
     level: int
     density: float  # mean over replicates
-    n: int
-    acc_mean: float
-    acc_std: float
-    acc_min: float
-    acc_max: float
+    acc: stats.Sample
     loss_mean: float
-    dense_acc_mean: float | None
-    dense_acc_std: float | None
-    matches: bool | None
-    match_tolerance: float
+    dense: stats.Sample | None
+    vs_dense: stats.Difference | None
+    matches: str | None
+    vs_imp: stats.Difference | None
+    imp_beats: str | None
+    match_margin: float
     last_evals_ranges: tuple[float, ...] = ()  # of the members that have one
+
+    @property
+    def n(self) -> int:
+        return self.acc.n
+
+    @property
+    def acc_mean(self) -> float:
+        return self.acc.mean
+
+    @property
+    def acc_std(self) -> float:
+        """Sample std (ddof=1); 0.0 for one replicate (where tables show the mean only)."""
+        return 0.0 if self.acc.std is None else self.acc.std
+
+    @property
+    def acc_min(self) -> float:
+        return min(self.acc.values)
+
+    @property
+    def acc_max(self) -> float:
+        return max(self.acc.values)
+
+    @property
+    def dense_acc_mean(self) -> float | None:
+        return None if self.dense is None else self.dense.mean
+
+    @property
+    def dense_acc_std(self) -> float | None:
+        return None if self.dense is None else (0.0 if self.dense.std is None else self.dense.std)
 
 
 def normalize(row: Mapping, index: int) -> dict:
@@ -116,14 +149,21 @@ def normalize(row: Mapping, index: int) -> dict:
     return out
 
 
-def summarize(rows: Iterable[Mapping], match_tolerance: float = 0.002) -> list[SummaryRow]:
+def summarize(rows: Iterable[Mapping], match_margin: float = stats.MATCH_MARGIN) -> list[SummaryRow]:
     """Group ``rows`` by (experiment, method, level) into :class:`SummaryRow` s.
+
+    Each row gets its replicates' statistics, its Welch difference to the experiment's
+    dense networks with the "matches dense" verdict and, for a control, IMP's Welch
+    difference to it with the "IMP beats <control>" verdict (rules:
+    :mod:`tflth.report.stats`; ``match_margin`` is δ as a fraction, 0.005 = 0.5 points).
 
     Sorted by experiment (in the order the rows first name them, so ``bin/report.py
     --experiments=a,b`` reports a before b), level, then method (imp, random_reinit,
     random_prune, others alphabetically). Two rows with the same (experiment, method, level, replicate) raise
-    ``ValueError``: they would silently count one network twice.
+    ``ValueError``: they would silently count one network twice, as does a negative or
+    non-finite ``match_margin``.
     """
+    stats.matches_rule(match_margin)  # checks the margin before any work
     rows = [normalize(r, i) for i, r in enumerate(rows)]
     groups: dict[tuple, list[dict]] = {}
     seen = set()
@@ -135,27 +175,22 @@ def summarize(rows: Iterable[Mapping], match_tolerance: float = 0.002) -> list[S
         seen.add(key + (r["replicate"],))
         groups.setdefault(key, []).append(r)
 
-    def stats(members):
-        accs = [m["test_accuracy"] for m in members]
-        return statistics.fmean(accs), (statistics.stdev(accs) if len(accs) > 1 else 0.0)
-
-    dense = {exp: stats(members) for (exp, method, level), members in groups.items()
-             if level == 0 and method == "imp"}
+    samples = {key: stats.describe(m["test_accuracy"] for m in members) for key, members in groups.items()}
     out = []
     for (exp, method, level), members in groups.items():
-        mean, std = stats(members)
-        accs = [m["test_accuracy"] for m in members]
-        dense_mean, dense_std = dense.get(exp, (None, None))
-        matches = None if dense_mean is None else bool(mean >= dense_mean - match_tolerance - _MATCH_SLACK)
+        acc = samples[exp, method, level]
+        dense = samples.get((exp, "imp", 0))
+        vs_dense = None if dense is None or (method, level) == ("imp", 0) else stats.welch(acc, dense)
+        imp = samples.get((exp, "imp", level))
+        vs_imp = None if imp is None or method == "imp" else stats.welch(imp, acc)
         moved = [m["last_evals_range"] for m in members if m["last_evals_range"] is not None]
         out.append(SummaryRow(
             experiment=exp, label=members[0]["label"], method=method, level=level,
-            density=statistics.fmean(m["density"] for m in members), n=len(members),
-            acc_mean=mean, acc_std=std, acc_min=min(accs), acc_max=max(accs),
-            loss_mean=statistics.fmean(m["test_loss"] for m in members),
-            dense_acc_mean=dense_mean, dense_acc_std=dense_std, matches=matches,
-            match_tolerance=match_tolerance,
-            last_evals_ranges=tuple(moved),
+            density=statistics.fmean(m["density"] for m in members), acc=acc,
+            loss_mean=statistics.fmean(m["test_loss"] for m in members), dense=dense,
+            vs_dense=vs_dense, matches=None if vs_dense is None else stats.matches(vs_dense, match_margin),
+            vs_imp=vs_imp, imp_beats=None if vs_imp is None else stats.beats(vs_imp, match_margin),
+            match_margin=match_margin, last_evals_ranges=tuple(moved),
         ))
     order = {e: i for i, e in enumerate(dict.fromkeys(r["experiment"] for r in rows))}
     out.sort(key=lambda s: (order[s.experiment], s.level, method_key(s.method)))

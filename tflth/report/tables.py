@@ -24,6 +24,13 @@ Cell formatters::
     fmt_percent(fraction, *, trim=False) -> str
         A fraction as a percentage: ``"16.8"``, ``"3.5"``, two significant digits below
         1 % (``"0.38"``); ``trim`` drops a trailing ``".0"`` (for axis ticks).
+    fmt_interval(low, high, *, digits=2, scale=1.0, undefined="n/a (n=1)") -> str
+        ``"[93.85, 94.35]"``; ``undefined`` when ``low`` is None (an interval of one value).
+    fmt_difference(diff, low=None, high=None, *, digits=2, scale=1.0, undefined="n/a (n=1)") -> str
+        A signed difference and its interval, ``"+0.10 [-0.20, +0.40]"``; ``"-0.30 [n/a (n=1)]"``
+        when ``low`` is None; ``"—"`` when ``diff`` is None.
+    fmt_p(p) -> str
+        A p-value: ``"0.041"``, ``"<0.001"``; ``"n/a"`` when None.
 
 Example (a stability table)::
 
@@ -38,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["render_markdown", "render_text", "fmt_mean_std", "fmt_percent"]
+__all__ = ["render_markdown", "render_text", "fmt_mean_std", "fmt_percent", "fmt_interval", "fmt_difference", "fmt_p"]
 
 _MD_ALIGN = {"l": ":---", "r": "---:", "c": ":---:"}
 
@@ -104,3 +111,28 @@ def fmt_percent(fraction: float, *, trim: bool = False) -> str:
     if trim and s.endswith(".0"):
         s = s[:-2]
     return s
+
+
+def fmt_interval(low: float | None, high: float | None, *, digits: int = 2, scale: float = 1.0,
+                 undefined: str = "n/a (n=1)") -> str:
+    """``[low, high]`` times ``scale`` with ``digits`` decimals; ``undefined`` when ``low`` is None."""
+    if low is None or high is None:
+        return undefined
+    return f"[{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
+def fmt_difference(diff: float | None, low: float | None = None, high: float | None = None, *, digits: int = 2,
+                   scale: float = 1.0, undefined: str = "n/a (n=1)") -> str:
+    """``+diff [low, high]`` with signs (see the module docstring)."""
+    if diff is None:
+        return "—"
+    if low is None or high is None:
+        return f"{diff * scale:+.{digits}f} [{undefined}]"
+    return f"{diff * scale:+.{digits}f} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+
+
+def fmt_p(p: float | None) -> str:
+    """A two-sided p-value with 3 decimals, ``"<0.001"`` below that, ``"n/a"`` when None."""
+    if p is None:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"

@@ -40,8 +40,11 @@ PAPER_POINTS = 30
 """The LMC paper evaluates 30 evenly spaced α in [0, 1]."""
 
 STABLE_THRESHOLD = 0.02
-"""The LMC paper calls a network stable when its instability is below 2 percentage
-points of error (0.02 with errors as fractions)."""
+"""A network is called stable when its instability is below 2 percentage points of error
+(0.02 with errors as fractions): a project convention that secondary summaries attribute to
+the LMC paper, whose own sentence we could not find (docs/statistics.md). The one home of the threshold: the
+stability report's "stable" verdict (:func:`tflth.report.stats.stable`, on the pairs'
+95 % interval) and the default of ``bin/report.py --stable_threshold`` use it."""
 
 _SNAP = 1e-9  # relative to the grid's span: grid points this close to 0 or 1 become 0 / 1
 

@@ -3,19 +3,30 @@
 Input: the pairs of one or more sweeps (:func:`collect` reads a sweep directory through
 :class:`tflth.paths.Sweep`; a shard's partial sweep is fine: whatever pairs exist are
 reported). A *setting* is (sweep, level, method, k); its pairs (over replicates and
-data-order pairs) are summarised by mean ± sample std.
+data-order pairs) are summarised by mean ± sample std, the test instability also by its
+95 % t interval, and the verdicts follow the rules of :mod:`tflth.report.stats` (threshold
+τ = :data:`tflth.stability.curve.STABLE_THRESHOLD`, 2 points, unless ``stable_threshold``
+says otherwise; margin δ = :data:`tflth.report.stats.MATCH_MARGIN`).
 
 * ``stability.csv`` — one ``pair`` row per pair and one ``summary`` row per setting
-  (column ``row``), numbers as fractions (errors, instabilities) and raw distances.
-* ``stability.md`` — a table per sweep: k, k as % of training, test and train
-  instability (points, mean ± std), L2 and normalised L2 between the copies,
-  disagreement, final test accuracy, and whether the setting is *stable* (mean test
-  instability < 2 points, the LMC paper's threshold) and *matching* (final accuracy
-  within 0.2 points of the dense network, for IMP experiments); then the **first stable
-  k** of every (level, method).
+  (column ``row``), numbers as fractions (errors, instabilities) and raw distances;
+  ``mask_mode`` (``dense``, ``one_mask``: one experiment's masks at every k, ``per_k``:
+  each k's own experiment, :mod:`tflth.stability.sweep`) and the ``experiment`` whose
+  masks and W_k a row used. Each table's heading names its sweep's mask mode. Summary
+  rows add ``test_instability_low`` / ``_high`` (95 % t interval), ``pairs_over`` (pairs at
+  or over τ; on a pair row 1 or 0), ``stable`` and ``matching`` (verdicts: ``yes`` /
+  ``no`` / ``undecided``, empty where not applicable) and ``accuracy_minus_dense`` with
+  its Welch interval and p (per-pair test accuracy, the mean of the two copies, against
+  the experiment's dense networks, one per replicate).
+* ``stability.md`` — a table per sweep: k, k as % of training, test instability (points,
+  mean ± std, its 95 % interval, pairs over τ, the *stable* verdict), train instability,
+  L2 and normalised L2 between the copies, disagreement, final test accuracy, and for IMP
+  experiments its Welch difference to dense and the *matches dense* verdict; then the
+  **first stable k** of every (level, method) and the rules in words.
 * ``instability.png`` — test instability vs k (symmetric-log x axis, k = 0 included),
-  one line per (level, method) with ±1 std error bars and the dashed 2-point line;
-  ``curves_<sweep>_level<L>_<method>.png`` — mean test error vs α, one line per k.
+  one line per (level, method) with 95 % t intervals as error bars and the dashed τ line;
+  ``curves_<sweep>_level<L>_<method>.png`` — mean test error vs α, one line per k, with a
+  band of the 95 % t interval over pairs.
 
 It reuses the generic table and plot code of :mod:`tflth.report`.
 """
@@ -31,18 +42,19 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio, paths
 from tflth.lottery import starts
-from tflth.report import plots, tables
+from tflth.report import plots, stats, tables
+from tflth.stability.curve import STABLE_THRESHOLD
 
-__all__ = ["CSV_COLUMNS", "STABLE_POINTS", "MATCH_TOLERANCE", "collect", "summarize", "first_stable_k",
+__all__ = ["CSV_COLUMNS", "collect", "summarize", "first_stable_k", "mask_mode",
            "markdown", "text_table", "write_report"]
 
-STABLE_POINTS = 2.0  # stable: mean test instability below 2 points of error
-MATCH_TOLERANCE = 0.002  # matching: within 0.2 points of the dense accuracy
-
 CSV_COLUMNS = ("row", "sweep", "label", "level", "method", "density", "k", "k_percent", "replicate", "pair", "n",
-               "bn", "noise", "test_instability", "test_instability_std", "train_instability",
+               "bn", "noise", "mask_mode", "experiment", "test_instability", "test_instability_std",
+               "test_instability_low", "test_instability_high", "pairs_over", "train_instability",
                "train_instability_std", "test_loss_barrier", "l2", "l2_relative", "l2_displacement", "cosine",
-               "pruning_l2_relative", "disagreement", "accuracy", "accuracy_std", "stable", "matching", "analysis")
+               "pruning_l2_relative", "disagreement", "accuracy", "accuracy_std", "accuracy_minus_dense",
+               "accuracy_minus_dense_low", "accuracy_minus_dense_high", "accuracy_minus_dense_p", "stable",
+               "matching", "stable_threshold", "match_margin", "analysis")
 
 _METRICS = {  # CSV column -> how to read it from a pair.json
     "test_instability": lambda p: p["curve"]["test"]["instability"],
@@ -81,31 +93,48 @@ def _setting(p: Mapping) -> tuple:
     return (p["sweep"], p["level"], _method_rank(p["method"]), p["method"], p["k"], analysis_text(p["analysis"]))
 
 
+def mask_mode(p: Mapping) -> str:
+    """A pair's mask mode; pairs written before the mode was recorded were one-mask (an
+    experiment's, with a dense accuracy) or dense."""
+    return p.get("mask_mode") or ("one_mask" if p.get("dense_accuracy") is not None else "dense")
+
+
 def _method_rank(method: str) -> int:
     order = ["imp", *starts.CONTROLS]
     return order.index(method) if method in order else len(order)
 
 
+def _finite(values: Iterable) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
 def _mean_std(values: list) -> tuple[float | None, float | None]:
-    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    values = _finite(values)
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(pairs: Iterable[Mapping]) -> list[dict]:
+def summarize(pairs: Iterable[Mapping], stable_threshold: float = STABLE_THRESHOLD,
+              match_margin: float = stats.MATCH_MARGIN) -> list[dict]:
     """One dict per setting (sweep, level, method, k, analysis settings): means and stds
-    of every metric, ``n`` pairs, ``stable`` and ``matching`` (``None`` without a dense
-    reference), ``analysis`` (:func:`analysis_text`). Pairs analysed with other settings
-    (``interpolation_points``, ``alpha_range``, ``train_examples``, ``bn``,
-    ``bn_batches``) are never averaged together."""
+    of every metric, ``n`` pairs, ``analysis`` (:func:`analysis_text`) and the statistics
+    of :mod:`tflth.report.stats`: ``test_instability_low`` / ``_high`` (95 % t interval),
+    ``pairs_over`` (pairs with test instability ≥ ``stable_threshold``), ``stable`` (the
+    verdict, ``"yes"`` / ``"no"`` / ``"undecided"``; ``None`` without a finite instability),
+    ``accuracy_minus_dense`` with ``_low``, ``_high``, ``_p`` (Welch: per-pair accuracy −
+    the dense accuracies of the replicates) and ``matching`` (the "matches dense" verdict;
+    ``None`` without a dense reference). ``stable_threshold`` and ``match_margin`` are
+    fractions (0.02: 2 points). Pairs analysed with other settings (``interpolation_points``,
+    ``alpha_range``, ``train_examples``, ``bn``, ``bn_batches``) are never averaged together."""
+    stats.stable_rule(stable_threshold), stats.matches_rule(match_margin)  # check both before any work
     groups: dict[tuple, list[Mapping]] = {}
     for p in pairs:
         groups.setdefault(_setting(p), []).append(p)
-    dense = {}  # sweep -> dense accuracies (the experiment's level 0, per replicate)
+    dense = {}  # (sweep, experiment) -> dense accuracies (that experiment's level 0, per replicate; per-k: each k's)
     for p in (p for members in groups.values() for p in members):
         if p.get("dense_accuracy") is not None:
-            dense.setdefault(p["sweep"], {})[p["replicate"]] = p["dense_accuracy"]
+            dense.setdefault((p["sweep"], p.get("experiment")), {})[p["replicate"]] = p["dense_accuracy"]
     order = {sweep: i for i, sweep in enumerate(dict.fromkeys(key[0] for key in groups))}  # sweeps as given
     out = []
     for key in sorted(groups, key=lambda key: (order[key[0]],) + key[1:]):
@@ -114,80 +143,127 @@ def summarize(pairs: Iterable[Mapping]) -> list[dict]:
         row = {"sweep": first["sweep"], "label": first["label"], "level": first["level"],
                "method": first["method"], "density": first["density"], "k": first["k"],
                "k_percent": 100.0 * first["k_fraction"], "n": len(members), "bn": first["analysis"]["bn"],
-               "noise": first["noise"], "analysis": key[-1]}
+               "noise": first["noise"], "mask_mode": mask_mode(first), "experiment": first.get("experiment"),
+               "analysis": key[-1]}
         for name, read in _METRICS.items():
             row[name], row[f"{name}_std"] = _mean_std([read(p) for p in members])
-        inst = row["test_instability"]
-        row["stable"] = None if inst is None else bool(inst * 100.0 < STABLE_POINTS)
-        reference = dense.get(first["sweep"])
+        row.update(stable_threshold=stable_threshold, match_margin=match_margin)
+        row.update(_instability_stats([_METRICS["test_instability"](p) for p in members], stable_threshold))
+        reference = dense.get((first["sweep"], first.get("experiment")))
         row["dense_accuracy"] = statistics.fmean(reference.values()) if reference else None
-        row["matching"] = (None if row["dense_accuracy"] is None or row["accuracy"] is None
-                           else bool(row["accuracy"] >= row["dense_accuracy"] - MATCH_TOLERANCE - 1e-9))
+        accuracies = _finite(_METRICS["accuracy"](p) for p in members)
+        diff = stats.welch(accuracies, reference.values()) if reference and accuracies else None
+        row.update(accuracy_minus_dense=None if diff is None else diff.diff,
+                   accuracy_minus_dense_low=None if diff is None else diff.low,
+                   accuracy_minus_dense_high=None if diff is None else diff.high,
+                   accuracy_minus_dense_p=None if diff is None else diff.p,
+                   accuracy_minus_dense_n=None if diff is None else (diff.a.n, diff.b.n),
+                   matching=None if diff is None else stats.matches(diff, match_margin))
         out.append(row)
     return out
 
 
-def first_stable_k(summary: Sequence[Mapping]) -> dict[tuple, int | None]:
-    """``{(sweep, level, method): the smallest k whose setting is stable, or None}``."""
-    out: dict[tuple, int | None] = {}
+def _instability_stats(values: Iterable, threshold: float) -> dict:
+    """The test instability's 95 % interval, pairs over ``threshold`` and the "stable" verdict."""
+    values = _finite(values)
+    if not values:
+        return {"test_instability_low": None, "test_instability_high": None, "pairs_over": None,
+                "pairs_measured": 0, "stable": None}
+    sample = stats.describe(values)
+    return {"test_instability_low": sample.low, "test_instability_high": sample.high,
+            "pairs_over": stats.pairs_over(values, threshold), "pairs_measured": sample.n,
+            "stable": stats.stable(sample, threshold)}
+
+
+def first_stable_k(summary: Sequence[Mapping]) -> dict[tuple, stats.FirstStable]:
+    """``{(sweep, level, method): its first stable k}`` (:func:`tflth.report.stats.first_stable`
+    of the settings' ``stable`` verdicts; a setting without one counts as undecided)."""
+    verdicts: dict[tuple, list[tuple[int, str]]] = {}
     for s in sorted(summary, key=lambda s: s["k"]):
         key = (s["sweep"], s["level"], s["method"])
-        out.setdefault(key, None)
-        if out[key] is None and s["stable"]:
-            out[key] = s["k"]
-    return out
+        verdicts.setdefault(key, []).append((s["k"], s["stable"] or stats.UNDECIDED))
+    return {key: stats.first_stable(v) for key, v in verdicts.items()}
 
 
-def _pair_row(p: Mapping) -> dict:
+def _pair_row(p: Mapping, threshold: float) -> dict:
     row = {"row": "pair", "sweep": p["sweep"], "label": p["label"], "level": p["level"], "method": p["method"],
            "density": p["density"], "k": p["k"], "k_percent": 100.0 * p["k_fraction"], "replicate": p["replicate"],
-           "pair": p["pair"], "n": 1, "bn": p["analysis"]["bn"], "noise": p["noise"],
-           "analysis": analysis_text(p["analysis"])}
+           "pair": p["pair"], "n": 1, "bn": p["analysis"]["bn"], "noise": p["noise"], "mask_mode": mask_mode(p),
+           "experiment": p.get("experiment"), "analysis": analysis_text(p["analysis"])}
     row.update({name: read(p) for name, read in _METRICS.items()})
-    inst = row["test_instability"]
-    row["stable"] = None if inst is None else bool(inst * 100.0 < STABLE_POINTS)
+    inst = _finite([row["test_instability"]])
+    row["pairs_over"] = stats.pairs_over(inst, threshold) if inst else None
+    row["stable_threshold"] = threshold
     return row
 
 
-def _csv_text(pairs: Sequence[Mapping], summary: Sequence[Mapping]) -> str:
+def _csv_text(pairs: Sequence[Mapping], summary: Sequence[Mapping], threshold: float) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for p in sorted(pairs, key=lambda p: _setting(p) + (p["replicate"], p["pair"])):
-        writer.writerow(_pair_row(p))
+        writer.writerow(_pair_row(p, threshold))
     for s in summary:
         writer.writerow(dict(s, row="summary"))
     return buf.getvalue()
 
 
-def _flag(value: bool | None) -> str:
-    return "—" if value is None else ("yes" if value else "no")
+def _points(fraction: float) -> str:
+    return f"{fraction * 100:g}"
+
+
+def _verdict(value: str | None) -> str:
+    return "—" if value is None else value
 
 
 def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]:
-    """One sweep's table; with an ``analysis`` column when its rows were analysed differently."""
+    """One sweep's table; with the difference to dense and "matches dense" when a row has a
+    dense reference, and an ``analysis`` column when its rows were analysed differently."""
     mixed = len({s["analysis"] for s in summary}) > 1
-    header = ["level", "density (%)", "method", "k", "k (% of T)", "test instability (pts)",
-              "train instability (pts)", "L2", "L2 / mean norm", "disagreement (%)", "test acc (%)", "stable",
-              "matching"] + (["analysis"] if mixed else [])
+    with_dense = any(s["matching"] is not None for s in summary)
+    tau = _points(summary[0]["stable_threshold"])
+    header = (["level", "density (%)", "method", "k", "k (% of T)", "n", "test instability (pts)",
+               "instability 95 % CI", f"pairs ≥ {tau} pts", "stable", "train instability (pts)", "L2",
+               "L2 / mean norm", "disagreement (%)", "test acc (%)"]
+              + (["acc − dense (pts) [95 % CI]", "p (− dense)", "matches dense"] if with_dense else [])
+              + (["analysis"] if mixed else []))
     rows = []
     for s in summary:
-        rows.append([
+        over = "—" if s["pairs_over"] is None else f"{s['pairs_over']}/{s['pairs_measured']}"
+        row = [
             str(s["level"]), tables.fmt_percent(s["density"]), s["method"], f"{s['k']}it", f"{s['k_percent']:.2g}",
+            str(s["n"]),
             tables.fmt_mean_std(s["test_instability"], s["test_instability_std"], scale=100, n=s["n"]),
+            "—" if s["test_instability"] is None else
+            tables.fmt_interval(s["test_instability_low"], s["test_instability_high"], scale=100),
+            over, _verdict(s["stable"]),
             tables.fmt_mean_std(s["train_instability"], s["train_instability_std"], scale=100, n=s["n"]),
             tables.fmt_mean_std(s["l2"], s["l2_std"], digits=3, n=s["n"]),
             tables.fmt_mean_std(s["l2_relative"], s["l2_relative_std"], digits=3, n=s["n"]),
             tables.fmt_mean_std(s["disagreement"], s["disagreement_std"], scale=100, digits=1, n=s["n"]),
             tables.fmt_mean_std(s["accuracy"], s["accuracy_std"], scale=100, n=s["n"]),
-            _flag(s["stable"]), _flag(s["matching"]),
-        ] + ([s["analysis"]] if mixed else []))
-    return header, rows, "rrlrrrrrrrrll" + ("l" if mixed else "")
+        ]
+        if with_dense:
+            n = s["accuracy_minus_dense_n"]
+            undefined = "n/a" if n is None else f"n/a (n={min(n)})"
+            row += [tables.fmt_difference(s["accuracy_minus_dense"], s["accuracy_minus_dense_low"],
+                                          s["accuracy_minus_dense_high"], scale=100, undefined=undefined),
+                    "—" if s["matching"] is None else tables.fmt_p(s["accuracy_minus_dense_p"]),
+                    _verdict(s["matching"])]
+        rows.append(row + ([s["analysis"]] if mixed else []))
+    align = "rrlrrrrrrl" + "rrrrr" + ("rrl" if with_dense else "") + ("l" if mixed else "")
+    return header, rows, align
 
 
 def _first_stable_lines(summary: Sequence[Mapping]) -> list[str]:
-    lines = [f"level {level} {method}: first stable k = " + ("none of the k measured" if k is None else f"{k}it")
-             for (_, level, method), k in first_stable_k(summary).items()]
+    lines = [f"level {level} {method}: first stable k = {first.text()}"
+             for (_, level, method), first in first_stable_k(summary).items()]
+    lines += [f"{stats.stable_rule(summary[0]['stable_threshold'])}.",
+              "first stable k: the smallest k that is stable with every larger k stable too; "
+              "(.. undecided): earlier k that could still make it earlier."]
+    if any(s["matching"] is not None for s in summary):
+        lines.append(f"{stats.matches_rule(summary[0]['match_margin'])} (per-pair accuracy vs the dense replicates).")
+    lines.append(f"{stats.interval_note()}; rules: docs/statistics.md.")
     settings = sorted({s["analysis"] for s in summary})
     if len(settings) > 1:
         lines.append(f"NOTE: these pairs were analysed with {len(settings)} different settings ("
@@ -198,7 +274,18 @@ def _first_stable_lines(summary: Sequence[Mapping]) -> list[str]:
 
 def _heading(rows: Sequence[Mapping]) -> str:
     settings = {s["analysis"] for s in rows}
-    return f"{rows[0]['label']} ({rows[0]['sweep']}" + (f"; {settings.pop()})" if len(settings) == 1 else ")")
+    return (f"{rows[0]['label']} ({rows[0]['sweep']}" + (f"; {settings.pop()})" if len(settings) == 1 else ")")
+            + f" — masks: {_masks_text(rows)}")
+
+
+def _masks_text(rows: Sequence[Mapping]) -> str:
+    """The sweep's mask mode and the experiment(s) its rows used (per k in per-k mode)."""
+    modes = sorted({mask_mode(s) for s in rows})
+    sources = {s["k"]: s.get("experiment") for s in sorted(rows, key=lambda s: s["k"])}
+    named = sorted({e for e in sources.values() if e})
+    if modes == ["per_k"]:
+        return "per_k (" + ", ".join(f"k={k}it: {e}" for k, e in sources.items()) + ")"
+    return "/".join(modes) + (f" ({', '.join(named)})" if named else "")
 
 
 def _by_sweep(summary: Sequence[Mapping]) -> dict[str, list[Mapping]]:
@@ -239,16 +326,19 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
             f"dense {method}" if method != "imp" else "dense"
         if len(labels) > 1:
             label = f"{labels[sweep]}: {label}"
+        half = [0.0 if s["test_instability_high"] is None else s["test_instability_high"] - s["test_instability"]
+                for s in rows]
         plots.errorbar_series(ax, [s["k"] for s in rows], [s["test_instability"] or 0.0 for s in rows],
-                              [s["test_instability_std"] or 0.0 for s in rows], label=label, scale=100,
+                              half, label=label, scale=100,
                               marker=plots.MARKERS[rank % len(plots.MARKERS)],
                               color=plots.series_color(groups.index((sweep, level))),
                               linestyle="-" if method == "imp" else "--")
-    ax.axhline(STABLE_POINTS, color="0.3", lw=1.0, ls="--", label="2 points (stable below)", zorder=1)
+    tau = summary[0]["stable_threshold"]
+    ax.axhline(tau * 100, color="0.3", lw=1.0, ls="--", label=f"{_points(tau)} points (threshold)", zorder=1)
     plots.log_x_axis(ax, sorted({s["k"] for s in summary}), fmt=lambda v: f"{v:g}")
     plots.style_axes(ax, xlabel="Rewind step k (iterations)", ylabel="Test instability (error barrier, points)",
                      title=title or "Instability vs rewind step")
-    plots.place_legend(ax, title="mean ± std over pairs")
+    plots.place_legend(ax, title="mean over pairs; error bars:\n95 % t interval (none for n=1)")
     return plots.save_figure(path, fig)
 
 
@@ -263,30 +353,33 @@ def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> list[str]:
             members = by_k[k]
             alphas = members[0]["curve"]["test"]["alphas"]
             curves = [m["curve"]["test"]["errors"] for m in members if m["curve"]["test"]["alphas"] == alphas]
-            mean = [statistics.fmean(c[j] for c in curves) for j in range(len(alphas))]
-            std = [statistics.stdev(c[j] for c in curves) if len(curves) > 1 else 0.0 for j in range(len(alphas))]
-            plots.errorbar_series(ax, alphas, mean, std, label=f"k = {k}it", scale=100, marker=None,
+            at = [stats.describe(c[j] for c in curves) for j in range(len(alphas))]
+            plots.errorbar_series(ax, alphas, [a.mean for a in at], [a.half_width or 0.0 for a in at],
+                                  label=f"k = {k}it", scale=100, marker=None,
                                   color=plots.series_color(i), band=True)
         what = "dense" if level == 0 and method == "imp" else f"level {level} {method}"
         plots.style_axes(ax, xlabel="Interpolation α (0: copy a, 1: copy b)", ylabel="Test error (%)",
                          title=f"Test error along the line between the copies: {what}")
-        plots.place_legend(ax, title="mean ± std over pairs")
+        plots.place_legend(ax, title="mean over pairs; band:\n95 % t interval (none for n=1)")
         name = sweep.strip("/").replace(os.sep, "_").replace(".", "_")  # a sweep named by its path
         written.append(plots.save_figure(os.path.join(output_dir, f"curves_{name}_level{level}_{method}.png"), fig))
     return written
 
 
-def write_report(output_dir: str, pairs: Iterable[Mapping], title: str | None = None) -> dict:
+def write_report(output_dir: str, pairs: Iterable[Mapping], title: str | None = None,
+                 stable_threshold: float = STABLE_THRESHOLD, match_margin: float = stats.MATCH_MARGIN) -> dict:
     """Write ``stability.csv``, ``stability.md``, ``instability.png`` and the curve plots
-    into ``output_dir``; returns ``{"csv", "markdown", "plot", "curves": [...]}``."""
+    into ``output_dir``; returns ``{"csv", "markdown", "plot", "curves": [...]}``.
+    ``stable_threshold`` and ``match_margin`` (fractions) as in :func:`summarize`."""
     pairs = list(pairs)
     if not pairs:
         raise ValueError("write_report: no finished pairs")
-    summary = summarize(pairs)
+    summary = summarize(pairs, stable_threshold=stable_threshold, match_margin=match_margin)
     out = {"csv": os.path.join(output_dir, "stability.csv"), "markdown": os.path.join(output_dir, "stability.md"),
            "plot": os.path.join(output_dir, "instability.png")}
-    fileio.write_text(out["csv"], _csv_text(pairs, summary))
-    md = (f"# {title}\n\n" if title else "") + markdown(summary) + "\n![instability vs k](instability.png)\n"
+    fileio.write_text(out["csv"], _csv_text(pairs, summary, stable_threshold))
+    md = ((f"# {title}\n\n" if title else "") + markdown(summary)
+          + "\n![instability vs k (error bars: 95 % intervals)](instability.png)\n")
     fileio.write_text(out["markdown"], md)
     _instability_plot(out["plot"], summary, title)
     out["curves"] = _curve_plots(output_dir, pairs)
