@@ -1,20 +1,25 @@
 """bin/stability.py: a dense sweep end to end; bad flags are one line / exit 2 / nothing written;
-SIGKILL during a sweep resumes to the same CSV, reusing finished copies."""
+SIGKILL during a sweep resumes to the same CSV, reusing finished copies; per-k sweeps (several
+experiments, each k with the masks and W_k of the one rewound to k) and their refusals."""
 
 import csv
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl.testing import flagsaver
 
+from tflth import masking, paths
 from tflth.cli import prune as prune_cli
 from tflth.cli import stability as stability_cli
+from tflth.training import checkpoint
 
-from helpers import assert_refused, assert_same_run_files, kill_when, write_synthetic_npz
+from helpers import assert_refused, assert_same_run_files, kill_when, snapshot, write_synthetic_npz
 from test_cli_train import _snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,6 +64,7 @@ def test_dense_sweep_prints_pairs_table_and_report(data_path, tmp_path, capsys):
     assert any(f.startswith("curves_") and f.endswith("_level0_imp.png") for f in report)
     rows = (tmp_path / sweep / "report" / "stability.csv").read_text().splitlines()
     assert rows[0].startswith("row,sweep,label,level,method") and len(rows) == 1 + 2 + 2  # 2 pairs + 2 settings
+    assert "— masks: dense" in out and all(",dense,," in row for row in rows[1:])  # mask_mode, no experiment
 
 
 def test_imp_sweep_reuses_the_experiment(data_path, experiment, tmp_path, capsys):
@@ -71,6 +77,10 @@ def test_imp_sweep_reuses_the_experiment(data_path, experiment, tmp_path, capsys
     assert _snapshot(experiment) == before  # nothing of the experiment retrained or rewritten
     (sweep,) = [d for d in os.listdir(tmp_path) if d.startswith("stability_")]
     assert not os.path.exists(tmp_path / sweep / "replicate_0" / "parent")  # W_4 came from the experiment
+    assert f"— masks: one_mask ({os.path.basename(experiment)})" in out, out
+    pair = json.load(open(tmp_path / sweep / "replicate_0" / "level_1" / "imp" / "k_4" / "pair_0" / "pair.json"))
+    assert (pair["mask_mode"], pair["experiment"], pair["experiment_k"]) == ("one_mask", os.path.basename(experiment),
+                                                                             4)
 
 
 BAD = [
@@ -151,7 +161,7 @@ def test_report_binary_merges_sweeps_with_labels(data_path, tmp_path, capsys):
                              report_dir=str(tmp_path / "rep")):
         report_cli.main(["report"])
     out = capsys.readouterr().out
-    assert out.count("first stable k") == 2 and "first (stability_" in out and "second (stability_" in out
+    assert out.count("first stable k =") == 2 and "first (stability_" in out and "second (stability_" in out
     assert {"stability.csv", "stability.md", "instability.png"} <= set(os.listdir(tmp_path / "rep"))
     with flagsaver.flagsaver(sweeps=sweeps, labels=["only one"], experiments=[], report_dir=str(tmp_path / "x")):
         with pytest.raises(SystemExit) as info:
@@ -179,7 +189,10 @@ def test_report_keeps_same_named_sweeps_apart_and_says_when_analyses_differ(data
     md = (tmp_path / "rep" / "stability.md").read_text()
     assert f"recompute ({a}; 5 points in [0, 1], train curve on 64 examples" in md, md
     assert f"interpolate ({b})" in md, md
-    assert md.count("first stable k") == 2  # one line per table (level 0, imp)
+    assert md.count("first stable k =") == 2  # one line per table (level 0, imp)
+    # one pair per k: the interval is undefined and every verdict undecided (docs/statistics.md)
+    assert md.count("- level 0 imp: first stable k = undecided (0it, 4it undecided)") == 2, md
+    assert "| n/a (n=1) |" in md and "| undecided |" in md
     note = [line for line in md.splitlines() if line.startswith("- NOTE")]
     assert len(note) == 1 and "2 different settings" in note[0] and "7 points" in note[0], md
     rows = list(csv.DictReader(open(tmp_path / "rep" / "stability.csv")))
@@ -188,3 +201,165 @@ def test_report_keeps_same_named_sweeps_apart_and_says_when_analyses_differ(data
                                                                (b, "4", "1")]
     assert [r["analysis"].split(" points")[0] for r in summary] == ["5", "5", "5", "7"]
     assert sum(f.startswith("curves_") for f in os.listdir(tmp_path / "rep")) == 2
+
+
+# ------------------------------------------------------------------ per-k mode: each k's own IMP experiment
+
+
+@pytest.fixture(scope="module")
+def per_k(data_path, tmp_path_factory):
+    """Two 2-level IMP experiments of lenet_32_16 that differ only in their rewind step
+    (0it, 4it), with the random_prune control: ``(rewound to 0it, rewound to 4it)``. Their
+    level-1 masks coincide (both prune the same dense network); level 2's differ (each
+    prunes its own level 1, trained from its own W_k)."""
+    out = tmp_path_factory.mktemp("per_k")
+    for k in ("0it", "4it"):
+        with flagsaver.flagsaver(data_dir=data_path, output_dir=str(out), levels="2", rewind_step=k,
+                                 pruning_fraction=0.5, pruning_scope="global", controls=["random_prune"], **TINY):
+            prune_cli.main(["prune"])
+    by_k = {json.load(open(out / d / "hparams.json"))["rewind_step"]: str(out / d) for d in os.listdir(out)}
+    return by_k["0it"], by_k["4it"]
+
+
+def _level_mask(experiment, level, *control):
+    return masking.Masks.load(os.path.join(experiment, "replicate_0", f"level_{level}", *control, "mask.npz"))
+
+
+def _per_k_flags(data_path, output_dir, experiments, **extra):
+    values = _flags(data_path, output_dir, **dict(dict(experiment=",".join(experiments), levels="2",
+                                                      controls=["random_prune"], interpolation_points=3,
+                                                      train_examples=32), **extra))
+    if "rewind_steps" not in extra:
+        del values["rewind_steps"]  # not given: the ks are the experiments' rewind steps
+    return values
+
+
+def test_per_k_sweep_takes_each_k_s_masks_and_w_k_from_the_experiment_rewound_to_k(data_path, per_k, tmp_path,
+                                                                                    capsys):
+    a, b = per_k
+    names = {0: os.path.basename(a), 4: os.path.basename(b)}
+    for control in ((), ("random_prune",)):  # else this test could not tell them apart
+        assert _level_mask(a, 2, *control) != _level_mask(b, 2, *control), control
+    before = snapshot(a), snapshot(b)
+    with flagsaver.flagsaver(**_per_k_flags(data_path, tmp_path, (a, b))):
+        stability_cli.main(["stability"])
+    out = capsys.readouterr().out
+    assert re.search(r"level 2 imp\s+k=0it", out) and re.search(r"level 2 random_prune\s+k=4it", out), out
+    assert f"masks: per_k (k=0it: {names[0]}, k=4it: {names[4]})" in out, out
+    assert (snapshot(a), snapshot(b)) == before  # nothing of the experiments retrained or rewritten
+    (sweep,) = [d for d in os.listdir(tmp_path) if d.startswith("stability_")]
+    root = tmp_path / sweep / "replicate_0" / "level_2"
+    for k, experiment in ((0, a), (4, b)):
+        for method, control in (("imp", ()), ("random_prune", ("random_prune",))):
+            for which in "ab":
+                copy = root / method / f"k_{k}" / "pair_0" / f"copy_{which}"
+                assert masking.Masks.load(str(copy / "mask.npz")) == _level_mask(experiment, 2, *control), \
+                    (k, method, which)
+            pair = json.load(open(root / method / f"k_{k}" / "pair_0" / "pair.json"))
+            assert (pair["mask_mode"], pair["experiment"], pair["experiment_k"]) == ("per_k", names[k], k)
+        # copy a started from the k's experiment's own W_k, masked by its level-2 mask
+        start = checkpoint.load(str(root / "imp" / f"k_{k}" / "pair_0" / "copy_a" / "checkpoints"
+                                    / f"step_{k:09d}.npz"))[1]
+        w_k = checkpoint.load(paths.Experiment(experiment).level(0, 0).checkpoint(k))[1]
+        mask = _level_mask(experiment, 2)
+        for path in mask:
+            np.testing.assert_array_equal(start[path], w_k[path] * mask[path])
+    assert not os.path.exists(tmp_path / sweep / "replicate_0" / "parent")  # every W_k came from an experiment
+    md = (tmp_path / sweep / "report" / "stability.md").read_text()
+    assert f"— masks: per_k (k=0it: {names[0]}, k=4it: {names[4]})" in md, md
+    rows = list(csv.DictReader(open(tmp_path / sweep / "report" / "stability.csv")))
+    assert len(rows) == 8 and {(r["k"], r["mask_mode"], r["experiment"]) for r in rows} == {
+        ("0", "per_k", names[0]), ("4", "per_k", names[4])}
+
+    # Not any one-mask sweep's directory; the order of --experiment does not matter.
+    for one in (a, b):
+        with flagsaver.flagsaver(**_flags(data_path, tmp_path, experiment=one, levels="2")):
+            assert stability_cli.job_from_flags().sweep.name != sweep
+    with flagsaver.flagsaver(**_per_k_flags(data_path, tmp_path, (b, a))):
+        assert stability_cli.job_from_flags().sweep.name == sweep
+
+    # Killed during k=4's second copy: rerunning (with only k=4, the experiments in the other
+    # order) trains that copy again from B and reuses everything else.
+    pair_dir = root / "imp" / "k_4" / "pair_0"
+    os.unlink(pair_dir / "pair.json")
+    shutil.rmtree(pair_dir / "copy_b")
+    kept = {p: os.stat(p).st_mtime_ns for p in [pair_dir / "copy_a" / "result.json"] + [
+        root / m / f"k_{k}" / "pair_0" / "pair.json" for m in ("imp", "random_prune") for k in (0, 4)
+        if (m, k) != ("imp", 4)]}
+    with flagsaver.flagsaver(**_per_k_flags(data_path, tmp_path, (b, a), rewind_steps=["4it"])):
+        stability_cli.main(["stability"])
+    assert [d for d in os.listdir(tmp_path) if d.startswith("stability_")] == [sweep]
+    assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
+    assert masking.Masks.load(str(pair_dir / "copy_b" / "mask.npz")) == _level_mask(b, 2)
+    assert json.load(open(pair_dir / "pair.json"))["experiment"] == names[4]
+
+
+def _fake_experiment(root, source, change):
+    """A directory holding only ``source``'s hparams.json, changed by ``change(hparams)``
+    (all a refused command reads)."""
+    hp = json.load(open(os.path.join(source, "hparams.json")))
+    change(hp)
+    path = os.path.join(root, "fake", os.path.basename(source))
+    os.makedirs(path)
+    with open(os.path.join(path, "hparams.json"), "w") as f:
+        json.dump(hp, f)
+    return path
+
+
+PER_K_BAD = [
+    ("fraction", lambda hp: hp["pruning"].update(fraction=0.3), {},
+     r"error: --experiment=\S+ mixes experiments that differ in pruning\.fraction \(lottery_\w+: 0\.5, "
+     r"lottery_\w+: 0\.3\); expected experiments that differ only in their rewind step"),
+    ("lr", lambda hp: hp["run"]["training"].update(lr=0.5), {}, r"mixes experiments that differ in run\.training\.lr"),
+    ("reset", lambda hp: hp.update(reset="finetune"), {}, r"mixes experiments that differ in reset "),
+    ("rewind_optimizer", lambda hp: hp.update(rewind_optimizer="fresh", rewind_step="4it"), {},
+     r"mixes experiments that differ in rewind_optimizer \(lottery_\w+: \S+, lottery_\w+: 'fresh'\)"),
+    ("same_rewind_step_elsewhere", lambda hp: None, {},
+     r"error: --experiment=\S+ has two experiments rewound to iteration 0, \S+ and \S+; expected one experiment per "
+     r"rewind step"),
+    ("k_without_experiment", None, {"rewind_steps": ["0it", "8it"]},
+     r"error: --rewind_steps=8it is iteration 8, and no experiment given was rewound to it; expected rewind steps of "
+     r"the experiments: 0it \(lottery_\w+\), 4it \(lottery_\w+\)"),
+    ("same_directory_twice", "twice", {}, r"error: --experiment=\S+ names one experiment twice"),
+    ("level_not_trained", None, {"levels": "3"}, r"error: --levels=3 names level 3 of replicate 0, not trained in "),
+    ("other_flags", None, {"lr": 0.01}, r"error: --experiment=\S+ was trained with other settings \(training\.lr"),
+]
+
+
+@pytest.mark.parametrize("change,extra,pattern", [c[1:] for c in PER_K_BAD], ids=[c[0] for c in PER_K_BAD])
+def test_per_k_refusals_are_one_line_exit_2_nothing_written(data_path, per_k, tmp_path, capsys, change, extra,
+                                                            pattern):
+    a, b = per_k
+    experiments = (a, b)
+    if change == "twice":
+        experiments = (a, b, a)
+    elif change is not None:
+        experiments = (a, b, _fake_experiment(tmp_path, a, change))
+    (tmp_path / "out").mkdir()
+    with flagsaver.flagsaver(**_per_k_flags(data_path, tmp_path / "out", experiments, **extra)):
+        assert_refused(stability_cli.main, ["stability"], capsys, pattern, tmp_path, a, b)
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_per_k_takes_a_k_0_experiment_of_either_optimizer_choice():
+    # at k = 0 the optimizer has no state: "fresh" and "state" are one computation
+    from tflth.stability import sweep
+
+    def stored(k, opt=None):
+        return {"run": {"training": {"lr": 0.1}}, "pruning": {}, "rewind_step": k,
+                **({"rewind_optimizer": opt} if opt else {})}
+
+    fine = {"a": stored("0it"), "b": stored("4it", "fresh"), "c": stored("8it", "fresh")}
+    sweep._check_same_settings(("a", "b", "c"), fine)
+    sweep._check_same_settings(("b", "a", "c"), fine)
+    mixed = {"a": stored("0it", "fresh"), "b": stored("4it", "fresh"), "c": stored("8it")}
+    with pytest.raises(Exception, match=r"differ in rewind_optimizer \(b: 'fresh', c: 'state'\)"):
+        sweep._check_same_settings(("a", "b", "c"), mixed)
+
+
+def test_no_rewind_steps_is_refused_without_several_experiments(data_path, experiment, tmp_path, capsys):
+    for one in (None, experiment):
+        with flagsaver.flagsaver(**_flags(data_path, tmp_path, experiment=one, rewind_steps=[])):
+            assert_refused(stability_cli.main, ["stability"], capsys,
+                           r"error: --rewind_steps= is invalid: expected one or more steps such as 0it,100it,500it",
+                           tmp_path, experiment)

@@ -188,3 +188,83 @@ def test_shards_split_the_units(tmp_path):
                                                     shard=(i, 3))).shard_units([0, 5]) for i in (1, 2, 3)]
     key = lambda u: (u.replicate, u.level, u.method, u.k, u.pair)
     assert sorted((u for s in shards for u in s), key=key) == units and all(len(s) == 4 for s in shards)
+
+
+# Changing one of these renames users' sweeps (a rerun would train every copy again): see
+# BUILD.md, "Run names". They are what tflth named them before per-k sweeps existed.
+PINNED_SWEEPS = {"dense": "stability_7c0679d174e1", "one_mask": "stability_51c69cc6b0e7",
+                 "one_mask_data_order": "stability_c89c8114909c"}
+
+
+def _fake_experiments(root, fraction=None, **rewinds):
+    """``{name: directory}`` of experiments holding only the hparams.json bin/prune.py writes
+    for lenet_300_100_mnist (pruning ``fraction`` if given) rewound to each given step (all a
+    sweep's name reads)."""
+    import dataclasses
+
+    import json
+
+    from tflth import presets
+    from tflth.lottery import LotteryHparams, LotteryJob
+
+    lenet = presets.get("lenet_300_100_mnist")
+    pruning = dataclasses.replace(lenet.pruning, fraction=fraction) if fraction else lenet.pruning
+    out = {}
+    for name, k in rewinds.items():
+        job = LotteryJob(lenet.run, pruning, LotteryHparams(rewind_step=k), output_dir=str(root / name))
+        os.makedirs(job.experiment_dir)
+        with open(os.path.join(job.experiment_dir, "hparams.json"), "w") as f:
+            json.dump(dict(job.hparams_dict(), label=job.label), f)
+        out[name] = job.experiment_dir
+    return out
+
+
+def test_sweep_names_by_mask_mode(tmp_path):
+    from tflth import presets
+
+    run = presets.get("lenet_300_100_mnist").run
+    one = "runs/lottery_14e44c7f351a"
+    dense, single = StabilityJob(run), StabilityJob(run, experiment=[one])
+    assert (dense.mask_mode, single.mask_mode, single.experiment) == ("dense", "one_mask", one)
+    assert {"dense": dense.sweep.name, "one_mask": single.sweep.name,
+            "one_mask_data_order": StabilityJob(run, StabilityHparams(noise="data_order"),
+                                                experiment=one).sweep.name} == PINNED_SWEEPS
+
+    e = _fake_experiments(tmp_path, a="0it", b="500it", c="2ep")
+    other = _fake_experiments(tmp_path / "other", fraction=0.5, a="0it", b="500it")
+    per_k = StabilityJob(run, experiment=(e["a"], e["b"]))
+    assert per_k.mask_mode == "per_k" and per_k.sweep.name not in set(PINNED_SWEEPS.values())
+    assert per_k.sweep.name not in {StabilityJob(run, experiment=x).sweep.name for x in (e["a"], e["b"])}
+    # Another experiment of the same settings (another k) or another order: the same sweep, extended.
+    assert StabilityJob(run, experiment=(e["c"], e["b"], e["a"])).sweep.name == per_k.sweep.name
+    assert StabilityJob(run, StabilityHparams(noise="data_order"),
+                        experiment=(e["a"], e["b"])).sweep.name != per_k.sweep.name
+    assert StabilityJob(run, experiment=(other["a"], other["b"])).sweep.name != per_k.sweep.name
+
+
+def _report_pair(k, experiment, dense_accuracy, mode="per_k"):
+    pair = {"sweep": "stability_x", "label": "lenet", "replicate": 0, "level": 1, "method": "imp", "k": k,
+            "end": 100, "k_fraction": k / 100, "pair": 0, "noise": "data_order", "density": 0.5,
+            "analysis": {"bn": "recompute", "interpolation_points": 3, "alpha_range": [0, 1], "train_examples": 0,
+                         "bn_batches": 2},
+            "copies": {"a": {"test_accuracy": 0.9}, "b": {"test_accuracy": 0.9}},
+            "distances": {"total": {"l2": 1.0, "relative": 0.5, "relative_to_displacement": 0.7, "cosine": 0.9}},
+            "dense_accuracy": dense_accuracy, "mask_mode": mode, "experiment": experiment, "experiment_k": k,
+            "curve": {"test": {"alphas": [0, 0.5, 1], "errors": [0.1, 0.1, 0.1], "instability": 0.0,
+                               "loss_barrier": 0.0}, "disagreement": 0.0}}
+    if mode is None:  # a pair.json written before mask modes were recorded
+        for key in ("mask_mode", "experiment", "experiment_k"):
+            del pair[key]
+    return pair
+
+
+def test_report_shows_the_mask_mode_and_compares_each_k_with_its_own_experiment():
+    from tflth.stability import report
+
+    pairs = [_report_pair(0, "lottery_a", 0.95), _report_pair(5, "lottery_b", 0.85)]
+    summary = {s["k"]: s for s in report.summarize(pairs)}
+    assert {k: (s["mask_mode"], s["experiment"], s["dense_accuracy"]) for k, s in summary.items()} == {
+        0: ("per_k", "lottery_a", 0.95), 5: ("per_k", "lottery_b", 0.85)}
+    assert "— masks: per_k (k=0it: lottery_a, k=5it: lottery_b)" in report.markdown(list(summary.values()))
+    old = report.summarize([_report_pair(0, None, 0.95, mode=None), _report_pair(5, None, None, mode=None)])
+    assert [s["mask_mode"] for s in old] == ["one_mask", "dense"]  # what such pairs were

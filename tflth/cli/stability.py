@@ -5,12 +5,17 @@ parent), then --pairs pairs of copies from W_k with different data order and
 augmentation, to the end of training; measures their L2 distances and the error along
 the straight line between them (instability = the error barrier, on test and train
 data). With --experiment (an IMP experiment of bin/prune.py) it analyses the masks of
---levels and the --controls on them instead, reusing the experiment's W_k and masks.
+--levels and the --controls on them instead, reusing the experiment's W_k and masks:
+the same masks, found with the experiment's rewind step, at every k. With several
+--experiment=A,B,... (experiments that differ only in their --rewind_step) each k uses
+the experiment rewound to k, its masks, controls and W_k (the paper's "IMP subnetwork at
+k"); every k of --rewind_steps needs one, and without --rewind_steps the ks are theirs.
 Writes --output_dir/stability_<hash> (rerunning resumes a killed sweep and reuses every
 finished copy; --shard=I/N splits a sweep between N processes) and a report in its
 report/ directory: stability.csv, stability.md, instability.png, curves_*.png.
 
 Example: bin/stability.py --preset=lenet_300_100_mnist --rewind_steps=0it,100it,500it --pairs=3
+Per k:   bin/stability.py --preset=lenet_300_100_mnist --experiment=runs/lottery_A,runs/lottery_B --levels=4
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ tflags.define_stability_flags()
 
 def job_from_flags() -> StabilityJob:
     return StabilityJob(run=tflags.run_hparams(FLAGS), stability=tflags.stability_hparams(FLAGS),
-                        experiment=FLAGS.experiment or None, output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir,
-                        strategy=FLAGS.strategy, eval_every=FLAGS.eval_every or None,
+                        experiment=tflags.experiment_dirs(FLAGS) or None, output_dir=FLAGS.output_dir,
+                        data_dir=FLAGS.data_dir, strategy=FLAGS.strategy, eval_every=FLAGS.eval_every or None,
                         checkpoint_every=FLAGS.checkpoint_every or None)
 
 

@@ -14,12 +14,21 @@ training; then it measures (``pair.json``):
   (:class:`tflth.stability.evaluate.CurveEvaluator`): instability (error barrier), loss
   barrier, and the endpoints' disagreement.
 
-What is analysed: the dense network (level 0, method ``imp``), or — with an IMP
-experiment (``experiment``) — level L's IMP mask and the controls on it
-(``random_prune``, ``random_reinit`` from :mod:`tflth.lottery.starts`, built exactly as the
-experiment builds them). W_k comes from a *parent*: the dense network of replicate r
-trained once to the largest k (every k kept); an experiment's level-0 checkpoints are
-reused where they hold the k asked for, and nothing the experiment holds is retrained.
+What is analysed (the *mask mode*, :attr:`StabilityJob.mask_mode`, recorded in every
+``pair.json``):
+
+* ``dense`` — no experiment: the dense network (level 0, method ``imp``);
+* ``one_mask`` — one IMP experiment (``experiment``): level L's IMP mask and the controls
+  on it (``random_prune``, ``random_reinit`` from :mod:`tflth.lottery.starts`, built exactly
+  as the experiment builds them), the same masks (found with the experiment's rewind
+  step) at every k;
+* ``per_k`` — several IMP experiments that differ only in their rewind step: each k
+  uses the experiment rewound to k (level L's mask, its controls, its W_k), which is the
+  paper's "IMP subnetwork at k". Each k must have one; the ks default to theirs.
+
+W_k comes from the k's experiment's level-0 checkpoints where they hold it (nothing an
+experiment holds is retrained), else from a *parent*: the dense network of replicate r
+trained once to the largest k missing (every such k kept).
 
 Everything resumes: finished copies are reused, a killed copy resumes from its last
 checkpoint, and a finished pair is not re-analysed unless the analysis settings changed.
@@ -44,7 +53,7 @@ from tflth import data as data_lib
 from tflth import fileio, masking, paths, pruning, steps
 from tflth.lottery import starts
 from tflth.hparams import HparamError, PruningHparams, RunHparams, field_error, field_note, defaults_dict, identity, run_hash, to_dict
-from tflth.lottery.job import load_level_mask, replicate_hparams
+from tflth.lottery.job import ExperimentKey, load_level_mask, replicate_hparams
 from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
 from tflth.stability.evaluate import BN_MODES, CurveEvaluator
@@ -54,12 +63,17 @@ from tflth.training.job import (check_output_dir, check_schedule_steps, check_st
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
-__all__ = ["NOISES", "StabilityHparams", "SweepKey", "StabilityJob", "Unit", "copy_seeds"]
+__all__ = ["NOISES", "MASK_MODES", "StabilityHparams", "SweepKey", "StabilityJob", "Unit", "copy_seeds"]
 
 NOISES = ("data_order_and_augment", "data_order", "augment", "none")
 MAX_INTERPOLATION_POINTS = 1000  # each point costs a full evaluation per pair (see StabilityHparams)
 COPY_SEED_OFFSET = 7919  # copy j of a pair draws seeds = replicate seeds + offset * j
 DENSE = "imp"  # the method name of the dense network at level 0 and of IMP's subnetworks
+MASK_MODES = ("dense", "one_mask", "per_k")  # see the module docstring and StabilityJob.mask_mode
+PER_K_FREE = ("rewind_step", "label")  # what per-k experiments may differ in (hparams.json keys)
+# ... and what an experiment rewound to k = 0 may differ in too: at step 0 the optimizer has no
+# state, so "state" and "fresh" are one computation under two names
+AT_ZERO_FREE = ("rewind_optimizer",)
 
 
 _S = "StabilityHparams"
@@ -73,7 +87,8 @@ def _flag_error(field: str, value, expected: str) -> HparamError:
 class StabilityHparams:
     """What a stability sweep trains and how it analyses each pair.
 
-    ``rewind_steps`` (step notation), ``pairs`` per initialisation, ``replicates``
+    ``rewind_steps`` (step notation; empty: the experiments' rewind steps, in per-k mode
+    only, see :class:`StabilityJob`), ``pairs`` per initialisation, ``replicates``
     (initialisations: seeds + r as in IMP), ``levels`` of the experiment (``(0,)``: the
     dense network) and ``controls`` on their masks say *which* units exist; ``noise`` how
     the two copies differ (``none`` makes them identical: a check of the instrument);
@@ -99,9 +114,7 @@ class StabilityHparams:
     def __post_init__(self):
         for name in ("rewind_steps", "levels", "controls", "alpha_range", "shard"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not self.rewind_steps:
-            raise _flag_error("rewind_steps", "", "one or more steps such as 0it,100it,500it")
-        for s in self.rewind_steps:
+        for s in self.rewind_steps:  # empty: the experiments' (per-k mode; StabilityJob.prepare checks)
             try:
                 steps.parse(s)
             except steps.StepError as e:
@@ -148,11 +161,13 @@ class StabilityHparams:
 @dataclasses.dataclass(frozen=True)
 class SweepKey:
     """What names a sweep directory (``stability_<hash>``): what the copies are trained
-    from and with. Rewind steps, pairs, replicates, levels and controls only add units."""
+    from and with. Rewind steps, pairs, replicates, levels and controls only add units
+    (in per-k mode, so does another experiment of the same settings: another k)."""
 
     run: RunHparams = RunHparams()
-    experiment: str = ""  # the IMP experiment's directory name (lottery_<hash>), if any
+    experiment: str = ""  # one-mask mode: the IMP experiment's directory name (lottery_<hash>)
     noise: str = "data_order_and_augment"
+    per_k: str = ""  # per-k mode: a hash of what its experiments share (all but the rewind step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,18 +202,39 @@ class StabilityJob:
 
     Args:
         run: the training hyperparameters of the dense network (with ``experiment``,
-            they must equal the experiment's).
+            they must equal the experiments').
         stability: :class:`StabilityHparams`.
-        experiment: an IMP experiment directory (``lottery_<hash>``) whose level masks
-            and W_k are analysed; ``None``: the dense network.
+        experiment: what is analysed (:attr:`mask_mode`): ``None``, the dense network;
+            one IMP experiment directory (``lottery_<hash>``), its level masks (and W_k)
+            at every k (``one_mask``); or a sequence of two or more, which must differ only
+            in their rewind step (``hparams.json``'s ``rewind_step``; every other setting
+            equal, defaults included, e.g. the reset and the pruning settings): each k
+            then analyses the masks of the experiment rewound to k (``per_k``), matched in
+            iterations, one experiment per rewind step. In per-k mode every k of
+            ``stability.rewind_steps`` needs an experiment, and empty ``rewind_steps``
+            means all of theirs. A sequence of one is that one directory (one-mask mode).
         output_dir, data_dir, strategy, eval_every, checkpoint_every: as for training.
         model_fn: the model factory instead of ``run.model.name``'s (as for
             :class:`tflth.lottery.LotteryJob`).
+
+    The sweep directory is ``stability_<hash>`` of :meth:`key`: in one-mask mode the
+    experiment's name, in per-k mode a hash of the settings its experiments share, so a
+    per-k sweep never shares a directory with a one-mask one, and adding an experiment of
+    the same settings (another k) extends the same per-k sweep. Every ``pair.json``
+    records ``mask_mode``, the ``experiment`` whose masks and W_k it used (its directory
+    name; ``None`` for the dense network) and that experiment's rewind step
+    ``experiment_k`` (iterations), and the report shows them.
+
+    Example (per-k: the IMP subnetworks found with rewinding to 0 and to 500 iterations)::
+
+        job = StabilityJob(run, StabilityHparams(rewind_steps=(), levels=(4,)),
+                           experiment=("runs/lottery_<k=0>", "runs/lottery_<k=500>"))
+        pairs = job.run_all(job.prepare())
     """
 
     run: RunHparams
     stability: StabilityHparams = StabilityHparams()
-    experiment: str | None = None
+    experiment: str | tuple[str, ...] | None = None
     output_dir: str = "runs"
     data_dir: str | None = None
     strategy: str = "auto"
@@ -206,9 +242,34 @@ class StabilityJob:
     checkpoint_every: str | None = "1ep"
     model_fn: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
 
+    def __post_init__(self):
+        e = self.experiment
+        if e is not None and not isinstance(e, str):
+            e = tuple(os.fspath(x) for x in e)
+            e = None if not e else e[0] if len(e) == 1 else e
+        object.__setattr__(self, "experiment", e)
+
     # ------------------------------------------------------------ identity
 
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        """The experiment directories given (none, one, or several in per-k mode)."""
+        e = self.experiment
+        return () if e is None else (e,) if isinstance(e, str) else e
+
+    @property
+    def mask_mode(self) -> str:
+        """``dense`` (no experiment), ``one_mask`` (one) or ``per_k`` (several): see :data:`MASK_MODES`."""
+        return MASK_MODES[min(len(self.experiments), 2)]
+
     def key(self) -> SweepKey:
+        if self.mask_mode == "per_k":
+            shared = {}  # what the experiments share, whichever is given first (a k = 0 one lacks AT_ZERO_FREE)
+            for e in sorted(self.experiments, key=lambda e: paths.Experiment(e).name):
+                shared.update(_settings(_read_experiment(e)))
+            defaults = _settings(defaults_dict(ExperimentKey), at_zero_free=False)
+            return SweepKey(self.run, "", self.stability.noise, per_k=run_hash(
+                {k: v for k, v in shared.items() if k not in defaults or defaults[k] != v}))
         name = paths.Experiment(self.experiment).name if self.experiment else ""
         return SweepKey(self.run, name, self.stability.noise)
 
@@ -218,16 +279,21 @@ class StabilityJob:
 
     @property
     def label(self) -> str:
-        what = f"IMP {paths.Experiment(self.experiment).name}" if self.experiment else "dense"
+        mode = self.mask_mode
+        what = ("dense" if mode == "dense" else "IMP per-k masks" if mode == "per_k"
+                else f"IMP {paths.Experiment(self.experiment).name}")
         return f"{self.run.model.name} {self.run.dataset.name} {what} ({self.stability.noise} noise)"
 
     # ---------------------------------------------------------- validation
 
     def prepare(self):
-        """Load data and validate every setting against it and the experiment. Writes nothing."""
+        """Load data and validate every setting against it and the experiments. Writes nothing."""
         st = self.stability
         check_output_dir("StabilityJob", self.output_dir)
         dataset, ipe, end = load_for_run(self.run, self.data_dir)
+        if not st.rewind_steps and self.mask_mode != "per_k":
+            raise _flag_error("rewind_steps", "", "one or more steps such as 0it,100it,500it (none: the experiments' "
+                              "rewind steps, with several experiments only)")
         ks = [check_step_in_run((_S, "rewind_steps"), s, ipe, end) for s in st.rewind_steps]
         for s, k in zip(st.rewind_steps, ks):
             if k >= end:
@@ -245,38 +311,89 @@ class StabilityJob:
                 raise HparamError("StabilityJob.experiment is needed: levels other than 0 and controls analyse an IMP "
                                   "experiment's masks.", owner="StabilityJob", field="experiment")
         else:
-            self._check_experiment()
+            self._check_experiments(lambda s: steps.to_iterations(s, ipe), ks)
         return dataset
 
-    def _check_experiment(self) -> None:
-        exp = paths.Experiment(self.experiment)
-        if not os.path.isfile(exp.hparams):
-            raise field_error("StabilityJob", "experiment", self.experiment, "is not an IMP experiment directory "
-                              "(lottery_<hash> with hparams.json, made by bin/prune.py).")
-        stored = fileio.read_json(exp.hparams)
-        if not isinstance(stored, dict) or "run" not in stored or "pruning" not in stored:
-            raise field_error("StabilityJob", "experiment", self.experiment, "is not an IMP experiment: its "
-                              "hparams.json has no "
-                              "run and pruning settings.")
+    def _check_experiments(self, to_iterations, ks: list[int]) -> None:
+        given = self.experiments
+        seen: dict[str, str] = {}
+        for e in given:
+            real = os.path.realpath(e)
+            if real in seen:
+                raise field_error("StabilityJob", "experiment", ",".join(given), f"names one experiment twice "
+                                  f"({seen[real]} and {e}); expected each experiment once.")
+            seen[real] = e
+        stored = {e: _read_experiment(e) for e in given}
+        if self.mask_mode == "per_k":
+            _check_same_settings(given, stored)
+        for e in given:
+            self._check_run(e, stored[e])
+        used = given
+        if self.mask_mode == "per_k":
+            sources = self._per_k_sources(to_iterations, stored)
+            for s, k in zip(self.stability.rewind_steps, ks):
+                if k not in sources:
+                    raise field_error(_S, "rewind_steps", s, f"is iteration {k}, and no experiment given was rewound "
+                                      f"to it; expected rewind steps of the experiments: {_rewinds_text(sources)} "
+                                      "(or no rewind steps: all of theirs).")
+            used = [sources[k] for k in sorted(set(ks))] if ks else list(sources.values())
+        for e in used:
+            self._check_levels(e)
+
+    def _check_run(self, experiment: str, stored: dict) -> None:
         theirs = RunHparams.from_dict(stored["run"])
         if theirs != self.run:
             mine, other = to_dict(self.run), to_dict(theirs)
             diff = [f"{group}.{k}: experiment {other[group][k]!r}, flags {mine[group][k]!r}"
                     for group in mine for k in mine[group] if mine[group][k] != other[group].get(k)]
-            raise field_error("StabilityJob", "experiment", self.experiment, "was trained with other settings ("
+            raise field_error("StabilityJob", "experiment", experiment, "was trained with other settings ("
                               + "; ".join(diff[:4]) + "); give the flags it was trained with (e.g. its --preset).")
+
+    def _check_levels(self, experiment: str) -> None:
+        exp = paths.Experiment(experiment)
         for r in range(self.stability.replicates):
             for level in self.stability.levels:
-                run = exp.level(r, level)
-                if not run.finished():
-                    raise field_error(_S, "levels", ','.join(map(str, self.stability.levels)), f"names level {level} of "
-                                      f"replicate {r}, not trained in {self.experiment} yet; run bin/prune.py "
+                if not exp.level(r, level).finished():
+                    raise field_error(_S, "levels", ','.join(map(str, self.stability.levels)), f"names level {level} "
+                                      f"of replicate {r}, not trained in {experiment} yet; run bin/prune.py "
                                       "with more levels (or replicates) first.")
+
+    def _per_k_sources(self, to_iterations, stored: dict | None = None) -> dict[int, str]:
+        """Per-k mode: ``{rewind iteration: experiment directory}``; two experiments of one
+        rewind step are an :class:`HparamError`."""
+        out: dict[int, str] = {}
+        for e in self.experiments:
+            data = stored[e] if stored else _read_experiment(e)
+            k = to_iterations(data.get("rewind_step", ExperimentKey.rewind_step))
+            if k in out:
+                raise field_error("StabilityJob", "experiment", ",".join(self.experiments), f"has two experiments "
+                                  f"rewound to iteration {k}, {out[k]} and {e}; expected one experiment per rewind "
+                                  "step.")
+            out[k] = e
+        return dict(sorted(out.items()))
 
     # ------------------------------------------------------------- units
 
     def rewind_iterations(self, trainer: Trainer) -> list[int]:
+        if not self.stability.rewind_steps and self.mask_mode == "per_k":
+            return sorted(self._per_k_sources(trainer.to_iterations))
         return sorted({trainer.to_iterations(s) for s in self.stability.rewind_steps})
+
+    def mask_sources(self, trainer: Trainer, ks: list[int]) -> dict[int, tuple[str, int] | None]:
+        """``{k: (experiment directory, its rewind iteration)}``: whose masks and W_k each k
+        uses (``None``: the dense network)."""
+        if self.mask_mode == "dense":
+            return {k: None for k in ks}
+        if self.mask_mode == "one_mask":
+            e = self.experiment
+            own = trainer.to_iterations(_read_experiment(e).get("rewind_step", ExperimentKey.rewind_step))
+            return {k: (e, own) for k in ks}
+        sources = self._per_k_sources(trainer.to_iterations)
+        missing = [k for k in ks if k not in sources]
+        if missing:  # prepare() refuses this; a sweep run without it says so here
+            raise field_error(_S, "rewind_steps", ",".join(f"{k}it" for k in missing), "has no experiment rewound to "
+                              f"it; expected rewind steps of the experiments: {_rewinds_text(sources)}.")
+        return {k: (sources[k], k) for k in ks}
 
     def methods(self, level: int) -> list[str]:
         return [DENSE] + (list(self.stability.controls) if level > 0 else [])
@@ -304,11 +421,12 @@ class StabilityJob:
         by_replicate: dict[int, list[Unit]] = {}
         probe = Trainer(self.run, dataset=dataset, strategy=strategy, model_fn=self.model_fn)
         ks = self.rewind_iterations(probe)
+        sources = self.mask_sources(probe, ks)
         for u in self.shard_units(ks):
             by_replicate.setdefault(u.replicate, []).append(u)
         for r, units in by_replicate.items():
-            replicate = _SweepReplicate(self, sweep, r, dataset, strategy, ks,
-                                   trainer=probe if r == 0 else None)
+            replicate = _SweepReplicate(self, sweep, r, dataset, strategy, ks, sources,
+                                        trainer=probe if r == 0 else None)
             for unit in units:
                 results.append(replicate.pair(unit))
                 if on_pair:
@@ -316,22 +434,81 @@ class StabilityJob:
         return results
 
 
+def _read_experiment(path: str) -> dict:
+    """An IMP experiment's ``hparams.json``, checked to be one (errors name ``StabilityJob.experiment``)."""
+    hp = paths.Experiment(path).hparams
+    if not os.path.isfile(hp):
+        raise field_error("StabilityJob", "experiment", path, "is not an IMP experiment directory "
+                          "(lottery_<hash> with hparams.json, made by bin/prune.py).")
+    stored = fileio.read_json(hp)
+    if not isinstance(stored, dict) or not isinstance(stored.get("run"), dict) or "pruning" not in stored:
+        raise field_error("StabilityJob", "experiment", path, "is not an IMP experiment: its hparams.json has no "
+                          "run and pruning settings.")
+    return stored
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _settings(stored: dict, at_zero_free: bool = True) -> dict:
+    """An experiment's settings as ``{"group.field": value}``, defaults filled in (a field
+    added since it was made counts as its default), without what per-k experiments may
+    differ in (:data:`PER_K_FREE`)."""
+    out = _flat(defaults_dict(ExperimentKey))
+    out.update(_flat(stored))
+    at_zero = at_zero_free and steps.parse(out["rewind_step"]) == (0, 0)
+    free = PER_K_FREE + (AT_ZERO_FREE if at_zero else ())
+    return {k: v for k, v in out.items() if k not in free}
+
+
+def _check_same_settings(given: tuple[str, ...], stored: dict) -> None:
+    """Per-k experiments must differ in nothing but the rewind step (and, for one rewound to
+    k = 0, :data:`AT_ZERO_FREE`): the first field in which one differs from those before
+    it is an :class:`HparamError`."""
+    seen: dict[str, tuple[object, str]] = {}  # field -> (value, the first experiment that had it)
+    for e in given:
+        for k, v in _settings(stored[e]).items():
+            if k in seen and seen[k][0] != v:
+                raise field_error("StabilityJob", "experiment", ",".join(given), f"mixes experiments that differ in "
+                                  f"{k} ({paths.Experiment(seen[k][1]).name}: {seen[k][0]!r}, "
+                                  f"{paths.Experiment(e).name}: {v!r}); expected experiments that differ "
+                                  "only in their rewind step.")
+            seen.setdefault(k, (v, e))
+
+
+def _rewinds_text(sources: dict[int, str]) -> str:
+    return ", ".join(f"{k}it ({paths.Experiment(e).name})" for k, e in sources.items())
+
+
 class _SweepReplicate:
     """One initialisation: its parent (W_k for every k), its copies and their analysis,
     all on one Trainer (one model)."""
 
     def __init__(self, job: StabilityJob, sweep: paths.Sweep, r: int, dataset, strategy, ks: list[int],
-                 trainer: Trainer | None = None):
+                 sources: dict[int, tuple[str, int] | None], trainer: Trainer | None = None):
         self.job, self.sweep, self.r, self.ks = job, sweep, r, ks
+        # k -> (the experiment whose masks and W_k it uses, that experiment's rewind step), or None (dense)
+        self.sources = {k: (paths.Experiment(s[0]), s[1]) if s else None for k, s in sources.items()}
         self.hparams = replicate_hparams(job.run, r)
         if trainer is None or trainer.hparams != self.hparams:
             trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy, model_fn=job.model_fn)
         self.trainer = trainer
         self.end = trainer.end_step
-        self.experiment = paths.Experiment(job.experiment) if job.experiment else None
         self._rewinds: dict[int, str] | None = None
         self._evaluator = None
-        self._pruner = None
+        self._pruners: dict[str, pruning.Strategy] = {}
+
+    def experiment(self, k: int) -> paths.Experiment | None:
+        """The experiment k's masks and W_k come from (``None``: the dense network)."""
+        source = self.sources.get(k)
+        return source[0] if source else None
 
     # --- W_k
 
@@ -343,9 +520,12 @@ class _SweepReplicate:
 
     def _rewind_points(self) -> dict[int, str]:
         found = {}
-        if self.experiment is not None:
-            level0 = self.experiment.level(self.r, 0)
-            found = {k: level0.checkpoint(k) for k in self.ks if k in level0.checkpoint_steps()}
+        for k in self.ks:
+            experiment = self.experiment(k)
+            if experiment is not None:
+                level0 = experiment.level(self.r, 0)
+                if k in level0.checkpoint_steps():
+                    found[k] = level0.checkpoint(k)
         missing = [k for k in self.ks if k not in found]
         if missing:
             parent = self.sweep.parent(self.r)
@@ -363,36 +543,37 @@ class _SweepReplicate:
 
     # --- masks and starts
 
-    def _level_mask(self, level: int) -> masking.Masks:
+    def _level_mask(self, level: int, experiment: paths.Experiment | None = None) -> masking.Masks:
         if level == 0:
             return masking.Masks.ones(masking.shapes(self.trainer.model))
-        return load_level_mask(self.experiment.level(self.r, level).mask, self.trainer)
+        return load_level_mask(experiment.level(self.r, level).mask, self.trainer)
 
     def _start(self, unit: Unit):
         """``(mask, start function)`` of a unit's copies (the mask is applied after the start,
         and again on a resume: checkpoints hold no masks)."""
         begin = starts.Start(rewind=self.rewind_checkpoint(unit.k), level=unit.level,
                              seed=self.hparams.training.seed)
-        mask = self._level_mask(unit.level)
+        experiment = self.experiment(unit.k)
+        mask = self._level_mask(unit.level, experiment)
         if unit.method == DENSE:
             def init(t):
                 t.load_checkpoint(begin.rewind)
         else:
             control = starts.get_control(unit.method)
-            mask = masking.Masks(control.mask(mask, begin, self._pruning_strategy()))
+            mask = masking.Masks(control.mask(mask, begin, self._pruning_strategy(experiment)))
 
             def init(t):
                 control.start(t, begin)
 
         return mask, init
 
-    def _pruning_strategy(self):
+    def _pruning_strategy(self, experiment: paths.Experiment):
         """The experiment's pruning strategy, whose structure its controls keep."""
-        if self._pruner is None:
-            stored = fileio.read_json(self.experiment.hparams)
-            self._pruner = pruning.strategy_for(PruningHparams(**stored["pruning"]),
-                                                layouts=pruning.layouts(self.trainer.model))
-        return self._pruner
+        if experiment.path not in self._pruners:
+            stored = fileio.read_json(experiment.hparams)
+            self._pruners[experiment.path] = pruning.strategy_for(PruningHparams(**stored["pruning"]),
+                                                                  layouts=pruning.layouts(self.trainer.model))
+        return self._pruners[experiment.path]
 
     # --- one pair
 
@@ -421,10 +602,13 @@ class _SweepReplicate:
         result_b, w_b = self._train_copy(unit, "b", start, mask)
         t0 = time.perf_counter()
         w_k = checkpoint.load(self.rewind_checkpoint(unit.k))[1]
+        experiment, source = self.experiment(unit.k), self.sources.get(unit.k)
         out = {
             "sweep": self.sweep.name, "label": self.job.label, "replicate": unit.replicate,
             "level": unit.level, "method": unit.method, "k": unit.k, "end": self.end,
             "k_fraction": unit.k / self.end, "pair": unit.pair, "noise": st.noise,
+            "mask_mode": self.job.mask_mode, "experiment": experiment.name if experiment else None,
+            "experiment_k": source[1] if source else None,
             "density": mask.density().density, "analysis": st.analysis(),
             "copies": {"a": result_a, "b": result_b},
             "distances": self._distances(w_a, w_b, w_k, mask),
@@ -432,8 +616,8 @@ class _SweepReplicate:
                 *(distances_lib.select_weights(w, self._trainable()) for w in (w_a, w_b)),
                 reference=w_k).total.to_dict(),
             "pruning_stability": self._pruning_stability(unit, w_a, w_k, mask),
-            "dense_accuracy": (read_result(self.experiment.level(self.r, 0).path)["test_accuracy"]
-                               if self.experiment is not None else None),
+            "dense_accuracy": (read_result(experiment.level(self.r, 0).path)["test_accuracy"]
+                               if experiment is not None else None),
         }
         out["curve"] = self._curve(w_a, w_b)
         out["seconds"] = {"copies": result_a["seconds"] + result_b["seconds"],
@@ -457,9 +641,10 @@ class _SweepReplicate:
 
     def _pruning_stability(self, unit: Unit, w_a, w_k, mask) -> dict | None:
         """Copy a vs the experiment's dense final weights restricted to the mask (levels ≥ 1)."""
-        if self.experiment is None or unit.level == 0:
+        experiment = self.experiment(unit.k)
+        if experiment is None or unit.level == 0:
             return None
-        dense = self.experiment.level(self.r, 0)
+        dense = experiment.level(self.r, 0)
         final = read_result(dense.path)["step"]
         full = checkpoint.load(dense.checkpoint(final))[1]
         return distances_lib.stability_to_pruning(self._kernels(w_a), self._kernels(full), mask,
