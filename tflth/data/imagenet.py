@@ -123,7 +123,15 @@ def _stream_train_batches(ds: StreamDataset, batch_size: int, data_order_seed: i
     def epoch_records(epoch):
         shuffle_seed = tf.random.stateless_uniform([], tf.stack([order_seed, epoch]), minval=0, maxval=2**62,
                                                    dtype=tf.int64)
-        batches = records.shuffle(ds.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        # The order must depend on (data_order_seed, epoch) only: TensorFlow's global seed
+        # (keras.utils.set_random_seed, set by every model build) would enter the shuffle's
+        # seed pair, and a global seed of 0 made the pair's check a Python bool of a tensor.
+        graph = tf.compat.v1.get_default_graph()
+        global_seed, graph.seed = graph.seed, None
+        try:
+            batches = records.shuffle(ds.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        finally:
+            graph.seed = global_seed
         steps = tf.data.Dataset.range(epoch * ipe, (epoch + 1) * ipe)
         return tf.data.Dataset.zip(steps, batches.batch(batch_size))
 
