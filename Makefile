@@ -40,13 +40,14 @@ demo: setup data
 	  --data_dir=$(DATA_DIR) --output_dir=$(OUTPUT_DIR)/demo \
 	  --training_steps=2ep --levels=3 --rewind_step=0it --controls=random_reinit $(DEMO_FLAGS)
 
-# Engine speed, IMP overhead, stability curves, scaling and exports, each printing its table; all
-# five run, and the target fails at the end if any missed a bound (or, for exports, if an export's
+# Engine speed (compiled training included) and compiled rounding, IMP overhead, stability curves, scaling and
+# exports, each printing its table; all six run, and the target fails at the end if any missed a bound (or, for exports, if an export's
 # test accuracy differs from the masked model's). BENCH_FLAGS=--quick: a smoke check.
 BENCH_FLAGS ?=
 bench: setup data
 	status=0; \
 	$(PY) benchmarks/train_speed.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/compiled_rounding.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/lottery_speed.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/stability_speed.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/scaling.py $(BENCH_FLAGS) || status=1; \

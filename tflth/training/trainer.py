@@ -254,13 +254,11 @@ class Trainer:
                                                      tf.cast(y, tf.int32)), tf.float32))
             return tf.stack([tf.reduce_sum(xent(y, logits)), correct, tf.cast(tf.shape(y)[0], tf.float32)])
 
-        eval_step = replica_eval if self.hparams.training.jit_compile == "off" else compiled.compile_step(replica_eval)
-
         @tf.function
         def eval_fn(dist_ds):
             totals = tf.zeros([3], tf.float32)
             for x, y in dist_ds:
-                totals += strategy.reduce(_SUM, strategy.run(eval_step, args=(x, y)), axis=None)
+                totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
             return totals
 
         return eval_fn
