@@ -53,6 +53,7 @@ SECTION = "## Reproducing the papers at full scale"
 # The vision-transformer results: the exact commands of its runs, at toy size too.
 VIT_SECTION = "### Lottery tickets, rewinding and stability in a vision transformer (Fashion-MNIST, CPU)"
 STRUCTURED_SECTION = "### Structured tickets: N:M and channels (Fashion-MNIST, CPU)"
+HEADLINE_SECTION = "### Rewinding where its precondition holds: LeNet-300-100 at k = 100 (Fashion-MNIST, CPU)"
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -199,6 +200,7 @@ def _commands_or_problem(section: str):
 COMMANDS, README_PROBLEM = _commands_or_problem(SECTION)
 VIT_COMMANDS, VIT_PROBLEM = _commands_or_problem(VIT_SECTION)
 STRUCTURED_COMMANDS, STRUCTURED_PROBLEM = _commands_or_problem(STRUCTURED_SECTION)
+HEADLINE_COMMANDS, HEADLINE_PROBLEM = _commands_or_problem(HEADLINE_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
@@ -222,6 +224,11 @@ def _glob_target(value: str) -> str:
     if not value.startswith(_GLOB):
         raise ReadmeError(f'--experiment={value}: expected "$(ls -d DIR/lottery_*)"')
     return value[len(_GLOB):]
+
+
+def _glob_targets(value: str) -> list[str]:
+    """One target per experiment: a per-k sweep names several, comma-separated."""
+    return [_glob_target(part) for part in value.split(",")]
 
 
 def full_size_check(cmd: Command) -> str:
@@ -250,10 +257,13 @@ def _toy_path(root: str, path: str) -> str:
 
 def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
     def experiment(value):
-        pattern = _toy_path(root, _glob_target(value))
-        found = sorted(glob.glob(pattern))
-        assert len(found) == 1, f"{pattern} matches {found}: the README's ls -d must find one experiment"
-        return found[0]
+        out = []
+        for target in _glob_targets(value):
+            pattern = _toy_path(root, target)
+            found = sorted(glob.glob(pattern))
+            assert len(found) == 1, f"{pattern} matches {found}: the README's ls -d must find one experiment"
+            out.append(found[0])
+        return ",".join(out)
 
     def levels(value):
         if cmd.binary == "prune":
@@ -264,6 +274,10 @@ def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
                      "experiment": experiment, "levels": levels, "save_steps": lambda v: "1it",
                      "strategy": lambda v: "default"})
     toy = {k: v for k, v in TOY.items() if k in own}
+    if steps.parse(cmd.value("rewind_step") or "1it") == (0, 0):
+        toy["rewind_step"] = "0it"  # the original ticket stays at 0 (per-k sweeps pair k = 0 and k > 0)
+    if "," in (cmd.value("experiment") or "") and not cmd.value("rewind_steps"):
+        toy.pop("rewind_steps", None)  # a per-k sweep's ks are its experiments' rewind steps
     warmup = cmd.value("warmup") or (presets.get(cmd.value("preset")).run.training.warmup if cmd.value("preset")
                                       else None)
     if warmup and steps.to_iterations(warmup, 1) > 0:  # a warmup longer than the toy training is refused
@@ -299,6 +313,8 @@ def check_outputs(cmd: Command, job) -> None:
         assert os.path.isfile(os.path.join(sweep.report_dir, name)), (sweep.report_dir, name)
     ipe = math.ceil(MOCK_EXAMPLES / int(TOY["batch_size"]))
     ks = sorted({steps.to_iterations(s, ipe) for s in st.rewind_steps})
+    if not ks:  # a per-k sweep without --rewind_steps: its experiments' rewind steps
+        ks = sorted(job._per_k_sources(lambda s: steps.to_iterations(s, ipe)))
     for u in job.shard_units(ks):  # this shard's pairs
         assert os.path.isfile(sweep.pair_result(u.replicate, u.level, u.method, u.k, u.pair)), u
     written = glob.glob(os.path.join(sweep.path, "replicate_*", "**", "pair.json"), recursive=True)
@@ -315,18 +331,21 @@ class Runner:
         self.root, self.own, self.commands = root, own_flags, commands
         self.done: dict[int, object] = {}
 
-    def producer(self, cmd: Command) -> Command:
-        target = os.path.dirname(_glob_target(cmd.value("experiment")))
-        found = [c for c in self.commands if c.binary == "prune" and c.value("output_dir") == target]
-        assert found, f"README line {cmd.line}: no bin/prune.py command writes to --output_dir={target}"
-        return found[0]
+    def producers(self, cmd: Command) -> list[Command]:
+        out = []
+        for target in (os.path.dirname(t) for t in _glob_targets(cmd.value("experiment"))):
+            found = [c for c in self.commands if c.binary == "prune" and c.value("output_dir") == target]
+            assert found, f"README line {cmd.line}: no bin/prune.py command writes to --output_dir={target}"
+            out.append(found[0])
+        return out
 
     def run(self, cmd: Command):
         if cmd.index in self.done:
             return self.done[cmd.index]
         dataset = full_size_check(cmd)
         if cmd.value("experiment"):
-            self.run(self.producer(cmd))
+            for producer in self.producers(cmd):
+                self.run(producer)
         module = CLIS[cmd.binary]
         argv = toy_argv(cmd, self.root, dataset, self.own[cmd.binary])
         os.makedirs(os.path.join(self.root, "tfds"), exist_ok=True)
@@ -456,14 +475,28 @@ def test_structured_section_has_the_runs_of_its_tables():
             assert c.value("replicates") == "3" and c.value("rewind_step"), f"README line {c.line}"
 
 
-# The results sections' commands (the ViT's, the structured tickets'), each at toy size.
-SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS}
+def test_headline_section_has_the_runs_of_its_tables():
+    assert HEADLINE_PROBLEM is None, HEADLINE_PROBLEM
+    prune = [c for c in HEADLINE_COMMANDS if c.binary == "prune"]
+    kinds = {(c.value("rewind_step"), c.value("rewind_optimizer") or "state") for c in prune}
+    assert kinds == {("0it", "state"), ("100it", "state"), ("100it", "fresh")}, kinds
+    for c in prune:
+        assert c.value("controls") == "random_prune" and c.value("replicates") == "3", f"README line {c.line}"
+        assert c.value("levels") == "15" and c.value("jit_compile") == "chunk", f"README line {c.line}"
+    (sweep,) = [c for c in HEADLINE_COMMANDS if c.binary == "stability"]
+    assert len(_glob_targets(sweep.value("experiment"))) == 2 and sweep.value("levels") == "8,15"  # per-k masks
+
+
+# The results sections' commands (the ViT's, the structured tickets', the headline's), each at toy size.
+SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS,
+                    HEADLINE_SECTION: HEADLINE_COMMANDS}
+_SECTION_IDS = {VIT_SECTION: "vit", STRUCTURED_SECTION: "structured", HEADLINE_SECTION: "headline"}
 _SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() for cmd in cmds]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("section,cmd", _SECTION_CASES,
-                         ids=[f"{'vit' if s == VIT_SECTION else 'structured'}-{c.id}" for s, c in _SECTION_CASES])
+                         ids=[f"{_SECTION_IDS[s]}-{c.id}" for s, c in _SECTION_CASES])
 def test_section_command_runs_at_toy_size(section, cmd, own_flags, section_runners):
     unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
     assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
