@@ -313,7 +313,7 @@ def test_crop_is_an_exact_window_of_the_padded_image():
     images = np.arange(64 * 5 * 6 * 2, dtype=np.int32).reshape(64, 5, 6, 2) + 1  # all distinct, no zeros
     seed = tf.constant([11, 3], tf.int64)
     out = data_lib.random_crop_flip(images, seed, padding=2).numpy()
-    offsets, flips = (t.numpy() for t in data_lib._crop_flip_params(64, seed, 2))
+    offsets, flips = (t.numpy() for t in data_lib.crop_flip_params(64, seed, 2))
     padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
     for i in range(64):
         (r, c), window = offsets[i], None

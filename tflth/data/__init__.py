@@ -30,7 +30,7 @@ from tflth.data.errors import DataError
 from tflth.data.idx import IDX_FILES, read_idx, read_idx_dir
 from tflth.data.imagenet import IMAGENET_RESIZE, IMAGENET_SIZE, load_stream
 from tflth.data.ops import (
-    CROP_PADDING, _crop_flip_params, epoch_permutation, iterations_per_epoch, normalize, random_crop_flip,
+    CROP_PADDING, crop_flip_params, epoch_permutation, iterations_per_epoch, normalize, random_crop_flip,
 )
 from tflth.data.pipeline import _host_tensors, eval_batches, train_batches
 from tflth.data.registry import (NORMALIZATION, augmented, augments, input_shape, names, normalization, num_classes,
@@ -61,6 +61,7 @@ __all__ = [
     "epoch_permutation",
     "normalize",
     "random_crop_flip",
+    "crop_flip_params",
     "train_batches",
     "eval_batches",
 ]

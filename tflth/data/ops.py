@@ -77,9 +77,6 @@ def crop_flip_params(batch_size, seed, padding: int = CROP_PADDING) -> tuple[tf.
     return offsets, flips
 
 
-_crop_flip_params = crop_flip_params  # the name tflth.data re-exports
-
-
 def random_crop_flip(images, seed, padding: int = CROP_PADDING) -> tf.Tensor:
     """Random crop of the zero-padded images plus a random horizontal flip, per image.
 

@@ -87,12 +87,6 @@ class ResidentTrainData:
         self._perms: dict[tuple[int, int], np.ndarray] = {}
         self._draw_crops = tf.function(self._crops)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held resident (images, labels, table)."""
-        return int(self.x.shape.num_elements() * self.x.dtype.size + self.y.shape.num_elements() * 4
-                   + self.table.shape.num_elements() * 4)
-
     def _permutation(self, seed: int, epoch: int) -> np.ndarray:
         key = (int(seed), int(epoch))
         if key not in self._perms:

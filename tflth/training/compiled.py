@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 
-import keras
 import tensorflow as tf
 from absl import logging
 
@@ -71,8 +70,8 @@ def warn_if_slow(mode: str, model) -> bool:
     convolutions are slow: tensorflow/tensorflow#62808); returns whether it warned."""
     if mode == "off" or tf.config.list_physical_devices("GPU"):
         return False
-    convs = [layer.name for layer in _keras.sublayers(model) if isinstance(layer, keras.layers.Conv2D)
-             or type(layer).__name__.startswith(("Conv", "SeparableConv", "DepthwiseConv"))]
+    convs = [layer.name for layer in _keras.sublayers(model)
+             if type(layer).__name__.startswith(("Conv", "SeparableConv", "DepthwiseConv"))]
     if convs:
         logging.warning("jit_compile=%s on the CPU with convolutions (%s): XLA's CPU convolutions are slow "
                         "(tensorflow/tensorflow#62808), measured here many times slower than off; README "
