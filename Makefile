@@ -31,7 +31,7 @@ PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loa
 test: setup data
 	$(PYTEST)
 
-# Tests marked @pytest.mark.slow: the full-scale README commands at toy size (exit 5 = none collected is fine).
+# Tests marked @pytest.mark.slow: the full-scale commands of the docs at toy size (exit 5 = none collected is fine).
 test-slow: setup
 	$(PYTEST) -m slow || [ $$? -eq 5 ]
 

@@ -12,7 +12,7 @@
    path runs one replica per GPU.
 2. **Model size**: the time of one training step at batch 128 (input 28x28x1, default
    strategy, dense masks) for LeNet-300-100, Conv-2 and CIFAR ResNets of width 8 at
-   depths 8 (the README's CPU-scale rewinding network) and 20, each with its preset's
+   depths 8 (the CPU-scale rewinding network of docs/results-resnet.md) and 20, each with its preset's
    optimizer (Adam 1.2e-3, Adam 2e-4, SGD 0.1 with momentum 0.9 and weight decay 1e-4;
    the ResNets use ResNet-20's preset). Timed: windows of consecutive steps (one ``Trainer.train``
    call each, evaluation off), the models taking turns; printed: parameters, median
@@ -63,7 +63,7 @@ QUICK = dict(epoch_turns=3, epoch_examples=6000, windows=3)
 MODELS = (
     ("LeNet-300-100", "lenet_300_100_mnist", ModelHparams("lenet_300_100"), 200),
     ("Conv-2", "conv2_cifar10", ModelHparams("conv2"), 20),
-    ("ResNet-8, width 8 (README's CPU-scale net)", "resnet20_cifar10", ModelHparams("resnet8", width=8), 50),
+    ("ResNet-8, width 8 (docs/results-resnet.md's CPU-scale net)", "resnet20_cifar10", ModelHparams("resnet8", width=8), 50),
     ("ResNet-20, width 8", "resnet20_cifar10", ModelHparams("resnet20", width=8), 20),
 )
 BATCH = 128

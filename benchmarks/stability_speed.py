@@ -34,7 +34,7 @@ from absl import app, flags, logging  # noqa: E402
 from _common import (  # noqa: E402
     define_flags, fashion_mnist_dir, paired, print_table, quick_overrides, row, timed)
 from tflth import data as data_lib  # noqa: E402
-from tflth import paths  # noqa: E402
+from tflth.runs import layout as paths  # noqa: E402
 from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams  # noqa: E402
 from tflth.stability import curve  # noqa: E402
 from tflth.stability.evaluate import CurveEvaluator  # noqa: E402

@@ -15,7 +15,9 @@ import pytest
 from absl.testing import flagsaver
 
 from tflth import fileio
-from tflth.cli import flags as tflags
+from tflth.cli import flags as tflags  # noqa: F401  (names the fields' flags)
+from tflth.cli import harness
+from tflth.errors import InputError, RunError
 from tflth.cli import prune as prune_cli
 from tflth.cli import train as train_cli
 from tflth.hparams import HparamError, TrainingHparams
@@ -97,35 +99,37 @@ def test_hparam_errors_name_the_flag(data_path, tmp_path, capsys, cli, override,
 def test_flag_message_maps_fields_and_leaves_other_text():
     from tflth.hparams import HparamError as E
 
-    assert tflags.flag_message(E("TrainingHparams.lr=0 is invalid: expected x.", "TrainingHparams", "lr")) == \
+    assert harness.flag_message(E("TrainingHparams.lr=0 is invalid: expected x.", "TrainingHparams", "lr")) == \
         "--lr=0 is invalid: expected x."
-    assert tflags.flag_message(E("PruningHparams.scope='x' is invalid", "PruningHparams", "scope")) == \
+    assert harness.flag_message(E("PruningHparams.scope='x' is invalid", "PruningHparams", "scope")) == \
         "--pruning_scope='x' is invalid"
-    assert tflags.flag_message(E("ModelHparams.width=-1 is invalid", "ModelHparams", "width")) == "--width=-1 is invalid"
+    assert harness.flag_message(E("ModelHparams.width=-1 is invalid", "ModelHparams", "width")) == "--width=-1 is invalid"
     # the field comes from the error, not from its text
-    assert tflags.flag_message(E("SomeHparams.field=1 is invalid", "SomeHparams", "field")) == \
+    assert harness.flag_message(E("SomeHparams.field=1 is invalid", "SomeHparams", "field")) == \
         "SomeHparams.field=1 is invalid"
-    assert tflags.flag_message(E("TrainingHparams.lr=0 is invalid")) == "TrainingHparams.lr=0 is invalid"
+    assert harness.flag_message(E("TrainingHparams.lr=0 is invalid")) == "TrainingHparams.lr=0 is invalid"
     # every dataclass check names its field
     with pytest.raises(E) as caught:
         TrainingHparams(lr=-1.0)
     assert (caught.value.owner, caught.value.field, caught.value.value) == ("TrainingHparams", "lr", -1.0)
     with pytest.raises(HparamError, match=r"^--gamma=2 is invalid"):
-        with tflags.hparam_errors_as_flags():
+        with harness.hparam_errors_as_flags():
             raise HparamError("TrainingHparams.gamma=2 is invalid", "TrainingHparams", "gamma", 2)
 
 
 # -------------------------------------------------------------------- --strategy
 
 
-def test_unavailable_strategy_is_a_value_error_naming_the_flag(monkeypatch):
-    with pytest.raises(StrategyError, match=r"^--strategy=tpu: no TPU could be reached") as info:
+def test_unavailable_strategy_is_a_value_error_naming_the_field(monkeypatch):
+    # the library names the field (JobSettings.strategy); the binaries show it as --strategy
+    with pytest.raises(StrategyError, match=r"^JobSettings\.strategy=tpu: no TPU could be reached") as info:
         get_strategy("tpu")
     assert isinstance(info.value, ValueError) and len(str(info.value).splitlines()) == 1
+    assert (info.value.owner, info.value.field, info.value.value) == ("JobSettings", "strategy", "tpu")
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(StrategyError, match=r"^--strategy=multi_worker needs the TF_CONFIG"):
+    with pytest.raises(StrategyError, match=r"^JobSettings\.strategy=multi_worker needs the TF_CONFIG"):
         get_strategy("multi_worker")
-    with pytest.raises(StrategyError, match=r"^--strategy=gpu is unknown"):
+    with pytest.raises(StrategyError, match=r"^JobSettings\.strategy=gpu is unknown"):
         get_strategy("gpu")
 
 
@@ -168,16 +172,33 @@ def test_strategy_tpu_in_a_real_process(data_path, tmp_path):
     fileio.StorageFullError("/x/checkpoints/00000008.npz", "No space left on device"),
     CheckpointError("No checkpoint at '/x/checkpoints/00000008.npz'."),
     MaskError("Masks name unknown layers ['fc9']"),
+    HparamError("TrainingHparams.lr=0 is invalid", "TrainingHparams", "lr", 0),
 ], ids=lambda e: type(e).__name__)
-def test_exit_on_run_error_is_one_line_exit_1(capsys, error):
+def test_exit_on_run_error_is_one_line_with_the_status_of_its_base(capsys, error):
+    """tflth's errors are one line whenever raised; a user's input (InputError) exits 2,
+    anything else of tflth's (RunError) 1."""
     def boom():
         raise error
 
     with pytest.raises(SystemExit) as info:
-        tflags.exit_on_run_error(boom)
+        harness.exit_on_run_error(boom)
     err = capsys.readouterr().err
-    assert info.value.code == 1 and err.count("\n") == 1 and err.endswith(f": error: {error}\n"), err
-    assert tflags.exit_on_run_error(lambda x: x + 1, 1) == 2
+    expected = 2 if isinstance(error, InputError) else 1
+    assert isinstance(error, (InputError, RunError)) and not (isinstance(error, InputError) and isinstance(error, RunError))
+    message = harness.flag_message(error) if isinstance(error, HparamError) else str(error)
+    assert info.value.code == expected and err.count("\n") == 1 and err.endswith(f": error: {message}\n"), err
+
+
+@pytest.mark.parametrize("error", [ValueError("numpy says no"), KeyError("x"), RuntimeError("a bug")],
+                         ids=lambda e: type(e).__name__)
+def test_other_exceptions_are_bugs_with_their_traceback(error):
+    """Only tflth's own errors are one line: anything else propagates (traceback, exit 1)."""
+    def boom():
+        raise error
+
+    with pytest.raises(type(error)):
+        harness.exit_on_run_error(boom)
+    assert harness.exit_on_run_error(lambda x: x + 1, 1) == 2
 
 
 def test_damaged_state_is_never_a_usage_error(tmp_path):

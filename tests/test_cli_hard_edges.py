@@ -11,7 +11,9 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from tflth.cli import flags as tflags
+from tflth.cli import flags as tflags  # noqa: F401  (defines the flags)
+from tflth.cli import harness
+from tflth.runs.dirs import output_dir_problem
 from tflth.cli import prune as prune_cli
 from tflth.cli import report as report_cli
 from tflth.cli import stability as stability_cli
@@ -79,15 +81,15 @@ def test_unusable_report_dir_is_one_line_exit_2(tmp_path, capsys, case):
 def test_an_output_dir_that_can_be_made_is_fine(tmp_path):
     from tflth import fileio
 
-    assert fileio.output_dir_problem(tmp_path / "new" / "deeper") is None
-    assert fileio.output_dir_problem(tmp_path) is None
+    assert output_dir_problem(tmp_path / "new" / "deeper") is None
+    assert output_dir_problem(tmp_path) is None
     assert os.listdir(tmp_path) == []  # the probe left nothing behind
 
 
 # ------------------------------------------------------------------ non-finite floats
 
 def _float_flags():
-    return [f.name for f in tflags.own_flags() if isinstance(f.parser, flags.FloatParser)]
+    return [f.name for f in harness.own_flags() if isinstance(f.parser, flags.FloatParser)]
 
 
 def test_every_float_flag_is_checked():
@@ -99,7 +101,7 @@ def test_every_float_flag_is_checked():
 def test_non_finite_float_flag_is_one_line_exit_2(capsys, name, value):
     with flagsaver.flagsaver():
         with pytest.raises(SystemExit) as info:
-            tflags.parse_flags_or_fail(["prog", f"--{name}={value}"])
+            harness.parse_flags_or_fail(["prog", f"--{name}={value}"])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and len(err.splitlines()) == 1, err
     assert re.search(rf"--{name}=(-?inf|nan) is invalid: expected a finite number", err), err
@@ -107,7 +109,7 @@ def test_non_finite_float_flag_is_one_line_exit_2(capsys, name, value):
 
 def test_parse_accepts_finite_floats():
     with flagsaver.flagsaver():
-        assert tflags.parse_flags_or_fail(["prog", "--lr=0.5", "--momentum=0.9"]) == ["prog"]
+        assert harness.parse_flags_or_fail(["prog", "--lr=0.5", "--momentum=0.9"]) == ["prog"]
         assert flags.FLAGS.lr == 0.5
 
 
@@ -175,7 +177,8 @@ def test_deterministic_is_part_of_the_run_name_and_recorded(data_path, tmp_path,
         runs[deterministic] = job.run_dir
         assert job.hparams.training.deterministic is bool(deterministic)
     assert runs[None] != runs[True]
-    from tflth.hparams import RunHparams, TrainingHparams, run_hash
+    from tflth.hparams import RunHparams, TrainingHparams
+    from tflth.runs.naming import run_hash
 
     assert run_hash(RunHparams()) == run_hash(RunHparams(training=TrainingHparams(deterministic=False)))
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
-from tflth import masking, paths
+from tflth import masking
+from tflth.runs import layout as paths
 from tflth.cli import prune as prune_cli
 from tflth.cli import stability as stability_cli
 from tflth.training import checkpoint
@@ -90,7 +91,7 @@ BAD = [
     ({"interpolation_points": 1}, r"error: --interpolation_points=1 is invalid: expected an integer >= 2"),
     ({"shard": "3/2"}, r"error: --shard=3/2 is invalid: expected I/N with 1 <= I <= N"),
     ({"shard": "x"}, r"error: --shard=x is invalid"),
-    ({"levels": "0,a"}, r"error: --levels=a is invalid: expected an integer"),
+    ({"levels": "0,a"}, r"error: --levels=0,a is invalid: expected whole numbers"),
     ({"levels": "0,1"}, r"error: --experiment is needed: levels other than 0 and controls analyse an IMP experiment's masks"),
     ({"alpha_range": ["0.5", "1"]}, r"error: --alpha_range=0.5,1.0 is invalid"),
     ({"experiment": "NOTDIR"}, r"error: --experiment=\S+ is not an IMP experiment directory"),

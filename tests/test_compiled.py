@@ -11,8 +11,8 @@ import tensorflow as tf
 from tflth import data, masking
 from tflth.data.datasets import StreamDataset
 from tflth.data.resident import ResidentTrainData
-from tflth.hparams import (DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams, identity,
-                           run_hash)
+from tflth.hparams import DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams
+from tflth.runs.naming import identity, run_hash
 from tflth.training import Trainer, compiled
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "off_reference.npz")

@@ -170,3 +170,35 @@ def test_a_damaged_file_is_one_export_error(tmp_path, damage):
     message = str(info.value)
     assert len(message.splitlines()) == 1 and str(path) in message
     assert "damaged or not a tflth compressed-weights file" in message
+
+
+def _with_header(path, edit):
+    """Rewrite the archive at ``path`` with its JSON header changed by ``edit(header)``."""
+    import json
+
+    with np.load(path) as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    edit(header)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda h: h["variables"][0].pop("shape"),
+    lambda h: h["variables"][1].pop("encoding"),
+    lambda h: h["variables"][0].update(shape="784x300"),
+    lambda h: h["variables"][0].update(dtype="no-such-dtype"),
+    lambda h: h["variables"][0].update(encoding="nm", m=4),
+    lambda h: h["variables"].__setitem__(0, ["not", "an", "object"]),
+    lambda h: h["variables"].append(dict(h["variables"][0])),
+], ids=["no_shape", "no_encoding", "shape_text", "bad_dtype", "nm_without_n", "entry_not_object", "listed_twice"])
+def test_a_damaged_header_entry_is_one_export_error_not_a_key_error(tmp_path, damage):
+    path = export.save_compressed(_lenet(), tmp_path / "w.npz")
+    _with_header(path, damage)
+    with pytest.raises(export.ExportError) as info:
+        export.load_compressed(path, _lenet(seed=1))
+    message = str(info.value)
+    assert len(message.splitlines()) == 1 and str(path) in message
+    assert "damaged or not a tflth compressed-weights file" in message and "header entry" in message or \
+        "listed twice" in message, message

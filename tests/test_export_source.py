@@ -1,4 +1,4 @@
-"""tflth.export.load: run directories of every kind (laid out here by hand with tflth.paths,
+"""tflth.export.load: run directories of every kind (laid out here by hand with tflth.runs.layout,
 no training) and .keras files; every bad source is one ExportError naming it."""
 
 import os
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import tflth
-from tflth import export, fileio, masking, models, paths
+from tflth import export, fileio, masking, models
+from tflth.runs import layout as paths
 from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams
 from tflth.training import checkpoint
 
@@ -104,7 +105,7 @@ def test_bad_sources_are_one_line_naming_them(layout, tmp_path):
 
 def test_runs_without_what_export_needs_are_refused(layout, tmp_path):
     unfinished = _make_run(os.path.join(layout["experiment"], "replicate_0", "level_2"), finished=False)
-    _refused(unfinished, r"level_2 has not finished training \(no result.json\); give a step among its "
+    _refused(unfinished, r"level_2 has not finished training \(no result.json\); give step= one of its "
                          r"checkpoints \[5, 10\]")
     assert export.load(unfinished, step=10) is not None
     no_mask = _make_run(os.path.join(layout["experiment"], "replicate_0", "level_3"), mask=False)

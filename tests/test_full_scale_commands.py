@@ -1,5 +1,10 @@
-"""README "Reproducing the papers at full scale" and the vision-transformer results: every
-`bin/` command there runs, at toy size.
+"""The documentation's commands: every `bin/` command of the README's command-line
+quickstart, of "Reproducing the papers at full scale" (docs/full-scale.md) and of the
+results sections whose runs are given in full (docs/results-*.md: the headline LeNet
+experiment, the vision transformer, the structured tickets) runs, at toy size.
+
+A section is found by its heading, wherever it is in README.md and docs/*.md (exactly one
+heading line must match).
 
 Each command of the section's ```sh blocks is extracted (lines continued with ``\\``,
 leading ``VAR=value`` assignments such as ``TF_CONFIG`` or ``CUDA_VISIBLE_DEVICES``,
@@ -17,7 +22,7 @@ comments, a trailing ``&``, ``--experiment="$(ls -d DIR/lottery_*)"``), then
    here; the environment assignments are checked, not applied). It must end without a
    non-zero ``SystemExit`` and write its result files.
 
-So a renamed flag, a changed preset or a broken command in the README breaks the build.
+So a renamed flag, a changed preset or a broken command in the documentation breaks the build.
 """
 
 from __future__ import annotations
@@ -39,21 +44,30 @@ import tensorflow_datasets as tfds
 from absl import flags
 from absl.testing import flagsaver
 
-from tflth import paths, presets, steps
+from tflth import presets, steps
+from tflth.runs import layout as paths
 from tflth.cli import flags as tflags
 from tflth.cli import prune as prune_cli
 from tflth.cli import stability as stability_cli
 from tflth.cli import train as train_cli
-from tflth.training.job import check_schedule_steps, check_step_in_run
+from tflth.training.kit import check_schedule_steps, check_step_in_run
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
-SECTION = "## Reproducing the papers at full scale"
-# The vision-transformer results: the exact commands of its runs, at toy size too.
-VIT_SECTION = "### Lottery tickets, rewinding and stability in a vision transformer (Fashion-MNIST, CPU)"
-STRUCTURED_SECTION = "### Structured tickets: N:M and channels (Fashion-MNIST, CPU)"
-HEADLINE_SECTION = "### Rewinding where its precondition holds: LeNet-300-100 at k = 100 (Fashion-MNIST, CPU)"
+
+
+def doc_files() -> list[str]:
+    """README.md, then every page under docs/ (sorted): where the sections are looked for."""
+    return [README] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+SECTION = "# Reproducing the papers at full scale"  # docs/full-scale.md
+# The results sections: the exact commands of their runs, at toy size too (docs/results-*.md).
+VIT_SECTION = "# Lottery tickets, rewinding and stability in a vision transformer (Fashion-MNIST, CPU)"
+STRUCTURED_SECTION = "# Structured tickets: N:M and channels (Fashion-MNIST, CPU)"
+HEADLINE_SECTION = "## Rewinding where its precondition holds: LeNet-300-100 at k = 100 (Fashion-MNIST, CPU)"
+QUICKSTART_SECTION = "## Quickstart: the command line"  # README.md
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -78,11 +92,16 @@ _FLAG = re.compile(r"^--(\w+)(?:=(.*))?$", re.S)
 @dataclasses.dataclass
 class Command:
     index: int
-    line: int  # README line number where the command starts
+    line: int  # line number (in ``source``) where the command starts
     text: str
     env: dict
     binary: str
     flags: list  # [(name, value)] in order; value None for a bare boolean flag
+    source: str = "README.md"  # the file, relative to the repository root
+
+    @property
+    def where(self) -> str:
+        return f"{self.source} line {self.line}"
 
     def value(self, name, default=None):
         found = [v for n, v in self.flags if n == name]
@@ -113,14 +132,29 @@ class ReadmeError(AssertionError):
     pass
 
 
-def section_lines(section: str = SECTION) -> tuple[int, list[str]]:
-    """(line number of the heading, the section's lines up to the next heading of its level
-    or higher)."""
-    lines = open(README, encoding="utf-8").read().splitlines()
-    starts = [i for i, line in enumerate(lines) if line.strip() == section]
-    if len(starts) != 1:
-        raise ReadmeError(f"README.md has {len(starts)} lines {section!r}; expected one.")
-    start = starts[0]
+def _headings(lines: list[str], section: str) -> list[int]:
+    """Indices of the lines equal to ``section`` outside fenced blocks."""
+    found, fenced = [], False
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.strip() == section:
+            found.append(i)
+    return found
+
+
+def section_lines(section: str = SECTION) -> tuple[str, int, list[str]]:
+    """(the file holding the section, relative to the repository root; line number of the
+    heading; the section's lines up to the next heading of its level or higher). The
+    heading must occur exactly once in README.md and docs/*.md together."""
+    hits = []
+    for path in doc_files():
+        file_lines = open(path, encoding="utf-8").read().splitlines()
+        hits += [(os.path.relpath(path, ROOT), file_lines, i) for i in _headings(file_lines, section)]
+    if len(hits) != 1:
+        where = ", ".join(f"{name} line {i + 1}" for name, _, i in hits) or "none"
+        raise ReadmeError(f"README.md and docs/*.md have {len(hits)} lines {section!r} ({where}); expected one.")
+    source, lines, start = hits[0]
     level = len(section) - len(section.lstrip("#"))
     end, fenced = len(lines), False
     for i in range(start + 1, len(lines)):
@@ -129,10 +163,10 @@ def section_lines(section: str = SECTION) -> tuple[int, list[str]]:
         if not fenced and 0 < hashes <= level and lines[i][hashes:hashes + 1] == " ":
             end = i
             break
-    return start + 1, lines[start:end]
+    return source, start + 1, lines[start:end]
 
 
-def shell_lines(lines: list[str], first: int):
+def shell_lines(lines: list[str], first: int, source: str = "README.md"):
     """``(line number, logical line)`` of every ```sh block, ``\\`` continuations joined."""
     in_block, pending = False, None
     for n, raw in enumerate(lines, first):
@@ -142,7 +176,7 @@ def shell_lines(lines: list[str], first: int):
             continue
         if line == "```":
             if pending:
-                raise ReadmeError(f"README.md line {pending[0]}: the block ends inside a continued line.")
+                raise ReadmeError(f"{source} line {pending[0]}: the block ends inside a continued line.")
             in_block = False
             continue
         start, text = (pending[0], pending[1] + " " + line) if pending else (n, line)
@@ -152,10 +186,10 @@ def shell_lines(lines: list[str], first: int):
         pending = None
         yield start, text
     if in_block:
-        raise ReadmeError("README.md: a ```sh block of the section is not closed.")
+        raise ReadmeError(f"{source}: a ```sh block of the section is not closed.")
 
 
-def parse_command(index: int, line: int, text: str) -> Command | None:
+def parse_command(index: int, line: int, text: str, source: str = "README.md") -> Command | None:
     """The ``bin/`` command on one logical shell line, or None for any other line."""
     tokens = shlex.split(_LS_GLOB.sub(lambda m: _GLOB + m.group(1), text), comments=True)
     env = {}
@@ -173,18 +207,18 @@ def parse_command(index: int, line: int, text: str) -> Command | None:
     for token in tokens[1:]:
         m = _FLAG.match(token)
         if not m or "$" in token or "`" in token:
-            raise ReadmeError(f"README.md line {line}: {token!r} is not a --flag=value this test can run "
+            raise ReadmeError(f"{source} line {line}: {token!r} is not a --flag=value this test can run "
                               "(shell syntax other than VAR=value, \\, # comments, a trailing & and "
                               '"$(ls -d DIR/lottery_*)" is not supported).')
         parsed.append((m.group(1), m.group(2)))
-    return Command(index, line, text, env, match.group(1), parsed)
+    return Command(index, line, text, env, match.group(1), parsed, source)
 
 
 def readme_commands(section: str = SECTION) -> list[Command]:
-    first, lines = section_lines(section)
+    source, first, lines = section_lines(section)
     found = []
-    for line, text in shell_lines(lines, first):
-        cmd = parse_command(len(found), line, text)
+    for line, text in shell_lines(lines, first, source):
+        cmd = parse_command(len(found), line, text, source)
         if cmd:
             found.append(cmd)
     return found
@@ -201,6 +235,7 @@ COMMANDS, README_PROBLEM = _commands_or_problem(SECTION)
 VIT_COMMANDS, VIT_PROBLEM = _commands_or_problem(VIT_SECTION)
 STRUCTURED_COMMANDS, STRUCTURED_PROBLEM = _commands_or_problem(STRUCTURED_SECTION)
 HEADLINE_COMMANDS, HEADLINE_PROBLEM = _commands_or_problem(HEADLINE_SECTION)
+QUICKSTART_COMMANDS, QUICKSTART_PROBLEM = _commands_or_problem(QUICKSTART_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
@@ -261,7 +296,7 @@ def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
         for target in _glob_targets(value):
             pattern = _toy_path(root, target)
             found = sorted(glob.glob(pattern))
-            assert len(found) == 1, f"{pattern} matches {found}: the README's ls -d must find one experiment"
+            assert len(found) == 1, f"{pattern} matches {found}: the documentation's ls -d must find one experiment"
             out.append(found[0])
         return ",".join(out)
 
@@ -335,7 +370,7 @@ class Runner:
         out = []
         for target in (os.path.dirname(t) for t in _glob_targets(cmd.value("experiment"))):
             found = [c for c in self.commands if c.binary == "prune" and c.value("output_dir") == target]
-            assert found, f"README line {cmd.line}: no bin/prune.py command writes to --output_dir={target}"
+            assert found, f"{cmd.where}: no bin/prune.py command writes to --output_dir={target}"
             out.append(found[0])
         return out
 
@@ -355,7 +390,7 @@ class Runner:
             try:
                 module.main([f"bin/{cmd.binary}.py"])
             except SystemExit as e:
-                assert e.code in (0, None), f"README line {cmd.line}: exit status {e.code} for\n  {' '.join(argv)}"
+                assert e.code in (0, None), f"{cmd.where}: exit status {e.code} for\n  {' '.join(argv)}"
         check_outputs(cmd, job)
         self.done[cmd.index] = job
         return job
@@ -364,7 +399,7 @@ class Runner:
 @pytest.fixture(scope="module")
 def own_flags():
     """Each binary's own flag names, asked of a fresh process per binary."""
-    code = ("from tflth.cli import {0}; from tflth.cli.flags import own_flags; "
+    code = ("from tflth.cli import {0}; from tflth.cli.harness import own_flags; "
             "print(' '.join(f.name for f in own_flags()))")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     procs = {b: subprocess.Popen([sys.executable, "-c", code.format(b)], cwd=ROOT, env=env, text=True,
@@ -406,7 +441,7 @@ def section_runners(tmp_path_factory, own_flags):
 
 def test_section_covers_the_papers():
     assert README_PROBLEM is None, README_PROBLEM
-    assert COMMANDS, f"no bin/ commands in README.md's {SECTION!r} section"
+    assert COMMANDS, f"no bin/ commands in the {SECTION!r} section"
     have = {(_model_of(c), c.binary) for c in COMMANDS}
     for model in ("resnet20", "vgg16", "resnet50"):
         for binary in ("prune", "stability"):
@@ -415,14 +450,14 @@ def test_section_covers_the_papers():
     assert {"resnet20_cifar10", "resnet20_lowlr_cifar10", "vgg16_cifar10", "resnet50_imagenet"} <= used
     for c in COMMANDS:
         if c.value("preset") and presets.get(c.value("preset")).run.dataset.name == "imagenet2012":
-            assert c.value("data_dir"), f"README line {c.line}: ImageNet needs --data_dir (a prepared tfds directory)"
+            assert c.value("data_dir"), f"{c.where}: ImageNet needs --data_dir (a prepared tfds directory)"
 
     assert any(c.value("strategy") == "mirrored" for c in COMMANDS), "no one-host multi-GPU command"
 
     workers = [c for c in COMMANDS if c.value("strategy") == "multi_worker"]
     assert len(workers) >= 2, "no multi-worker example"
     for c in workers:
-        assert "TF_CONFIG" in c.env, f"README line {c.line}: --strategy=multi_worker without TF_CONFIG"
+        assert "TF_CONFIG" in c.env, f"{c.where}: --strategy=multi_worker without TF_CONFIG"
     configs = [json.loads(c.env["TF_CONFIG"]) for c in workers]
     assert all(len(cfg["cluster"]["worker"]) == 2 and cfg["task"]["type"] == "worker" for cfg in configs)
     assert sorted(cfg["task"]["index"] for cfg in configs) == [0, 1]
@@ -445,7 +480,7 @@ def test_section_covers_the_papers():
 def test_command_runs_at_toy_size(cmd, own_flags, runner):
     unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]
                and not (n.startswith("no") and n[2:] in own_flags[cmd.binary])]
-    assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
+    assert not unknown, f"{cmd.where}: bin/{cmd.binary}.py has no flag {unknown}"
     if cmd.env.get("TF_CONFIG"):
         json.loads(cmd.env["TF_CONFIG"])
     runner.run(cmd)
@@ -471,8 +506,8 @@ def test_structured_section_has_the_runs_of_its_tables():
         kinds = {(c.value("pruning_strategy") or "magnitude", (c.value("nm") or "").split(":")[-1]) for c in mine}
         assert {("magnitude", ""), ("nm", "4"), ("nm", "8"), ("channels", "")} <= kinds, (model, kinds)
         for c in mine:
-            assert "random_prune" in (c.value("controls") or ""), f"README line {c.line}: no structured control"
-            assert c.value("replicates") == "3" and c.value("rewind_step"), f"README line {c.line}"
+            assert "random_prune" in (c.value("controls") or ""), f"{c.where}: no structured control"
+            assert c.value("replicates") == "3" and c.value("rewind_step"), f"{c.where}"
 
 
 def test_headline_section_has_the_runs_of_its_tables():
@@ -481,16 +516,29 @@ def test_headline_section_has_the_runs_of_its_tables():
     kinds = {(c.value("rewind_step"), c.value("rewind_optimizer") or "state") for c in prune}
     assert kinds == {("0it", "state"), ("100it", "state"), ("100it", "fresh")}, kinds
     for c in prune:
-        assert c.value("controls") == "random_prune" and c.value("replicates") == "3", f"README line {c.line}"
-        assert c.value("levels") == "15" and c.value("jit_compile") == "chunk", f"README line {c.line}"
+        assert c.value("controls") == "random_prune" and c.value("replicates") == "3", f"{c.where}"
+        assert c.value("levels") == "15" and c.value("jit_compile") == "chunk", f"{c.where}"
     (sweep,) = [c for c in HEADLINE_COMMANDS if c.binary == "stability"]
     assert len(_glob_targets(sweep.value("experiment"))) == 2 and sweep.value("levels") == "8,15"  # per-k masks
 
 
-# The results sections' commands (the ViT's, the structured tickets', the headline's), each at toy size.
+def test_quickstart_section_trains_prunes_and_measures_stability():
+    assert QUICKSTART_PROBLEM is None, QUICKSTART_PROBLEM
+    assert [c.binary for c in QUICKSTART_COMMANDS] == ["train", "prune", "stability"], QUICKSTART_COMMANDS
+    assert all(c.source == "README.md" for c in QUICKSTART_COMMANDS)
+    _, prune, sweep = QUICKSTART_COMMANDS
+    assert prune.value("rewind_step") and prune.value("controls") and prune.value("levels"), prune.where
+    (target,) = _glob_targets(sweep.value("experiment"))
+    assert os.path.dirname(target) == prune.value("output_dir"), f"{sweep.where}: --experiment is not the prune run's"
+    assert sweep.value("rewind_steps") and sweep.value("levels") == f"0,{prune.value('levels')}", sweep.where
+
+
+# The results sections' commands (the ViT's, the structured tickets', the headline's) and the
+# README quickstart's, each at toy size.
 SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS,
-                    HEADLINE_SECTION: HEADLINE_COMMANDS}
-_SECTION_IDS = {VIT_SECTION: "vit", STRUCTURED_SECTION: "structured", HEADLINE_SECTION: "headline"}
+                    HEADLINE_SECTION: HEADLINE_COMMANDS, QUICKSTART_SECTION: QUICKSTART_COMMANDS}
+_SECTION_IDS = {VIT_SECTION: "vit", STRUCTURED_SECTION: "structured", HEADLINE_SECTION: "headline",
+                QUICKSTART_SECTION: "quickstart"}
 _SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() for cmd in cmds]
 
 
@@ -499,5 +547,5 @@ _SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() f
                          ids=[f"{_SECTION_IDS[s]}-{c.id}" for s, c in _SECTION_CASES])
 def test_section_command_runs_at_toy_size(section, cmd, own_flags, section_runners):
     unknown = [n for n, _ in cmd.flags if n not in own_flags[cmd.binary]]
-    assert not unknown, f"README line {cmd.line}: bin/{cmd.binary}.py has no flag {unknown}"
+    assert not unknown, f"{cmd.where}: bin/{cmd.binary}.py has no flag {unknown}"
     section_runners(section).run(cmd)

@@ -288,6 +288,28 @@ def test_tflth_adam_counts_from_its_start_step():
     assert len(opt.variables) == len(new.variables)  # checkpoints hold Keras's optimizer state only
 
 
+# ------------------------------------------------------------- KerasTensor._keras_history / Operation._inbound_nodes
+
+
+def test_graph_producer_walks_from_an_output_back_to_its_layers():
+    inputs = keras.Input((4,), name="x")
+    shared = keras.layers.Dense(4, name="shared")
+    h = shared(inputs)
+    again = shared(keras.layers.ReLU(name="relu")(h))  # the second call of a shared layer
+    w = keras.Variable(np.ones((4, 2), "float32"), name="w")
+    out = keras.ops.matmul(again, w)  # an op given a variable itself
+    model = keras.Model(inputs, out)
+    op, read, variables = _keras.graph_producer(model.outputs[0])
+    assert not isinstance(op, keras.layers.Layer) and variables == [w] and read == [again]
+    layer, (relu_out,), none = _keras.graph_producer(again)
+    assert layer is shared and none == []
+    relu, (first,), _ = _keras.graph_producer(relu_out)
+    assert relu.name == "relu" and _keras.graph_producer(first)[0] is shared and first is h
+    entry, nothing, _ = _keras.graph_producer(_keras.graph_producer(first)[1][0])  # the model input
+    assert isinstance(entry, keras.layers.InputLayer) and nothing == []
+    assert _keras.graph_producer(tf.ones(3)) is None
+
+
 # ------------------------------------------------------------- public but load-bearing
 
 

@@ -156,8 +156,7 @@ def test_levels_up_to_the_last_useful_one_are_accepted(data_path, tmp_path):
 
 
 def test_lottery_hparams_validation():
-    for kwargs, pattern in [({"levels": -1}, r"^LotteryHparams\.levels=-1"), ({"reset": "x"}, r"\.reset='x'"),
-                            ({"controls": ("magic",)}, r"unknown control 'magic'"), ({"replicates": 0}, "replicates"),
+    for kwargs, pattern in [({"levels": -1}, r"^LotteryHparams\.levels=-1"), ({"replicates": 0}, "replicates"),
                             ({"rewind_step": "k"}, r"Invalid step 'k'"),
                             ({"rewind_optimizer": "foo"}, r"\.rewind_optimizer='foo' is invalid: expected one of")]:
         with pytest.raises(HparamError, match=pattern) as caught:
@@ -165,14 +164,23 @@ def test_lottery_hparams_validation():
         assert (caught.value.owner, caught.value.field) == ("LotteryHparams", next(iter(kwargs)))
 
 
+def test_reset_and_control_names_are_checked_by_the_job():
+    """The schema sits below the registries: LotteryJob checks the names against them."""
+    for kwargs, pattern in [({"reset": "x"}, r"\.reset='x'"), ({"controls": ("magic",)}, r"unknown control 'magic'")]:
+        with pytest.raises(HparamError, match=pattern) as caught:
+            LotteryJob(RunHparams(), lottery=LotteryHparams(**kwargs))
+        assert (caught.value.owner, caught.value.field) == ("LotteryHparams", next(iter(kwargs)))
+
+
 def test_run_all_rows_are_what_the_report_reads_back(data_path, dataset, tmp_path):
     from tflth import report
+    from tflth.lottery import starts
 
     job = _job(data_path, tmp_path, levels=1, controls=("random_reinit",))
     rows = job.run_all(dataset)
     keys = ("method", "level", "replicate", "density", "test_accuracy", "test_loss", "last_evals_range")
     assert sorted(tuple(r[k] for k in keys) for r in rows) == \
-        sorted(tuple(r[k] for k in keys) for r in report.collect(job.experiment_dir))
+        sorted(tuple(r[k] for k in keys) for r in report.collect(job.experiment_dir, tuple(starts.CONTROLS)))
     for r in rows:  # evaluations at 8it and 16it: the range is their difference, by hand
         run = job.level_dir(0, r["level"]) if r["method"] == "imp" else \
             os.path.join(job.level_dir(0, r["level"]), r["method"])

@@ -36,14 +36,14 @@ def test_bad_options_name_the_field(options):
 
 
 def test_flag_parses_name_equals_integer():
-    assert tflags.parse_model_options(["dim=32", " depth=2"]) == (("dim", 32), ("depth", 2))
-    assert tflags.parse_model_options(None) == ()
+    assert tflags.parse(ModelHparams, "options", ["dim=32", " depth=2"]) == (("dim", 32), ("depth", 2))
+    assert tflags.parse(ModelHparams, "options", []) == ()
 
 
 @pytest.mark.parametrize("item", ["dim", "dim=", "dim=x", "=3", "dim=1.5"])
 def test_bad_flag_entry_is_named(item):
     with pytest.raises(HparamError, match=rf"--model_options entry '{item}' is invalid: expected name=integer"):
-        tflags.parse_model_options([item])
+        tflags.parse(ModelHparams, "options", [item])
 
 
 def test_options_reach_the_builder():

@@ -9,8 +9,10 @@ import sys
 
 import pytest
 
-from tflth import report
+from tflth import conventions, report
+from tflth.lottery import starts
 
+CONTROLS = tuple(starts.CONTROLS)  # what the binaries pass to collect
 LABEL = "lenet_300_100 fashion_mnist rewind@0it"
 
 
@@ -320,7 +322,7 @@ def test_plot_axes_read_like_the_papers():
     rows = [row(level, m, r, 0.9 - 0.01 * level + 0.001 * r)
             for level in range(6) for r in range(2)
             for m in (["imp"] if level == 0 else ["imp", "random_prune"])]
-    fig = report._figure(report.summarize(rows))
+    fig = report.figure(report.summarize(rows))
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     left, right = ax.get_xlim()
@@ -339,7 +341,7 @@ def test_plot_axes_read_like_the_papers():
     assert ax.get_title() == LABEL
     assert ax.get_ylabel() == "Test accuracy (%)"
     with pytest.raises(ValueError):
-        report._figure([])
+        report.figure([])
 
 
 def test_generic_plot_helpers(tmp_path):
@@ -470,7 +472,7 @@ def fake_experiment(root, label=LABEL):
 
 def test_collect_fake_experiment(tmp_path):
     exp = fake_experiment(str(tmp_path))
-    rows = report.collect(exp)
+    rows = report.collect(exp, CONTROLS)
     common = {"experiment": "lenet_fmnist", "label": LABEL, "last_evals_range": None}
     assert rows == [
         {**common, "method": "imp", "replicate": 0, "level": 0, "density": 1.0,
@@ -490,10 +492,10 @@ def test_collect_fake_experiment(tmp_path):
 def test_collect_label_falls_back_to_the_directory_name(tmp_path):
     exp = fake_experiment(str(tmp_path))
     write_json(os.path.join(exp, "hparams.json"), {"levels": 2})
-    assert {r["label"] for r in report.collect(exp)} == {"lenet_fmnist"}
+    assert {r["label"] for r in report.collect(exp, CONTROLS)} == {"lenet_fmnist"}
     write_json(os.path.join(exp, "hparams.json"), {"label": 3})
     with pytest.raises(ValueError, match="label"):
-        report.collect(exp)
+        report.collect(exp, CONTROLS)
 
 
 def test_collect_errors(tmp_path):
@@ -501,18 +503,18 @@ def test_collect_errors(tmp_path):
     not_exp.mkdir()
     (not_exp / "replicate_0").mkdir()
     with pytest.raises(ValueError, match="just_a_dir"):
-        report.collect(str(not_exp))
+        report.collect(str(not_exp), CONTROLS)
     with pytest.raises(ValueError, match="missing_dir"):
-        report.collect(str(tmp_path / "missing_dir"))
+        report.collect(str(tmp_path / "missing_dir"), CONTROLS)
     exp = fake_experiment(str(tmp_path))
     os.remove(os.path.join(exp, "replicate_0", "level_1", "density.json"))
     with pytest.raises(ValueError, match="density.json"):
-        report.collect(exp)
+        report.collect(exp, CONTROLS)
 
 
 def test_collect_ignores_directories_that_are_not_registered_controls(tmp_path):
     exp = fake_experiment(str(tmp_path))
-    expected = report.collect(exp)
+    expected = report.collect(exp, CONTROLS)
     lvl1 = os.path.join(exp, "replicate_0", "level_1")
     # A user's notes and a future sweep's directory, each with a result.json, under a level.
     write_json(os.path.join(lvl1, "notes", "result.json"), {"test_accuracy": 0.1, "test_loss": 9.0})
@@ -521,7 +523,7 @@ def test_collect_ignores_directories_that_are_not_registered_controls(tmp_path):
     write_json(os.path.join(exp, "replicate_1", "level_2", "notes", "result.json"),
                {"test_accuracy": 0.3, "test_loss": 7.0})
     os.remove(os.path.join(exp, "replicate_1", "level_2", "density.json"))
-    rows = report.collect(exp)
+    rows = report.collect(exp, CONTROLS)
     assert rows == expected
     assert {r["method"] for r in rows} == {"imp", "random_reinit"}
     # controls= narrows (or widens) the set of control names.
@@ -534,13 +536,13 @@ def test_collect_ignores_directories_that_are_not_registered_controls(tmp_path):
         (0, 1, "notes", 0.8), (1, 2, "notes", 0.64)]
 
 
-def test_collect_default_controls_are_the_registry():
-    from tflth.lottery import starts
-
-    assert {"random_reinit", "random_prune"} <= set(starts.CONTROLS)
-    from tflth.report import experiments
-
-    assert experiments._registered_controls() == list(starts.CONTROLS)
+def test_collect_needs_the_control_names_and_the_report_order_names_registered_controls():
+    with pytest.raises(TypeError, match="controls"):
+        report.collect("anywhere")  # the caller names the controls: the report does not import tflth.lottery
+    assert conventions.METHOD_ORDER[0] == conventions.IMP
+    assert set(conventions.METHOD_ORDER[1:]) <= set(starts.CONTROLS)
+    assert sorted(["zz_new", "random_prune", "imp", "a_new", "random_reinit"], key=conventions.method_key) == [
+        "imp", "random_reinit", "random_prune", "a_new", "zz_new"]
 
 
 def test_collect_damaged_files_name_the_file(tmp_path):
@@ -551,15 +553,15 @@ def test_collect_damaged_files_name_the_file(tmp_path):
     with open(result, "w") as f:
         f.write('{"test_accuracy": 0.')  # torn write
     with pytest.raises(fileio.DamagedFileError, match="random_reinit"):
-        report.collect(exp)
+        report.collect(exp, CONTROLS)
     write_json(result, {"test_accuracy": "high"})  # valid JSON, unusable content
     with pytest.raises(ValueError, match="test_accuracy"):
-        report.collect(exp)
+        report.collect(exp, CONTROLS)
     os.remove(result)
     with open(os.path.join(exp, "hparams.json"), "w") as f:
         f.write("{")
     with pytest.raises(fileio.DamagedFileError, match="hparams.json"):
-        report.collect(exp)
+        report.collect(exp, CONTROLS)
 
 
 # ----------------------------------------------------------------------------- import
@@ -572,17 +574,18 @@ def test_package_imports_without_tensorflow_or_matplotlib():
         "import sys, types\n"
         f"pkg = types.ModuleType('tflth'); pkg.__path__ = [{tflth_dir!r}]; sys.modules['tflth'] = pkg\n"
         "import tflth.report, tflth.report.tables, tflth.report.plots, tflth.report.experiments\n"
-        "import tflth.report.stats\n"
+        "import tflth.report.stats, tflth.report.stability, tflth.conventions\n"
         "assert tflth.report.__all__\n"
         "bad = [k for k in ('tensorflow', 'keras', 'matplotlib') if k in sys.modules]\n"
+        "bad += [k for k in sys.modules if k.startswith('tflth.lottery')]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_public_names_are_reexported():
-    assert report.__all__ == ["COLUMNS", "METHOD_ORDER", "SummaryRow", "collect", "comparison_table", "markdown_table", "plot",
-                              "read_csv", "summarize", "text_table", "write_csv", "write_report"]
+    assert report.__all__ == ["COLUMNS", "SummaryRow", "collect", "comparison_table", "figure", "markdown_table",
+                              "plot", "read_csv", "summarize", "text_table", "write_csv", "write_report"]
     for name in report.__all__:
         assert getattr(report, name) is not None
     assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(report.__file__)), "report.py"))

@@ -10,7 +10,7 @@ import pytest
 from absl.testing import flagsaver
 
 from tflth.report import stats
-from tflth.stability import report as stability_report
+from tflth.report import stability as stability_report
 
 # Tabulated two-sided 95 % quantiles t(0.975, df) (any statistics table) and z(0.975).
 T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 10: 2.2281, 30: 2.0423}
@@ -321,6 +321,26 @@ def test_stability_tables_show_intervals_pairs_over_and_verdicts():
     assert "matches dense" not in dense_sweep.splitlines()[2]  # no dense reference: no such column
 
 
+def test_stability_heading_names_the_batchnorm_treatment_only_for_networks_with_batchnorm():
+    def heading(has_batchnorm, bn="recompute"):
+        pairs = [_pair(0, r, 0.01) for r in range(2)]
+        for p in pairs:
+            p["analysis"]["bn"] = bn
+            if has_batchnorm is not None:  # pairs written before the evaluator recorded it have no such key
+                p["curve"]["has_batchnorm"] = has_batchnorm
+        summary = stability_report.summarize(pairs)
+        (line,) = [ln for ln in stability_report.markdown(summary).splitlines() if "stability_x" in ln]
+        assert line.strip("*") in stability_report.text_table(summary).splitlines()
+        return line
+
+    assert "no train curve, BN recompute over 2 batches)" in heading(True)
+    assert "no train curve, BN interpolate)" in heading(True, bn="interpolate")
+    for bn in ("recompute", "interpolate"):  # without BatchNorm the setting changed nothing: not named
+        line = heading(False, bn)
+        assert "no train curve, no BatchNorm)" in line and "BN " not in line and bn not in line
+    assert "BN recompute over 2 batches" in heading(None)  # unknown: named, as before
+
+
 def test_stability_report_with_one_pair_per_k_is_undecided_not_a_crash(tmp_path):
     pairs = [_pair(0, 0, 0.05), _pair(10, 0, 0.001)]
     summary = stability_report.summarize(pairs)
@@ -329,6 +349,9 @@ def test_stability_report_with_one_pair_per_k_is_undecided_not_a_crash(tmp_path)
     text = stability_report.text_table(summary)
     assert "n/a (n=1)" in text and "first stable k = undecided (0it, 10it undecided)" in text
     out = stability_report.write_report(str(tmp_path), pairs)
+    # the IMP report's contract: {name: path}, one path per file written
+    assert sorted(out) == ["csv", "curves_stability_x_level0_imp", "markdown", "plot"]
+    assert all(isinstance(path, str) and os.path.isfile(path) for path in out.values())
     with open(out["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["pairs_over"] for r in rows if r["row"] == "pair"] == ["1", "0"]

@@ -193,11 +193,12 @@ def test_lr_rewind_fresh_starts_from_the_final_weights_with_a_fresh_optimizer_at
 
 
 def test_rewind_optimizer_is_validated():
-    from tflth.cli import flags as tflags
+    from tflth.cli import flags as tflags  # noqa: F401  (names the fields' flags)
+    from tflth.cli import harness
 
     with pytest.raises(HparamError) as caught:
         LotteryHparams(rewind_optimizer="foo")
-    assert tflags.flag_message(caught.value) == ("--rewind_optimizer='foo' is invalid: expected one of "
+    assert harness.flag_message(caught.value) == ("--rewind_optimizer='foo' is invalid: expected one of "
                                                  "['state', 'fresh'].")
     with pytest.raises(ValueError, match=r"Start\.rewind_optimizer='foo' is invalid"):
         starts.Start("w_k.npz", level=1, seed=0, rewind_optimizer="foo")

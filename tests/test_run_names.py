@@ -7,9 +7,11 @@ import os
 import pytest
 
 from tflth import hparams, presets
+from tflth.runs import naming
 from tflth.hparams import HparamError, PruningHparams, RunHparams, TrainingHparams
 from tflth.lottery import LotteryHparams, LotteryJob
-from tflth.training.job import TrainJob, open_run_dir
+from tflth.runs.dirs import open_run_dir
+from tflth.training.job import TrainJob
 
 LENET = presets.get("lenet_300_100_mnist")
 RESNET = presets.get("resnet20_cifar10")
@@ -57,10 +59,10 @@ def test_pinned_run_names():
 
 def test_legacy_names_are_tflth_0_1s():
     lenet, resnet = LENET.run, _resnet_run()
-    assert "train_" + hparams.legacy_hash(lenet.to_dict()) == PINNED_V1["train_lenet"]
-    assert "train_" + hparams.legacy_hash(resnet.to_dict()) == PINNED_V1["train_resnet"]
+    assert "train_" + naming.legacy_hash(lenet.to_dict()) == PINNED_V1["train_lenet"]
+    assert "train_" + naming.legacy_hash(resnet.to_dict()) == PINNED_V1["train_resnet"]
     job = LotteryJob(lenet, LENET.pruning, LotteryHparams(rewind_step="0it"))
-    assert "lottery_" + hparams.legacy_hash(job.hparams_dict()) == PINNED_V1["lottery_lenet"]
+    assert "lottery_" + naming.legacy_hash(job.hparams_dict()) == PINNED_V1["lottery_lenet"]
 
 
 def test_a_new_field_with_a_default_keeps_every_name():
@@ -74,18 +76,18 @@ def test_a_new_field_with_a_default_keeps_every_name():
 
     old_run, new_run = LENET.run, dataclasses.replace(
         LENET.run, training=NewTraining(**dataclasses.asdict(LENET.run.training)))
-    assert hparams.run_hash(new_run) == hparams.run_hash(old_run)
+    assert naming.run_hash(new_run) == naming.run_hash(old_run)
     new_pruning = NewPruning(**{f.name: getattr(LENET.pruning, f.name) for f in dataclasses.fields(PruningHparams)})
     assert (LotteryJob(new_run, new_pruning).experiment_dir == LotteryJob(old_run, LENET.pruning).experiment_dir)
     # ... and a non-default value of the new field is a new run.
     other = dataclasses.replace(new_run, training=dataclasses.replace(new_run.training, label_smoothing=0.1))
-    assert hparams.run_hash(other) != hparams.run_hash(old_run)
+    assert naming.run_hash(other) != naming.run_hash(old_run)
 
 
 def test_only_non_default_values_name_a_run():
-    assert hparams.identity(RunHparams()) == {}
+    assert naming.identity(RunHparams()) == {}
     run = RunHparams(training=TrainingHparams(lr=0.05))
-    assert hparams.identity(run) == {"training": {"lr": 0.05}}
+    assert naming.identity(run) == {"training": {"lr": 0.05}}
 
 
 def test_a_run_made_under_the_old_names_is_found_and_reused(tmp_path, caplog):
@@ -122,7 +124,7 @@ def test_rewind_optimizer_state_keeps_every_name_and_fresh_is_another_experiment
     state, fresh = job(rewind_optimizer="state"), job(rewind_optimizer="fresh")
     assert os.path.basename(state.experiment_dir) == PINNED["lottery_lenet"]
     assert "rewind_optimizer" not in state.hparams_dict() and state.label == job().label
-    assert "lottery_" + hparams.legacy_hash(state.hparams_dict()) == PINNED_V1["lottery_lenet"]
+    assert "lottery_" + naming.legacy_hash(state.hparams_dict()) == PINNED_V1["lottery_lenet"]
     assert fresh.hparams_dict()["rewind_optimizer"] == "fresh"
     assert os.path.basename(fresh.experiment_dir) not in (PINNED["lottery_lenet"], PINNED_V1["lottery_lenet"])
     (tmp_path / PINNED_V1["lottery_lenet"]).mkdir()  # a tflth 0.1 experiment (state: the only kind it had)

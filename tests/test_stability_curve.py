@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from tflth.conventions import STABLE_THRESHOLD
 from tflth.stability import curve as C
 
 
@@ -76,7 +77,7 @@ def test_endpoints_are_the_copies_bit_for_bit():
 def test_pruned_entries_and_equal_entries_stay_exact_at_every_alpha():
     w1, w2, mask = _pair(1)
     for alpha in np.concatenate([C.alphas(), C.alphas(30, -0.5, 1.5)]):
-        out = C.interpolate(w1, w2, alpha, equal=["fc/mask"])
+        out = C.interpolate(w1, w2, alpha)
         assert np.all(out["fc/kernel"][~mask] == 0.0)
         assert out["fc/mask"].tobytes() == w1["fc/mask"].tobytes()
         assert out["counter"] == 7 and out["counter"].dtype == np.int64
@@ -108,12 +109,6 @@ def test_interpolation_refuses_mismatches():
         C.interpolate(w1, {**w2, "counter": np.array(8, np.int64)}, 0.5)
     with pytest.raises(ValueError, match="non-float"):
         C.interpolate_array(np.array([True, False]), np.array([True, True]), 0.5)
-    other = w2["fc/mask"].copy()
-    other[0, 0] = 1 - other[0, 0]
-    with pytest.raises(ValueError, match="'fc/mask' differs.*different masks"):
-        C.interpolate(w1, {**w2, "fc/mask": other}, 0.5, equal=["fc/mask"])
-    with pytest.raises(ValueError, match="not in the weights"):
-        C.interpolate(w1, w2, 0.5, equal=["nope"])
     with pytest.raises(ValueError, match="finite"):
         C.interpolate(w1, w2, float("nan"))
 
@@ -124,7 +119,7 @@ def test_flat_curve_has_zero_instability():
     a = C.alphas()
     r = C.summarize_curve(a, np.full(30, 0.08), np.full(30, 0.3))
     assert r.instability == 0.0 and r.loss_barrier == 0.0
-    assert r.stable()
+    assert r.instability < STABLE_THRESHOLD
 
 
 def test_constructed_curve_barrier_by_hand():
@@ -137,7 +132,7 @@ def test_constructed_curve_barrier_by_hand():
     assert r.max_error_alpha == pytest.approx(0.5)
     assert r.loss_barrier == pytest.approx(2.0 - (0.5 + 0.7) / 2)
     assert r.endpoint_errors == (0.10, 0.14) and r.endpoint_losses == (0.5, 0.7)
-    assert not r.stable()
+    assert r.instability >= STABLE_THRESHOLD
     # order of the points does not matter
     perm = np.random.default_rng(0).permutation(11)
     assert C.summarize_curve(a[perm], errors[perm], losses[perm]) == r

@@ -96,7 +96,6 @@ def test_without_reference_the_fields_are_none_and_to_dict_is_json():
     out = json.loads(json.dumps(d.to_dict(), allow_nan=False))
     assert out["total"]["l2"] == pytest.approx(math.sqrt(2))
     assert out["layers"]["a"]["count"] == 2 and out["masked"] == ["a"]
-    assert "TOTAL" in d.table() and "a" in d.table()
 
 
 def test_stability_to_pruning_restricts_the_full_network_to_the_mask():
@@ -136,18 +135,3 @@ def test_mismatched_inputs_raise_naming_the_layer():
         D.compare_weights(a, a, reference={"fc1": np.zeros((2, 3))})
     with pytest.raises(ValueError, match="'step'.*int64"):
         D.compare_weights({"step": np.array([3])}, {"step": np.array([3])})
-
-
-def test_two_different_masks_are_refused():
-    w = {"k": np.arange(4.0), "j": np.arange(3.0)}
-    m1 = {"k": np.array([1, 1, 0, 0], bool), "j": np.ones(3, bool)}
-    m2 = {"k": np.array([1, 0, 1, 0], bool), "j": np.ones(3, bool)}
-    with pytest.raises(ValueError, match="different masks.*'?k"):
-        D.compare_weights(w, w, m1, masks2=m2)
-    with pytest.raises(ValueError, match="different masks"):
-        D.check_same_masks(m1, m2)
-    with pytest.raises(ValueError, match="masks2 was given without masks"):
-        D.compare_weights(w, w, masks2=m2)
-    same = D.compare_weights(w, w, m1, masks2={k: v.astype(np.float32) for k, v in m1.items()})
-    assert same["k"].count == 2
-    assert set(D.check_same_masks(m1, dict(m1))) == {"k", "j"}

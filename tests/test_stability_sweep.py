@@ -259,7 +259,7 @@ def _report_pair(k, experiment, dense_accuracy, mode="per_k"):
 
 
 def test_report_shows_the_mask_mode_and_compares_each_k_with_its_own_experiment():
-    from tflth.stability import report
+    from tflth.report import stability as report
 
     pairs = [_report_pair(0, "lottery_a", 0.95), _report_pair(5, "lottery_b", 0.85)]
     summary = {s["k"]: s for s in report.summarize(pairs)}

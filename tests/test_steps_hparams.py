@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from tflth import presets, steps
-from tflth.hparams import HparamError, PruningHparams, RunHparams, TrainingHparams, run_hash
+from tflth.hparams import HparamError, PruningHparams, RunHparams, TrainingHparams
+from tflth.runs.naming import run_hash
 from tflth.training.schedule import StepSchedule
 
 

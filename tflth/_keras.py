@@ -25,6 +25,8 @@ function / constant                Keras internal                              s
 :func:`adam_bias_correction_from`  ``Adam.update_step``'s bias correction        3.0
                                    from ``self.iterations`` (which returns
                                    ``BaseOptimizer._iterations``)
+:func:`graph_producer`             ``KerasTensor._keras_history``,              3.0
+                                   ``Operation._inbound_nodes`` (``Node``)
 =================================  ==========================================  =======
 
 Only :func:`fresh_names` imports from ``keras.src`` (the global state has no public accessor).
@@ -42,6 +44,7 @@ __all__ = [
     "optimizer_variable_index",
     "adam_epsilon",
     "adam_bias_correction_from",
+    "graph_producer",
 ]
 
 def sublayers(layer, recursive: bool = True) -> list:
@@ -171,3 +174,28 @@ def adam_bias_correction_from(optimizer, start_step):
         yield
     finally:
         object.__setattr__(optimizer, "_iterations", counter)
+
+
+def graph_producer(tensor):
+    """``(operation, input tensors, variables)`` of the call that produced the symbolic
+    ``tensor`` in a functional graph (a ``Functional`` model's output, or any tensor on
+    the way to it): the layer, nested model or op called, the symbolic tensors it read,
+    and the variables passed to it as arguments. ``None`` for a tensor no call produced
+    (an eager tensor; a graph input gives its ``InputLayer`` and no inputs).
+
+    Relies on the private ``KerasTensor._keras_history`` (``operation``, ``node_index``,
+    ``tensor_index``) and ``Operation._inbound_nodes`` (the ``Node`` of each call, whose
+    ``input_tensors`` and ``arguments.args`` / ``arguments.kwargs`` are the call's
+    arguments), Keras 3.0 onwards: the graph a functional model runs, which Keras offers
+    no public way to walk back from an output to the layer that produced it.
+    """
+    import keras  # noqa: PLC0415
+
+    history = getattr(tensor, "_keras_history", None)
+    if history is None or history.operation is None:
+        return None
+    operation = history.operation
+    node = operation._inbound_nodes[history.node_index]
+    arguments = keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+    variables = [a for a in arguments if isinstance(a, keras.Variable)]
+    return operation, list(node.input_tensors), variables

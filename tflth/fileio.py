@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from tflth.errors import RunError
+
 __all__ = [
     "RunFileError",
     "DamagedFileError",
@@ -46,14 +48,13 @@ __all__ = [
     "read_npz",
     "remove_partial",
     "remove",
-    "output_dir_problem",
 ]
 
 TMP_PREFIX = ".tmp_"
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
-class RunFileError(RuntimeError):
+class RunFileError(RunError):
     """A run's file cannot be written or read back; the message names it and what to do."""
 
 
@@ -73,7 +74,7 @@ class StorageFullError(RunFileError):
         self.path = os.fspath(path)
         directory = os.path.dirname(os.path.abspath(self.path))
         super().__init__(f"{directory} is full ({reason}) while writing {os.path.basename(self.path)}: free space "
-                         "or choose another --output_dir; rerunning resumes from the last complete checkpoint.")
+                         "or choose another output directory; rerunning resumes from the last complete checkpoint.")
 
 
 def _file_mode() -> int:
@@ -197,26 +198,6 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DamagedFileError(path, f"not a readable .npz archive: {reason}") from None
-
-
-def output_dir_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` cannot hold a run's output directories (``None``: it can). It must be
-    a directory or not exist yet, and its nearest existing ancestor must be a directory
-    in which directories can be made (tested by making and removing one, so nothing is
-    left behind)."""
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        return "is a file, not a directory"
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"cannot be made: {existing} is a file, not a directory"
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=existing))
-    except OSError as e:
-        return f"cannot be written: no directory can be made in {existing} ({e.strerror or e})"
-    return None
 
 
 def remove_partial(directory: str | os.PathLike) -> None:

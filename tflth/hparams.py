@@ -1,19 +1,19 @@
 """Hyperparameters as data: frozen dataclasses, validated, serialised to JSON.
 
-Every run writes its hyperparameters to ``hparams.json`` and is stored in a directory
-named by a stable hash of them (:func:`run_hash`), so the same command resumes or
-reports instead of training again.
+This module is the schema: what each setting is, its default, what it accepts and the
+flag that sets it. Every run writes its hyperparameters to ``hparams.json``; how a run
+directory is named from them is :mod:`tflth.runs.naming`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
+import typing
 from typing import Any
 
 from tflth import steps
+from tflth.errors import InputError
 
 __all__ = [
     "HparamError",
@@ -24,21 +24,67 @@ __all__ = [
     "TrainingHparams",
     "PruningHparams",
     "RunHparams",
-    "run_hash",
-    "legacy_hash",
-    "identity",
-    "non_default",
     "defaults_dict",
     "OPTIMIZERS",
     "JIT_MODES",
+    "DISTRIBUTION_STRATEGIES",
+    "REWIND_OPTIMIZERS",
+    "NOISES",
+    "BN_MODES",
+    "LotteryHparams",
+    "StabilityHparams",
+    "field",
+    "parse_levels",
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 #: How the training steps run (TrainingHparams.jit_compile): see tflth.training.compiled.
 JIT_MODES = ("off", "step", "chunk")
+#: tf.distribute strategies by name (JobSettings.strategy): see tflth.training.strategy.
+DISTRIBUTION_STRATEGIES = ("auto", "default", "mirrored", "multi_worker", "tpu")
+#: What a start from step k does with step k's optimizer (LotteryHparams.rewind_optimizer).
+REWIND_OPTIMIZERS = {
+    "state": "step k's optimizer state as the dense run had it (momentum, Adam's moments and step count)",
+    "fresh": "a fresh optimizer at step k: every slot zero, the learning-rate schedule (and data order) at "
+             "step k, Adam's bias correction counting from k (open_lth's lottery runner)",
+}
+#: What differs between a stability pair's two copies (StabilityHparams.noise).
+NOISES = ("data_order_and_augment", "data_order", "augment", "none")
+#: BatchNorm along an interpolation path (StabilityHparams.bn): see tflth.stability.evaluate.
+BN_MODES = ("recompute", "interpolate")
+#: The paper's number of points on an interpolation path (StabilityHparams.interpolation_points).
+PAPER_POINTS = 30
+#: Each point costs a full evaluation per pair (StabilityHparams.interpolation_points).
+MAX_INTERPOLATION_POINTS = 1000
 
 
-class HparamError(ValueError):
+def field(default=dataclasses.MISSING, help: str = "", *, flag: str | bool | None = None, preset: bool = False,
+          choices=None, registry: str | None = None, item=None, text=None, default_factory=dataclasses.MISSING):
+    """A schema field: its default, its help, and how a command line sets it.
+
+    The binaries generate their flags from this metadata (:mod:`tflth.cli.flags`), so
+    each setting is declared once, here.
+
+    Args:
+        default, default_factory: as :func:`dataclasses.field`.
+        help: what the setting means (the flag's help).
+        flag: the flag's name (default: the field's name); ``False``: no flag.
+        preset: the flag's default is "the preset's (or the model's paper default)",
+            so it defaults to ``None`` and only a given value overrides the field.
+        choices: the accepted values (an enum flag; a list flag checks each item).
+        registry: the accepted values are the names in a registry of tflth's, which the
+            command line resolves (``"resets"``, ``"controls"``, ``"pruning_strategies"``).
+        item: for a tuple field, parses one comma-separated item of the flag
+            (``"2:4"`` -> ``(2, 4)``); a bad item raises :class:`HparamError`.
+        text: ``(parse, format)`` between the whole field value and the flag's one string
+            (``"1/4"`` <-> ``(1, 4)``), for a tuple the flag spells as one word.
+    """
+    metadata = {"help": help, "flag": flag, "preset": preset, "choices": choices, "registry": registry,
+                "item": item, "text": text}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+class HparamError(InputError):
     """A hyperparameter has a value outside what it accepts.
 
     ``owner`` and ``field`` name the dataclass field at fault (``"PruningHparams"``,
@@ -83,8 +129,9 @@ def _check_step(cls, field, value):
 class DatasetHparams:
     """Which data, and whether to augment it (``None``: the dataset's standard choice)."""
 
-    name: str = "mnist"
-    augment: bool | None = None
+    name: str = field("mnist", "Dataset name (tflth.data.names()).", flag="dataset",
+                      preset=" Default: the preset's, or the model's.")
+    augment: bool | None = field(None, "Override the dataset's standard augmentation.", preset=True)
 
     def __post_init__(self):
         if not self.name:
@@ -105,10 +152,18 @@ class ModelHparams:
     every maskable kernel but the output layer's of a user's model.
     """
 
-    name: str = "lenet_300_100"
-    width: int = 0
-    prune: tuple[str, ...] = ()
-    options: tuple[tuple[str, int], ...] = ()
+    name: str = field("lenet_300_100", "A zoo model (tflth.models.names()) or your own: package.module:function or "
+                      "path/to/file.py:function, called as function(seed=, input_shape=, num_classes=) and returning "
+                      "a built Keras model of class logits.", flag="model", preset=" Default: the preset's.")
+    width: int = field(0, "Model width override (ResNets only); 0 keeps the default.", preset=True)
+    prune: tuple[str, ...] = field((), "Which variables are masked: globs over variable paths (or layer paths), "
+                                   "'+glob' to add any trainable variable (biases, norms, your add_weight), '!glob' "
+                                   "to leave some out. Default: every maskable kernel (Dense, EinsumDense, Conv*, "
+                                   "Embedding, RNN kernels) of a zoo model; of your own model, all but the output "
+                                   "layer's.", preset=True)
+    options: tuple[tuple[str, int], ...] = field((), "A zoo model's options as name=value, e.g. dim=32,depth=2 for "
+                                                 "vit_tiny (tflth.models.options(name); the width has --width).",
+                                                 flag="model_options", preset=True, item=lambda t: _option(t))
 
     def __post_init__(self):
         items = self.options.items() if isinstance(self.options, dict) else self.options
@@ -152,21 +207,28 @@ class TrainingHparams:
     is another run: ``step`` and ``chunk`` are part of the run's name, ``off`` is not.
     """
 
-    optimizer: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    milestones: tuple[str, ...] = ()
-    gamma: float = 0.1
-    warmup: str = "0it"
-    batch_size: int = 128
-    training_steps: str = "1ep"
-    seed: int = 0
-    data_order_seed: int = 0
-    augment_seed: int = 0
-    deterministic: bool = False
-    jit_compile: str = "off"
+    optimizer: str = field("sgd", "The optimizer.", preset=True, choices=OPTIMIZERS)
+    lr: float = field(0.1, "Base learning rate.", preset=True)
+    momentum: float = field(0.0, "SGD momentum.", preset=True)
+    nesterov: bool = field(False, "Nesterov momentum.", preset=True)
+    weight_decay: float = field(0.0, "L2 (sgd/adam, coupled) or decoupled (adamw) weight decay.", preset=True)
+    milestones: tuple[str, ...] = field((), "Steps (e.g. 32000it,48000it) where the LR is multiplied by gamma.",
+                                        preset=True)
+    gamma: float = field(0.1, "LR decay factor at each milestone.", preset=True)
+    warmup: str = field("0it", "Linear LR warmup length (step notation).", preset=True)
+    batch_size: int = field(128, "Global batch size.", preset=True)
+    training_steps: str = field("1ep", "Training length: 500it, 2ep, 2ep100it.", preset=True)
+    seed: int = field(0, "Initialisation seed.", preset=True)
+    data_order_seed: int = field(0, "Data-order seed (SGD noise).", preset=True)
+    augment_seed: int = field(0, "Augmentation seed.", preset=True)
+    deterministic: bool = field(False, "TensorFlow op determinism (bit-identical reruns and resumes); part of the "
+                                "run's name, so a deterministic run never resumes a non-deterministic one.",
+                                preset=True)
+    jit_compile: str = field("off", "How the training steps run: off (a tf.function loop over a tf.data iterator), "
+                             "step (each step one XLA program), chunk (each chunk of steps one XLA program that builds "
+                             "its batches from the resident training set; in-memory datasets, one replica). Part of "
+                             "the run's name unless off; docs/speed.md 'Compiled training' says which to use where.",
+                             preset=True, choices=JIT_MODES)
 
     def __post_init__(self):
         c = "TrainingHparams"
@@ -201,36 +263,83 @@ class TrainingHparams:
                 _fail(c, name, v, "an integer >= 0")
 
 
+class _PerStrategy(type):
+    """The metaclass of :class:`PruningHparams`: ``PruningHparams(strategy=name, ...)``
+    builds the settings class the strategy ``name`` registered (:meth:`PruningHparams.register`).
+
+    A setting that belongs to another strategy is dropped at its default (files written
+    when every strategy's settings were one record hold them all) and refused otherwise,
+    naming the strategy it belongs to, so a flag that would have no effect never passes.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        base = cls._base()
+        names = [f.name for f in dataclasses.fields(base)]
+        if len(args) > len(names):
+            raise TypeError(f"{base.__name__} takes at most {len(names)} positional arguments ({', '.join(names)})")
+        given = dict(zip(names, args), **kwargs)
+        strategy = given.get("strategy", base.__dataclass_fields__["strategy"].default)
+        variant = base._VARIANTS.get(strategy, base) if isinstance(strategy, str) else base
+        own = {f.name for f in dataclasses.fields(variant)}
+        kept = {}
+        for name, value in given.items():
+            if name in own:
+                kept[name] = value
+                continue
+            owner, default = base._owner_of(name)
+            if owner is None:
+                raise HparamError(f"PruningHparams.{name}: unknown setting; expected some of "
+                                  f"{sorted(base.every_default())}.", owner="PruningHparams", field=name, value=value)
+            if (tuple(value) if isinstance(value, list) else value) == default:
+                continue
+            raise HparamError(f"PruningHparams.{name}={_text(value)} has no effect with strategy {strategy!r}; "
+                              f"expected the default {default!r} (it is a setting of strategy {owner!r}).",
+                              owner="PruningHparams", field=name, value=_text(value))
+        return super(_PerStrategy, variant).__call__(**kept)
+
+
+def _text(value) -> str:
+    """A setting as a flag spells it: ``((2, 4), (1, 4))`` -> ``2:4,1:4``."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(":".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v) for v in value)
+    return str(value)
+
+
 @dataclasses.dataclass(frozen=True)
-class PruningHparams:
+class PruningHparams(metaclass=_PerStrategy):
     """How each IMP level prunes: a registered strategy and its settings.
 
     ``strategy`` names a registered pruning strategy (:data:`tflth.pruning.REGISTRY`):
+    ``magnitude`` / ``random`` (unstructured), ``nm`` (N:M), ``channels``; the fields
+    here are what every strategy is given: ``fraction`` of the *remaining* weights (or
+    units) pruned per level, one threshold across layers (``scope="global"``) or per layer
+    (``"layerwise"``), and ``layer_rates``, which overrides the fraction for variables whose
+    path matches a glob pattern (first match wins), e.g. ``(("output", 0.1),)``; a rate of 0
+    excludes the variable.
 
-    * ``magnitude`` / ``random`` (unstructured): ``fraction`` of the *remaining* weights
-      per level, one threshold across layers (``scope="global"``) or per layer
-      (``"layerwise"``);
-    * ``nm`` (N:M): level L keeps, in every group of M consecutive weights along each
-      kernel's input axis, the N of largest magnitude, N from ``nm[L-1]`` (N kept of M,
-      NVIDIA's spelling: ``((2, 4), (1, 4))`` is 2:4 at level 1, 1:4 at level 2; one M
-      for all levels, N decreasing). An input axis that is not a multiple of M is an
-      error unless ``nm_pad``: then the last group is padded with pruned zeros;
-    * ``channels``: ``fraction`` of the remaining output units (channels) of each layer
-      per level, by the ``channel_norm`` (``"l1"`` or ``"l2"``) of their weights, with
-      the next layer's matching input slices.
-
-    ``layer_rates`` overrides the fraction for variables whose path matches a glob
-    pattern (first match wins), e.g. ``(("output", 0.1),)``; a rate of 0 excludes the
-    variable (the only rate ``nm`` takes).
+    **Each strategy owns its other settings**: a strategy class declares them in a
+    dataclass deriving from this one (its ``Hparams``, registered with the strategy by
+    :func:`tflth.pruning.register`), e.g. ``nm`` and ``nm_pad`` for N:M, ``channel_norm``
+    for channels. ``PruningHparams(strategy="nm", nm=((2, 4), (1, 4)))`` builds the N:M
+    strategy's settings (an instance of its class, and of this one); a setting of another
+    strategy is an error unless at its default. Their flags are generated from their
+    fields like every other setting's, and a run's name is made of the non-default values
+    of its strategy's fields, so a new strategy's settings rename no existing run.
     """
 
-    fraction: float = 0.2
-    scope: str = "global"
-    layer_rates: tuple[tuple[str, float], ...] = ()
-    strategy: str = "magnitude"
-    nm: tuple[tuple[int, int], ...] = ()
-    nm_pad: bool = False
-    channel_norm: str = "l1"
+    fraction: float = field(0.2, "Fraction of remaining weights pruned per level.", flag="pruning_fraction",
+                            preset=True)
+    scope: str = field("global", "One global threshold or per layer.", flag="pruning_scope", preset=True,
+                       choices=("global", "layerwise"))
+    layer_rates: tuple[tuple[str, float], ...] = field(
+        (), "Per-layer rate overrides 'glob:rate', e.g. output:0.1,conv*:0 (0 excludes a layer).", preset=True,
+        item=lambda t: _layer_rate(t))
+    strategy: str = field("magnitude", "How a level chooses what to prune: magnitude (unstructured), random, nm "
+                          "(N:M, --nm), channels (whole units/filters by norm).", flag="pruning_strategy",
+                          registry="pruning_strategies")
+
+    #: The settings class of each strategy that has settings of its own, by strategy name.
+    _VARIANTS: typing.ClassVar[dict[str, type]] = {}
 
     def __post_init__(self):
         c = "PruningHparams"
@@ -245,33 +354,242 @@ class PruningHparams:
         for pattern, rate in self.layer_rates:
             if not 0 <= rate < 1:
                 _fail(c, "layer_rates", f"{pattern}:{rate}", "rates in [0, 1)")
-        object.__setattr__(self, "nm", tuple(_nm_pair(p) for p in self.nm))
-        if self.nm:
-            text = ",".join(f"{n}:{m}" for n, m in self.nm)
-            for n, m in self.nm:
-                if not 1 <= n < m:
-                    _fail(c, "nm", text, "N:M patterns with 1 <= N < M (N weights kept of every M)")
-            if len({m for _, m in self.nm}) > 1:
-                _fail(c, "nm", text, "one M for every level (N shrinks at fixed M, e.g. 4:8,2:8,1:8)")
-            ns = [n for n, _ in self.nm]
-            if any(b >= a for a, b in zip(ns, ns[1:])):
-                _fail(c, "nm", text, "N decreasing from level to level (nested masks, e.g. 2:4,1:4)")
-        if self.channel_norm not in ("l1", "l2"):
-            _fail(c, "channel_norm", self.channel_norm, "'l1' or 'l2'")
+
+    @classmethod
+    def _base(cls) -> type:
+        return PruningHparams
+
+    @classmethod
+    def register(cls, strategy: str, settings: type) -> None:
+        """Make ``settings`` (a dataclass deriving from this one) the settings class of
+        ``strategy``; its own fields must not be another strategy's."""
+        if not (isinstance(settings, type) and issubclass(settings, PruningHparams)
+                and dataclasses.is_dataclass(settings)):
+            raise TypeError(f"{settings!r}: a strategy's settings are a dataclass deriving from PruningHparams")
+        for name in _own_fields(settings):
+            owner, _ = cls._owner_of(name)
+            if owner not in (None, strategy):
+                raise TypeError(f"{settings.__qualname__}.{name}: already a setting of strategy {owner!r}")
+        PruningHparams._VARIANTS[strategy] = settings
+
+    @classmethod
+    def variants(cls) -> dict[str, type]:
+        """The settings class of each strategy that has settings of its own."""
+        return dict(PruningHparams._VARIANTS)
+
+    @classmethod
+    def _owner_of(cls, name: str) -> tuple[str | None, Any]:
+        """``(strategy, default)`` of a strategy's own setting ``name`` (``(None, None)``: none has it)."""
+        for strategy, variant in PruningHparams._VARIANTS.items():
+            if name in _own_fields(variant):
+                return strategy, variant.__dataclass_fields__[name].default
+        return None, None
+
+    @classmethod
+    def every_default(cls) -> dict[str, Any]:
+        """Every strategy's settings at their defaults, as one dict (:func:`to_dict` form):
+        what a stored record is compared against (:func:`defaults_dict`)."""
+        out = to_dict(PruningHparams())
+        for variant in PruningHparams._VARIANTS.values():
+            for name in _own_fields(variant):
+                f = variant.__dataclass_fields__[name]
+                out[name] = to_dict(_Holder(f.default))["value"]
+        return out
 
 
-def _nm_pair(pattern) -> tuple[int, int]:
-    """``(n, m)`` from ``(n, m)`` or ``"n:m"``."""
-    if isinstance(pattern, str):
-        n, sep, m = pattern.partition(":")
+@dataclasses.dataclass(frozen=True)
+class _Holder:
+    value: Any = None
+
+
+def _own_fields(settings: type) -> list[str]:
+    """The fields ``settings`` declares beyond :class:`PruningHparams`'."""
+    common = {f.name for f in dataclasses.fields(PruningHparams)}
+    return [f.name for f in dataclasses.fields(settings) if f.name not in common]
+
+
+def _option(text: str) -> tuple[str, int]:
+    """``"depth=2"`` -> ``("depth", 2)`` (one ``ModelHparams.options`` item)."""
+    name, sep, value = str(text).partition("=")
+    try:
+        number = int(value)
+    except ValueError:
+        number = None
+    if not sep or not name.strip() or number is None:
+        raise HparamError(f"ModelHparams.options entry {text!r} is invalid: expected name=integer, e.g. depth=2.",
+                          owner="ModelHparams", field="options", value=text)
+    return name.strip(), number
+
+
+def _layer_rate(text: str) -> tuple[str, float]:
+    """``"output:0.1"`` -> ``("output", 0.1)`` (one ``PruningHparams.layer_rates`` item)."""
+    pattern, sep, rate = str(text).rpartition(":")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = None
+    if not sep or not pattern or value is None:
+        raise HparamError(f"PruningHparams.layer_rates entry {text!r} is invalid: expected 'layer_glob:rate', e.g. "
+                          "output:0.1.", owner="PruningHparams", field="layer_rates", value=text)
+    return pattern, value
+
+
+def parse_levels(text: str, owner: str = "StabilityHparams") -> tuple[int, ...]:
+    """IMP levels written as ``"8"`` or ``"0,4,8"`` -> ``(8,)``, ``(0, 4, 8)``: the one
+    parser of levels (errors name ``<owner>.levels``)."""
+    out = []
+    for item in str(text).split(","):
         try:
-            return int(n), int(m)
+            out.append(int(item.strip()))
         except ValueError:
-            _fail("PruningHparams", "nm", pattern, "N:M with whole numbers, e.g. 2:4")
-    n, m = pattern
-    if int(n) != n or int(m) != m:
-        _fail("PruningHparams", "nm", f"{n}:{m}", "N:M with whole numbers, e.g. 2:4")
-    return int(n), int(m)
+            raise HparamError(f"{owner}.levels={text} is invalid: expected whole numbers, e.g. 8 or 0,4,8.",
+                              owner=owner, field="levels", value=text) from None
+    return tuple(out)
+
+
+def _last_level(text: str) -> int:
+    levels = parse_levels(text, "LotteryHparams")
+    if len(levels) != 1:
+        raise HparamError(f"LotteryHparams.levels={text} is invalid: expected one number, the last level "
+                          "(IMP trains every level up to it).", owner="LotteryHparams", field="levels", value=text)
+    return levels[0]
+
+
+def _shard(text: str) -> tuple[int, int]:
+    parts = str(text).split("/")
+    try:
+        i, n = (int(v) for v in parts)
+    except ValueError:
+        raise HparamError(f"StabilityHparams.shard={text} is invalid: expected I/N, e.g. 1/4.",
+                          owner="StabilityHparams", field="shard", value=text) from None
+    return i, n
+
+
+def _float(owner: str, name: str):
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise HparamError(f"{owner}.{name}: {text!r} is invalid: expected a number.", owner=owner, field=name,
+                              value=text) from None
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class LotteryHparams:
+    """An IMP experiment: how many levels, where survivors restart, the controls, the replicates.
+
+    ``levels`` rounds of prune → reset → train after the dense level 0; ``rewind_step``
+    is k (step notation; ``0it`` is the original lottery ticket); ``reset`` and
+    ``controls`` name registered resets and controls (:mod:`tflth.lottery.starts`, which
+    checks the names); ``replicates`` independent initialisations (every seed + r);
+    ``rewind_optimizer`` what every start from step k does with step k's optimizer
+    (:data:`REWIND_OPTIMIZERS`).
+    """
+
+    levels: int = field(8, "Pruning levels after the dense level 0, density ≈ (1-fraction)^levels.",
+                        preset=" Default: 8, or the number of --nm patterns.", text=(_last_level, str))
+    rewind_step: str = field("0it", "Rewind point k (step notation); 0it = original lottery ticket.", preset=True)
+    reset: str = field("rewind", "How survivors restart each level.", registry="resets")
+    controls: tuple[str, ...] = field((), "Controls on each level's mask.", registry="controls")
+    replicates: int = field(1, "Independent initialisations (init, data-order and augment seeds + r).")
+    rewind_optimizer: str = field(
+        "state", "What every start from step k (--reset=rewind or lr_rewind, and the --controls) does with step k's "
+        "optimizer: state = the dense run's saved state (momentum, Adam's moments and step count); fresh = every "
+        "slot zero, learning-rate schedule and data order at step k, Adam's bias correction counting from k "
+        "(open_lth's lottery runner).", choices=tuple(REWIND_OPTIMIZERS))
+
+    def __post_init__(self):
+        c = "LotteryHparams"
+        object.__setattr__(self, "controls", tuple(self.controls))
+        if int(self.levels) != self.levels or self.levels < 0:
+            raise field_error(c, "levels", self.levels, "is invalid: expected an integer >= 0.")
+        _check_step(c, "rewind_step", self.rewind_step)
+        for name in ("reset", "rewind_optimizer"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                _fail(c, name, getattr(self, name), "a name")
+        if int(self.replicates) != self.replicates or self.replicates < 1:
+            raise field_error(c, "replicates", self.replicates, "is invalid: expected an integer >= 1.")
+        if self.rewind_optimizer not in REWIND_OPTIMIZERS:
+            raise field_error(c, "rewind_optimizer", repr(self.rewind_optimizer),
+                              f"is invalid: expected one of {list(REWIND_OPTIMIZERS)}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class StabilityHparams:
+    """What a stability sweep trains and how it analyses each pair.
+
+    ``rewind_steps`` (step notation; empty: the experiments' rewind steps, in per-k mode
+    only, see :class:`tflth.stability.StabilityJob`), ``pairs`` per initialisation,
+    ``replicates`` (initialisations: seeds + r as in IMP), ``levels`` of the experiment
+    (``(0,)``: the dense network) and ``controls`` on their masks say *which* units exist;
+    ``noise`` how the two copies differ (``none`` makes them identical: a check of the
+    instrument); the rest is the analysis: ``bn`` (``recompute`` or ``interpolate``),
+    ``interpolation_points`` over ``alpha_range``, ``train_examples`` (the fixed training
+    subset of the train curve; all of it when the set is smaller), ``bn_batches``
+    (training batches BN statistics are recomputed over); ``shard`` = (i, n), 1 ≤ i ≤ n.
+    """
+
+    rewind_steps: tuple[str, ...] = field(("0it",), "Rewind steps k whose stability is measured, e.g. "
+                                          "0it,100it,500it (with several --experiment: theirs).")
+    pairs: int = field(1, "Pairs of copies (different SGD noise) per initialisation and k.")
+    replicates: int = field(1, "Independent initialisations (init, data-order and augment seeds + r).")
+    levels: tuple[int, ...] = field((0,), "The levels of --experiment whose masks are analysed, e.g. 0,4,8 "
+                                    "(0: the dense network).", text=(parse_levels, lambda v: ",".join(map(str, v))))
+    controls: tuple[str, ...] = field((), "Controls on each level's mask.", registry="controls")
+    noise: str = field("data_order_and_augment", "What differs between the two copies (none: identical copies, a "
+                       "check of the instrument).", choices=NOISES)
+    bn: str = field("recompute", "BatchNorm along the line: recompute the statistics exactly at every point, or "
+                    "interpolate them with the weights.", choices=BN_MODES)
+    interpolation_points: int = field(PAPER_POINTS, "Evenly spaced α in --alpha_range (endpoints included).")
+    alpha_range: tuple[float, float] = field((0.0, 1.0), "low,high of the α grid (low <= 0, high >= 1).",
+                                             item=_float("StabilityHparams", "alpha_range"))
+    train_examples: int = field(10_000, "Size of the fixed training subset of the train curve (0: test curve only).")
+    bn_batches: int = field(20, "Training batches (unaugmented) BatchNorm statistics are recomputed over.")
+    shard: tuple[int, int] = field((1, 1), "I/N: run every N-th unit of work, the I-th of each N (1 <= I <= N), so N "
+                                   "processes or hosts split a sweep.", text=(_shard, lambda v: "/".join(map(str, v))))
+
+    def __post_init__(self):
+        c = "StabilityHparams"
+        for name in ("rewind_steps", "levels", "controls", "alpha_range", "shard"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for s in self.rewind_steps:  # empty: the experiments' (per-k mode; StabilityJob.prepare checks)
+            _check_step(c, "rewind_steps", s)
+        for name in ("pairs", "replicates", "interpolation_points", "bn_batches"):
+            value = getattr(self, name)
+            low = 2 if name == "interpolation_points" else 1
+            if int(value) != value or value < low:
+                _invalid(c, name, value, f"an integer >= {low}" + (" (the two endpoints at least)" if low == 2 else ""))
+        if self.interpolation_points > MAX_INTERPOLATION_POINTS:
+            _invalid(c, "interpolation_points", self.interpolation_points,
+                     f"at most {MAX_INTERPOLATION_POINTS}: each point is one evaluation of the test set (and of the "
+                     f"train subset) per pair, and the paper's curves use {PAPER_POINTS}")
+        if int(self.train_examples) != self.train_examples or self.train_examples < 0:
+            _invalid(c, "train_examples", self.train_examples, "an integer >= 0 (0: no train curve)")
+        if not self.levels or any(int(v) != v or v < 0 for v in self.levels) or len(set(self.levels)) != len(
+                self.levels):
+            _invalid(c, "levels", ",".join(map(str, self.levels)), "distinct integers >= 0, e.g. 0,4,8")
+        if self.noise not in NOISES:
+            _invalid(c, "noise", self.noise, f"one of {list(NOISES)}")
+        if self.bn not in BN_MODES:
+            _invalid(c, "bn", self.bn, f"one of {list(BN_MODES)}")
+        low, high = self.alpha_range if len(self.alpha_range) == 2 else (None, None)
+        if low is None or not (math.isfinite(low) and math.isfinite(high) and low <= 0.0 < 1.0 <= high):
+            _invalid(c, "alpha_range", ",".join(map(str, self.alpha_range)),
+                     "two finite numbers low,high with low <= 0 and high >= 1")
+        i, n = self.shard if len(self.shard) == 2 else (0, 0)
+        if not (int(n) == n and int(i) == i and 1 <= i <= n):
+            _invalid(c, "shard", "/".join(map(str, self.shard)), "I/N with 1 <= I <= N, e.g. 1/4")
+
+    def analysis(self) -> dict:
+        """The settings a pair's analysis depends on (a pair analysed otherwise is redone)."""
+        return {"bn": self.bn, "interpolation_points": self.interpolation_points,
+                "alpha_range": list(self.alpha_range), "train_examples": self.train_examples,
+                "bn_batches": self.bn_batches}
+
+
+def _invalid(owner, name, value, expected):
+    raise field_error(owner, name, value, f"is invalid: expected {expected}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,11 +605,29 @@ class RunHparams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunHparams":
-        return cls(
-            dataset=DatasetHparams(**d.get("dataset", {})),
-            model=ModelHparams(**d.get("model", {})),
-            training=TrainingHparams(**d.get("training", {})),
-        )
+        """The inverse of :meth:`to_dict`. Every group must be there (a missing one is not
+        silently its defaults) and hold only known fields; else :class:`HparamError`."""
+        return cls(**{f.name: from_dict(f.type if isinstance(f.type, type) else _GROUPS[f.name],
+                                        d.get(f.name) if isinstance(d, dict) else None, f.name)
+                      for f in dataclasses.fields(cls)})
+
+
+def from_dict(cls, d, where: str = ""):
+    """``cls(**d)`` for an hparams dataclass read from a file: ``d`` must be a dict of
+    ``cls``'s fields (missing ones take their defaults, as when a field was added after
+    the file was written); anything else raises :class:`HparamError` naming ``where``."""
+    name = where or cls.__name__
+    if not isinstance(d, dict):
+        raise HparamError(f"{name}: expected the {cls.__name__} settings (a JSON object), found {d!r}.")
+    known = (set(PruningHparams.every_default()) if issubclass(cls, PruningHparams)
+             else {f.name for f in dataclasses.fields(cls)})
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise HparamError(f"{name}: unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(known)}.")
+    return cls(**d)
+
+
+_GROUPS = {"dataset": DatasetHparams, "model": ModelHparams, "training": TrainingHparams}
 
 
 def to_dict(hp) -> dict[str, Any]:
@@ -308,89 +644,19 @@ def to_dict(hp) -> dict[str, Any]:
 
 
 def defaults_dict(cls) -> dict[str, Any]:
-    """:func:`to_dict` of ``cls()`` (every field at its default)."""
-    return to_dict(cls())
+    """:func:`to_dict` of ``cls()`` (every field at its default); pruning settings hold
+    every strategy's defaults (:meth:`PruningHparams.every_default`), so a stored record
+    is compared field by field whichever strategy wrote it."""
+    return _every_default(cls())
 
 
-def non_default(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """The entries of ``data`` that differ from ``defaults``, recursively.
-
-    A key absent from ``data`` counts as its default, and a nested dict that differs in
-    nothing is left out, so adding a field with a default changes nothing here.
-    """
-    out = {}
-    for key, value in data.items():
-        if key in defaults:
-            default = defaults[key]
-            if isinstance(value, dict) and isinstance(default, dict):
-                value = non_default(value, default)
-                if not value:
-                    continue
-            elif value == default:
-                continue
-        out[key] = value
-    return out
-
-
-def identity(hp) -> dict[str, Any]:
-    """What names a run of ``hp`` (an hparams dataclass): the fields whose value differs
-    from that field's default, recursively (a nested group at its defaults is left out)."""
-    out = {}
+def _every_default(hp) -> dict[str, Any]:
+    if isinstance(hp, PruningHparams):
+        return dict(to_dict(hp), **{k: v for k, v in PruningHparams.every_default().items() if k not in
+                                    {f.name for f in dataclasses.fields(hp)}})
+    out = to_dict(hp)
     for f in dataclasses.fields(hp):
         value = getattr(hp, f.name)
         if dataclasses.is_dataclass(value):
-            sub = identity(value)
-            if sub:
-                out[f.name] = sub
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = dataclasses.MISSING
-        if value != default:
-            out[f.name] = to_dict(hp)[f.name]
-    return out
-
-
-def run_hash(*parts) -> str:
-    """A stable 12-hex-digit hash of identities (see :func:`identity`) or plain dicts.
-
-    Dataclasses are reduced to their non-default values first, so a run's name survives
-    the addition of a hyperparameter with a default (and a changed default renames runs:
-    see BUILD.md). Dicts are hashed as given; build them with :func:`non_default`.
-    """
-    data = [identity(p) if dataclasses.is_dataclass(p) else p for p in parts]
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def legacy_hash(*dicts: dict[str, Any]) -> str:
-    """The name tflth 0.1 gave a run: a hash of every field of its hparams as dicts
-    restricted to tflth 0.1's fields (:data:`V1_FIELDS`). Used to find, and reuse, run
-    directories made before run names left out default values."""
-    data = [_restrict_v1(d) for d in dicts]
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-#: The fields of each hparams group as tflth 0.1 hashed them (keys of the JSON dicts).
-V1_FIELDS = {
-    "dataset": ("name", "augment"),
-    "model": ("name", "width"),
-    "training": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "milestones", "gamma", "warmup",
-                 "batch_size", "training_steps", "seed", "data_order_seed", "augment_seed"),
-    "pruning": ("fraction", "scope", "layer_rates"),
-}
-
-
-def _restrict_v1(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in d.items():
-        if key in V1_FIELDS and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if k in V1_FIELDS[key]}
-        elif isinstance(value, dict):
-            value = _restrict_v1(value)
-        out[key] = value
+            out[f.name] = _every_default(value)
     return out

@@ -1,4 +1,10 @@
-"""The papers' settings by name (``--preset``), from ``PAPER.md``'s tables.
+"""The papers' settings by name (``--preset``).
+
+The settings are those of Frankle & Carbin, *The Lottery Ticket Hypothesis: Finding
+Sparse, Trainable Neural Networks* (ICLR 2019: the Conv-2/4/6 networks), and of Frankle,
+Dziugaite, Roy & Carbin, *Linear Mode Connectivity and the Lottery Ticket Hypothesis*
+(ICML 2020, "LMC": its Table 1's networks and hyperparameters); each preset's
+``reference`` names the figure or table it follows.
 
 A preset fixes dataset, model, training and pruning hyperparameters plus the rewind
 step the papers use; every field can still be overridden. Layer-rate patterns are globs
@@ -22,9 +28,6 @@ class Preset:
     pruning: PruningHparams
     rewind_step: str
     reference: str  # the paper's figure, for reports
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.run.model.name} on {self.run.dataset.name} ({self.reference})"
 
 
 def _sgd(lr, milestones=("32000it", "48000it"), warmup="0it", steps="63000it", batch=128, wd=1e-4):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 
+from tflth.errors import InputError
+
 __all__ = ["StepError", "parse", "to_iterations", "format_step"]
 
 _PATTERN = re.compile(r"^(?:(\d+)ep)?(?:(\d+)it)?$")
 
 
-class StepError(ValueError):
+class StepError(InputError):
     """A step string is not of the form ``<N>it``, ``<N>ep`` or ``<N>ep<M>it``."""
 
 

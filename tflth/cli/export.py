@@ -17,10 +17,11 @@ import contextlib
 import os
 
 from tflth.cli import flags as tflags
+from tflth.cli import harness
 from tflth.export import ExportError, ExportJob
 
 FLAGS = tflags.FLAGS
-tflags.define_export_flags()
+tflags.define(ExportJob)
 
 
 @contextlib.contextmanager
@@ -35,16 +36,6 @@ def _flag_names():
         raise
 
 
-def _step(text: str | None) -> int | None:
-    if text is None:
-        return None
-    digits = text[:-2] if text.endswith("it") else text
-    if not digits.isdigit():
-        raise ExportError(f"step={text} is invalid: expected a checkpoint's iteration, e.g. 500 or 500it.",
-                          field="step")
-    return int(digits)
-
-
 class _Command:
     """The job behind the flags, for :func:`tflth.cli.flags.prepare_or_fail` (errors name flags)."""
 
@@ -53,8 +44,7 @@ class _Command:
             if not FLAGS.source:
                 raise ExportError("--source is required: expected a run directory (an IMP level, control or "
                                   "stability copy) or a .keras file.")
-            self.job = ExportJob(source=FLAGS.source, formats=tuple(FLAGS.formats), export_dir=FLAGS.export_dir,
-                                 step=_step(FLAGS.step))
+            self.job = ExportJob(**tflags.values(ExportJob))
 
     def prepare(self):
         with _flag_names():
@@ -72,9 +62,9 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
-    command, plan = tflags.prepare_or_fail(_Command)
+    command, plan = harness.prepare_or_fail(_Command)
     job = command.job
-    rows = tflags.exit_on_run_error(job.run, plan)
+    rows = harness.exit_on_run_error(job.run, plan)
     step = "" if plan.step is None else f" (step {plan.step})"
     print(f"exported {job.source}{step} to {job.directory} (dense .keras: {plan.dense_bytes:,} bytes)")
     print(_table(rows))
@@ -84,7 +74,7 @@ def main(argv):
 
 
 def run():
-    tflags.run(main)
+    harness.run(main)
 
 
 if __name__ == "__main__":

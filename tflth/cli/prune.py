@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from tflth import report
 from tflth.cli import flags as tflags
+from tflth.cli import harness
 from tflth.lottery import LotteryJob
+from tflth.training.kit import JobSettings
 from tflth.training.strategy import is_chief
 
 FLAGS = tflags.FLAGS
@@ -20,9 +22,7 @@ tflags.define_pruning_flags()
 
 def job_from_flags() -> LotteryJob:
     pruning, lottery = tflags.pruning_hparams(FLAGS)
-    return LotteryJob(run=tflags.run_hparams(FLAGS), pruning=pruning, lottery=lottery,
-                      output_dir=FLAGS.output_dir, data_dir=FLAGS.data_dir, strategy=FLAGS.strategy,
-                      eval_every=FLAGS.eval_every or None, checkpoint_every=FLAGS.checkpoint_every or None)
+    return LotteryJob(tflags.run_hparams(FLAGS), pruning, lottery, **tflags.values(JobSettings))
 
 
 def _progress(row: dict) -> None:
@@ -32,17 +32,17 @@ def _progress(row: dict) -> None:
 
 def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
-    job, dataset = tflags.prepare_or_fail(job_from_flags)
+    job, dataset = harness.prepare_or_fail(job_from_flags)
     print(f"experiment {job.experiment_dir}: {job.label}; data: {dataset.source}", flush=True)
-    rows = tflags.exit_on_run_error(job.run_all, dataset, on_level=_progress)
+    rows = harness.exit_on_run_error(job.run_all, dataset, on_level=_progress)
     print(report.text_table(report.summarize(rows)))
     if is_chief():  # one writer under MultiWorkerMirroredStrategy
-        paths = tflags.exit_on_run_error(report.write_report, job.experiment_dir, rows, title=job.label)
+        paths = harness.exit_on_run_error(report.write_report, job.experiment_dir, rows, title=job.label)
         print("report: " + ", ".join(paths.values()))
 
 
 def run():
-    tflags.run(main)
+    harness.run(main)
 
 
 if __name__ == "__main__":

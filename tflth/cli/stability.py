@@ -21,7 +21,9 @@ Per k:   bin/stability.py --preset=lenet_300_100_mnist --experiment=runs/lottery
 from __future__ import annotations
 
 from tflth.cli import flags as tflags
-from tflth.stability import report
+from tflth.cli import harness
+from tflth.lottery import starts
+from tflth.report import stability as report
 from tflth.stability.sweep import StabilityJob
 from tflth.training.strategy import is_chief
 
@@ -30,10 +32,7 @@ tflags.define_stability_flags()
 
 
 def job_from_flags() -> StabilityJob:
-    return StabilityJob(run=tflags.run_hparams(FLAGS), stability=tflags.stability_hparams(FLAGS),
-                        experiment=tflags.experiment_dirs(FLAGS) or None, output_dir=FLAGS.output_dir,
-                        data_dir=FLAGS.data_dir, strategy=FLAGS.strategy, eval_every=FLAGS.eval_every or None,
-                        checkpoint_every=FLAGS.checkpoint_every or None)
+    return StabilityJob(tflags.run_hparams(FLAGS), tflags.stability_hparams(FLAGS), **tflags.values(StabilityJob))
 
 
 def _progress(pair: dict) -> None:
@@ -47,21 +46,21 @@ def _progress(pair: dict) -> None:
 
 def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
-    job, dataset = tflags.prepare_or_fail(job_from_flags)
+    job, dataset = harness.prepare_or_fail(job_from_flags)
     sweep = job.sweep
     print(f"sweep {sweep.path}: {job.label}; data: {dataset.source}", flush=True)
-    mine = tflags.exit_on_run_error(job.run_all, dataset, on_pair=_progress)
+    mine = harness.exit_on_run_error(job.run_all, dataset, on_pair=_progress)
     if not is_chief():  # one writer under MultiWorkerMirroredStrategy: the chief reports
         print(report.text_table(report.summarize(mine)))
         return
-    pairs = tflags.exit_on_run_error(report.collect, sweep.path)
-    out = tflags.exit_on_run_error(report.write_report, sweep.report_dir, pairs, title=job.label)
+    pairs = harness.exit_on_run_error(report.collect, sweep.path, tuple(starts.CONTROLS))
+    out = harness.exit_on_run_error(report.write_report, sweep.report_dir, pairs, title=job.label)
     print(report.text_table(report.summarize(pairs)))
-    print("report: " + ", ".join([out["csv"], out["markdown"], out["plot"]] + out["curves"]))
+    print("report: " + ", ".join(out.values()))
 
 
 def run():
-    tflags.run(main)
+    harness.run(main)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Example: bin/train.py --preset=lenet_300_100_mnist --training_steps=2ep
 from __future__ import annotations
 
 from tflth.cli import flags as tflags
+from tflth.cli import harness
 from tflth.training.job import TrainJob
 
 FLAGS = tflags.FLAGS
@@ -16,28 +17,20 @@ tflags.define_training_flags()
 
 
 def job_from_flags() -> TrainJob:
-    return TrainJob(
-        hparams=tflags.run_hparams(FLAGS),
-        output_dir=FLAGS.output_dir,
-        data_dir=FLAGS.data_dir,
-        save_steps=tuple(FLAGS.save_steps),
-        eval_every=FLAGS.eval_every or None,
-        checkpoint_every=FLAGS.checkpoint_every or None,
-        strategy=FLAGS.strategy,
-    )
+    return TrainJob(tflags.run_hparams(FLAGS), **tflags.values(TrainJob))
 
 
 def main(argv):
     del argv  # parse_flags_or_fail rejects positional arguments
-    job, dataset = tflags.prepare_or_fail(job_from_flags)
-    result = tflags.exit_on_run_error(job.run, dataset)
+    job, dataset = harness.prepare_or_fail(job_from_flags)
+    result = harness.exit_on_run_error(job.run, dataset)
     result = result if isinstance(result, dict) else result.to_dict()
     print(f"run_dir={job.run_dir} step={result['step']} test_accuracy={result['test_accuracy']:.4f} "
           f"test_loss={result['test_loss']:.4f}")
 
 
 def run():
-    tflags.run(main)
+    harness.run(main)
 
 
 if __name__ == "__main__":

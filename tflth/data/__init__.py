@@ -32,7 +32,7 @@ from tflth.data.imagenet import IMAGENET_RESIZE, IMAGENET_SIZE, load_stream
 from tflth.data.ops import (
     CROP_PADDING, crop_flip_params, epoch_permutation, iterations_per_epoch, normalize, random_crop_flip,
 )
-from tflth.data.pipeline import _host_tensors, eval_batches, train_batches
+from tflth.data.pipeline import eval_batches, train_batches
 from tflth.data.registry import (NORMALIZATION, augmented, augments, input_shape, names, normalization, num_classes,
                                  streams)
 from tflth.data.sources import DEBIAN_FASHION_MNIST_DIR, from_arrays, load

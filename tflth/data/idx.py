@@ -11,7 +11,7 @@ import numpy as np
 
 from tflth.data.errors import DataError
 
-__all__ = ["IDX_FILES", "read_idx", "read_idx_dir"]
+__all__ = ["IDX_FILES", "read_idx", "read_idx_dir", "has_idx_files"]
 
 #: The four MNIST-format files of a dataset directory, each optionally gzipped.
 IDX_FILES = {
@@ -74,7 +74,8 @@ def _idx_path(directory: str, base: str) -> str | None:
     return None
 
 
-def _has_idx_files(directory: str) -> bool:
+def has_idx_files(directory: str) -> bool:
+    """Whether ``directory`` holds any of the :data:`IDX_FILES` (raw or ``.gz``)."""
     return any(_idx_path(directory, base) for base in IDX_FILES.values())
 
 

@@ -18,10 +18,11 @@ from absl import logging
 
 from tflth.data.datasets import StreamDataset
 from tflth.data.errors import DataError
-from tflth.data.ops import _finish, iterations_per_epoch, normalize
-from tflth.data.registry import _spec, input_shape
+from tflth.data import registry
+from tflth.data.ops import deterministic_prefetch, iterations_per_epoch, normalize
+from tflth.data.registry import input_shape
 
-__all__ = ["IMAGENET_SIZE", "IMAGENET_RESIZE", "load_stream"]
+__all__ = ["IMAGENET_SIZE", "IMAGENET_RESIZE", "load_stream", "stream_train_batches", "stream_eval_batches"]
 
 #: ImageNet geometry: the (square) crop size, from the registry's input shape, and the
 #: eval resize before the centre crop.
@@ -47,8 +48,8 @@ def load_stream(name: str = "imagenet2012", data_dir: str | os.PathLike | None =
     ImageNet needs a manual download: put the archives in ``<data_dir>/downloads/manual``
     and run ``tfds.builder("imagenet2012", data_dir=...).download_and_prepare()`` once.
     """
-    spec = _spec(name)
-    if not spec.streaming:
+    facts = registry.spec(name)
+    if not facts.streaming:
         raise DataError(f"{name} is an in-memory dataset; use load().")
     import tensorflow_datasets as tfds
 
@@ -56,13 +57,13 @@ def load_stream(name: str = "imagenet2012", data_dir: str | os.PathLike | None =
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         num_train, num_test = _split_size(builder, "train"), _split_size(builder, "validation")
-    except Exception as e:  # tfds raises many types for a missing or unprepared dataset
+    except Exception as e:  # broad on purpose: tfds raises many types for a missing or unprepared dataset
         raise DataError(f"tfds could not open {name!r} (data_dir={data_dir!r}): {e}. {name} must be prepared "
                         f"beforehand; see tflth.data.load_stream.") from e
     source = f"tfds {name} (streamed)" + (f" in {data_dir}" if data_dir else "")
     logging.info("Dataset %s: %d train / %d validation images streamed from %s.", name, num_train, num_test, source)
     return StreamDataset(name=name, builder=builder, num_train=num_train, num_test=num_test,
-                         num_classes=spec.num_classes, input_shape=(IMAGENET_SIZE, IMAGENET_SIZE, 3),
+                         num_classes=facts.num_classes, input_shape=(IMAGENET_SIZE, IMAGENET_SIZE, 3),
                          source=source, shuffle_buffer=shuffle_buffer)
 
 
@@ -105,7 +106,7 @@ def _records(ds: StreamDataset, split: str) -> tf.data.Dataset:
     return records.map(lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)))
 
 
-def _stream_train_batches(ds: StreamDataset, batch_size: int, data_order_seed: int, augment_seed: int,
+def stream_train_batches(ds: StreamDataset, batch_size: int, data_order_seed: int, augment_seed: int,
                           start_step: int, augment: bool) -> tf.data.Dataset:
     """As the in-memory training stream (:mod:`tflth.data.pipeline`), with a buffer shuffle seeded
     from ``(seed, epoch)``.
@@ -148,11 +149,11 @@ def _stream_train_batches(ds: StreamDataset, batch_size: int, data_order_seed: i
         return tf.ensure_shape(images, [None, IMAGENET_SIZE, IMAGENET_SIZE, 3]), labels
 
     steps = tf.data.Dataset.counter(start_epoch).flat_map(epoch_records).skip(offset)
-    return _finish(steps.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    return deterministic_prefetch(steps.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
 
-def _stream_eval_batches(ds: StreamDataset, split: str, batch_size: int) -> tf.data.Dataset:
+def stream_eval_batches(ds: StreamDataset, split: str, batch_size: int) -> tf.data.Dataset:
     records = _records(ds, ds.test_split if split == "test" else ds.train_split)
     images = records.map(lambda encoded, label: (_imagenet_eval_image(encoded), label),
                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _finish(images.batch(batch_size))
+    return deterministic_prefetch(images.batch(batch_size))

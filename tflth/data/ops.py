@@ -21,13 +21,14 @@ from tflth.data.errors import DataError
 from tflth.data.registry import normalization
 
 __all__ = ["CROP_PADDING", "iterations_per_epoch", "epoch_permutation", "normalize", "random_crop_flip", "crop_flip",
-           "crop_flip_params"]
+           "crop_flip_params", "positive_int", "checked_int64", "deterministic_prefetch"]
 
 #: Padding (pixels per side) of the random-crop augmentation of in-memory datasets.
 CROP_PADDING = 4
 
 
-def _positive_int(value, what: str) -> int:
+def positive_int(value, what: str) -> int:
+    """``value`` as an ``int`` > 0; a :class:`DataError` naming ``what`` otherwise."""
     try:
         value = operator.index(value)
     except TypeError:
@@ -37,7 +38,8 @@ def _positive_int(value, what: str) -> int:
     return value
 
 
-def _int64(value, what: str) -> int:
+def checked_int64(value, what: str) -> int:
+    """``value`` as an ``int`` that fits int64 (a seed); a :class:`DataError` naming ``what`` otherwise."""
     try:
         value = operator.index(value)
     except TypeError:
@@ -49,8 +51,8 @@ def _int64(value, what: str) -> int:
 
 def iterations_per_epoch(num_examples: int, batch_size: int) -> int:
     """Steps per epoch, ``ceil(num_examples / batch_size)`` (the last batch may be short)."""
-    num_examples = _positive_int(num_examples, "num_examples")
-    batch_size = _positive_int(batch_size, "batch_size")
+    num_examples = positive_int(num_examples, "num_examples")
+    batch_size = positive_int(batch_size, "batch_size")
     return -(-num_examples // batch_size)
 
 
@@ -103,7 +105,8 @@ def crop_flip(images, offsets, flips, padding: int = CROP_PADDING) -> tf.Tensor:
     return tf.gather(out, cols, axis=2, batch_dims=1)
 
 
-def _finish(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def deterministic_prefetch(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """The tail of every pipeline: prefetching, with deterministic element order."""
     options = tf.data.Options()
     options.deterministic = True
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

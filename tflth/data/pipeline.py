@@ -35,22 +35,23 @@ import tensorflow as tf
 
 from tflth.data.datasets import ArrayDataset, StreamDataset
 from tflth.data.errors import DataError
-from tflth.data.imagenet import _stream_eval_batches, _stream_train_batches
+from tflth.data.imagenet import stream_eval_batches, stream_train_batches
 from tflth.data.ops import (
-    _finish, _int64, _positive_int, epoch_permutation, iterations_per_epoch, normalize, random_crop_flip,
+    checked_int64, deterministic_prefetch, epoch_permutation, iterations_per_epoch, normalize, positive_int,
+    random_crop_flip,
 )
 from tflth.data.registry import augments
 
-__all__ = ["train_batches", "eval_batches"]
+__all__ = ["train_batches", "eval_batches", "host_tensors"]
 
 
-_HOST_TENSORS: "weakref.WeakKeyDictionary[ArrayDataset, dict]" = weakref.WeakKeyDictionary()
+_HOST_TENSOR_CACHE: "weakref.WeakKeyDictionary[ArrayDataset, dict]" = weakref.WeakKeyDictionary()
 
 
-def _host_tensors(ds: ArrayDataset, split: str) -> tuple[tf.Tensor, tf.Tensor]:
+def host_tensors(ds: ArrayDataset, split: str) -> tuple[tf.Tensor, tf.Tensor]:
     """``(images, int32 labels)`` of a split as host tensors, converted once per dataset
     (a trainer builds a new pipeline for every ``train`` call: every IMP level)."""
-    cache = _HOST_TENSORS.setdefault(ds, {})
+    cache = _HOST_TENSOR_CACHE.setdefault(ds, {})
     if split not in cache:
         x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
         with tf.device("/cpu:0"):
@@ -65,15 +66,15 @@ def train_batches(ds: ArrayDataset | StreamDataset, batch_size: int, data_order_
     ``augment=None`` uses the dataset's standard choice (:func:`augments`). See the
     module docstring for the exact contract.
     """
-    batch_size = _positive_int(batch_size, "batch_size")
-    data_order_seed = _int64(data_order_seed, "data_order_seed")
-    augment_seed = _int64(augment_seed, "augment_seed")
+    batch_size = positive_int(batch_size, "batch_size")
+    data_order_seed = checked_int64(data_order_seed, "data_order_seed")
+    augment_seed = checked_int64(augment_seed, "augment_seed")
     start_step = operator.index(start_step)
     if start_step < 0:
         raise DataError(f"start_step must be >= 0, got {start_step}.")
     augment = augments(ds.name) if augment is None else bool(augment)
     if isinstance(ds, StreamDataset):
-        return _stream_train_batches(ds, batch_size, data_order_seed, augment_seed, start_step, augment)
+        return stream_train_batches(ds, batch_size, data_order_seed, augment_seed, start_step, augment)
     return _array_train_batches(ds, batch_size, data_order_seed, augment_seed, start_step, augment)
 
 
@@ -82,7 +83,7 @@ def _array_train_batches(ds: ArrayDataset, batch_size: int, data_order_seed: int
     n = ds.num_train
     ipe = iterations_per_epoch(n, batch_size)
     start_epoch, offset = divmod(start_step, ipe)
-    x_all, y_all = _host_tensors(ds, "train")
+    x_all, y_all = host_tensors(ds, "train")
     order_seed = tf.constant(data_order_seed, tf.int64)
     aug_seed = tf.constant(augment_seed, tf.int64)
 
@@ -99,21 +100,21 @@ def _array_train_batches(ds: ArrayDataset, batch_size: int, data_order_seed: int
         return normalize(x, ds.name), tf.gather(y_all, idx)
 
     steps = tf.data.Dataset.counter(start_epoch).flat_map(epoch_indices).skip(offset)
-    return _finish(steps.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    return deterministic_prefetch(steps.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
 
 def eval_batches(ds: ArrayDataset | StreamDataset, split: str = "test", batch_size: int = 1000) -> tf.data.Dataset:
     """One pass over ``split`` (``test`` or ``train``) in a fixed order, normalised, unaugmented."""
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     if split not in ("test", "train"):
         raise DataError(f"split must be 'test' or 'train', got {split!r}.")
     if isinstance(ds, StreamDataset):
-        return _stream_eval_batches(ds, split, batch_size)
-    x_all, y_all = _host_tensors(ds, split)
+        return stream_eval_batches(ds, split, batch_size)
+    x_all, y_all = host_tensors(ds, split)
     batches = tf.data.Dataset.range(iterations_per_epoch(int(x_all.shape[0]), batch_size))
 
     def make_batch(b):
         window = slice(b * batch_size, (b + 1) * batch_size)
         return normalize(x_all[window], ds.name), y_all[window]
 
-    return _finish(batches.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    return deterministic_prefetch(batches.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))

@@ -8,8 +8,6 @@ augments by default, and whether the dataset is streamed rather than held in mem
 The input shape is that of the standard dataset (for ImageNet, the 224x224 crop the
 stream produces); an :class:`~tflth.data.ArrayDataset` built from other arrays
 (:func:`~tflth.data.from_arrays`) reports the shape of its own images.
-
-Plain Python, no TensorFlow, so anything may import it.
 """
 
 from __future__ import annotations
@@ -18,11 +16,14 @@ import dataclasses
 
 from tflth.data.errors import DataError
 
-__all__ = ["NORMALIZATION", "names", "input_shape", "num_classes", "normalization", "augments", "streams"]
+__all__ = ["NORMALIZATION", "DatasetSpec", "names", "spec", "input_shape", "num_classes", "normalization", "augments",
+           "streams"]
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
+class DatasetSpec:
+    """The facts about one named dataset (see the module docstring)."""
+
     input_shape: tuple[int, int, int]
     num_classes: int
     mean: tuple[float, ...]
@@ -31,12 +32,12 @@ class _Spec:
     streaming: bool = False
 
 
-_SPECS: dict[str, _Spec] = {
-    "mnist": _Spec((28, 28, 1), 10, (0.1307,), (0.3081,), augment=False),
-    "fashion_mnist": _Spec((28, 28, 1), 10, (0.2860,), (0.3530,), augment=False),
-    "cifar10": _Spec((32, 32, 3), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment=True),
-    "cifar100": _Spec((32, 32, 3), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True),
-    "imagenet2012": _Spec((224, 224, 3), 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), augment=True,
+_SPECS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec((28, 28, 1), 10, (0.1307,), (0.3081,), augment=False),
+    "fashion_mnist": DatasetSpec((28, 28, 1), 10, (0.2860,), (0.3530,), augment=False),
+    "cifar10": DatasetSpec((32, 32, 3), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), augment=True),
+    "cifar100": DatasetSpec((32, 32, 3), 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), augment=True),
+    "imagenet2012": DatasetSpec((224, 224, 3), 1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), augment=True,
                           streaming=True),
 }
 
@@ -51,7 +52,9 @@ def names() -> tuple[str, ...]:
     return tuple(_SPECS)
 
 
-def _spec(name: str) -> _Spec:
+def spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of ``name``; a :class:`~tflth.data.DataError` listing the
+    accepted names for any other."""
     try:
         return _SPECS[name]
     except (KeyError, TypeError):
@@ -60,23 +63,23 @@ def _spec(name: str) -> _Spec:
 
 def input_shape(name: str) -> tuple[int, int, int]:
     """``(height, width, channels)`` of the images of ``name`` as a model sees them."""
-    return _spec(name).input_shape
+    return spec(name).input_shape
 
 
 def num_classes(name: str) -> int:
     """The number of classes of ``name``."""
-    return _spec(name).num_classes
+    return spec(name).num_classes
 
 
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``(mean, std)`` per channel, for pixels scaled to [0, 1]."""
-    spec = _spec(name)
-    return spec.mean, spec.std
+    facts = spec(name)
+    return facts.mean, facts.std
 
 
 def augments(name: str) -> bool:
     """Whether ``name`` is trained with data augmentation by default."""
-    return _spec(name).augment
+    return spec(name).augment
 
 
 def augmented(dataset) -> bool:
@@ -87,4 +90,4 @@ def augmented(dataset) -> bool:
 
 def streams(name: str) -> bool:
     """Whether ``name`` is read as a stream (:func:`~tflth.data.load_stream`) rather than held in memory."""
-    return _spec(name).streaming
+    return spec(name).streaming

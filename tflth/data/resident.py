@@ -38,8 +38,8 @@ import tensorflow as tf
 
 from tflth.data.datasets import ArrayDataset
 from tflth.data.errors import DataError
-from tflth.data.ops import (CROP_PADDING, _positive_int, crop_flip, crop_flip_params, epoch_permutation,
-                            iterations_per_epoch, normalize)
+from tflth.data.ops import (CROP_PADDING, crop_flip, crop_flip_params, epoch_permutation, iterations_per_epoch,
+                            normalize, positive_int)
 
 __all__ = ["ResidentTrainData", "Plan"]
 
@@ -70,7 +70,7 @@ class ResidentTrainData:
             raise DataError(f"{getattr(ds, 'name', ds)!r} is streamed, not held in memory: its batches cannot be "
                             "built inside a compiled program.")
         self.name = ds.name
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.batch_size = positive_int(batch_size, "batch_size")
         self.augment = bool(augment)
         self.num_examples = ds.num_train
         self.iterations_per_epoch = iterations_per_epoch(self.num_examples, self.batch_size)

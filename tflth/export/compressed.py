@@ -254,7 +254,41 @@ def _parse(arrays: dict[str, np.ndarray], path: str) -> dict:
     if header.get("version") != VERSION:
         raise ExportError(f"{path} is a tflth compressed file of version {header.get('version')}; this tflth reads "
                           f"version {VERSION}.")
+    for k, entry in enumerate(header["variables"]):
+        problem = _entry_problem(entry)
+        if problem is not None:
+            raise _damaged(path, f"header entry {k}: {problem}")
     return header
+
+
+_ENCODINGS = ("dense", "bitmask", "nm")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry_problem(entry) -> str | None:
+    """What is wrong with one variable entry of a header (``None``: nothing): every field
+    the reader uses must be there, of its type."""
+    if not isinstance(entry, dict):
+        return f"a {type(entry).__name__} where an object is expected"
+    if not isinstance(entry.get("path"), str):
+        return "no variable path"
+    shape = entry.get("shape")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        return f"shape {shape!r} is not a list of sizes"
+    try:
+        dtype = np.dtype(entry.get("dtype"))
+    except TypeError:
+        return f"dtype {entry.get('dtype')!r} is not a NumPy dtype"
+    if dtype.kind not in "fiub" or not isinstance(entry.get("dtype"), str):
+        return f"dtype {entry.get('dtype')!r} is not a numeric dtype name"
+    if entry.get("encoding") not in _ENCODINGS:
+        return f"encoding {entry.get('encoding')!r} is none of {', '.join(_ENCODINGS)}"
+    if entry["encoding"] == "nm" and not all(_is_int(entry.get(f)) for f in ("m", "n", "axis")):
+        return "an N:M entry without integer m, n and axis"
+    return None
 
 
 def _read(source) -> tuple[dict, dict[str, np.ndarray], str]:
@@ -360,10 +394,10 @@ def load_compressed(path: str | os.PathLike | bytes, model):
     header, arrays, path = _read(path)
     variables = {v.path: v for v in model.variables}
     entries = header["variables"]
-    try:
-        stored = {e["path"]: (str(i), e) for i, e in enumerate(entries)}
-    except (KeyError, TypeError):
-        raise _damaged(path, "a variable entry has no path") from None
+    stored = {e["path"]: (str(i), e) for i, e in enumerate(entries)}  # entries checked by _parse
+    if len(stored) != len(entries):
+        twice = next(e["path"] for i, e in enumerate(entries) if stored[e["path"]][0] != str(i))
+        raise _damaged(path, f"variable '{twice}' is listed twice")
     missing = [p for p in variables if p not in stored]
     unknown = [p for p in stored if p not in variables]
     if missing or unknown:

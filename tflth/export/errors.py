@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from tflth.errors import InputError
+
 __all__ = ["ExportError"]
 
 
-class ExportError(ValueError):
+class ExportError(InputError):
     """A source, format or model cannot be exported as asked.
 
     The message is one line naming the bad value (a path, a format, a layer) and what

@@ -138,7 +138,7 @@ def chain(model) -> list:
         return layers
     try:
         config = model.get_config()
-    except Exception as e:  # noqa: BLE001 - a subclassed model without get_config
+    except (NotImplementedError, TypeError, ValueError) as e:  # Keras cannot make the config of a subclassed model
         config, error = None, e
     else:
         error = None

@@ -17,6 +17,8 @@ from tflth import fileio
 from tflth.export import formats as formats_lib
 from tflth.export.errors import ExportError
 from tflth.export.source import default_export_dir, is_run_dir, load, run_step
+from tflth.hparams import field
+from tflth.runs.dirs import output_dir_problem
 
 __all__ = ["ExportJob", "ExportPlan"]
 
@@ -55,10 +57,15 @@ class ExportJob:
         rows = job.run(job.prepare())   # [{"format": "shrunk", "path": ..., "bytes": ..., "vs_dense": ...}, ...]
     """
 
-    source: str
-    formats: tuple[str, ...] = formats_lib.DEFAULT_FORMATS
-    export_dir: str | None = None
-    step: int | None = None
+    source: str = field(help="What to export: a run directory (an IMP level lottery_<hash>/replicate_<r>/level_<L>, "
+                             "a control level_<L>/<control>, a stability copy .../copy_a) or a .keras file saved with "
+                             "masks. Required.")
+    formats: tuple[str, ...] = field(formats_lib.DEFAULT_FORMATS, "Export formats, some of "
+                                     f"{', '.join(formats_lib.FORMATS)}.")
+    export_dir: str | None = field(None, "Where the files go. Default: <source>/export for a run directory, beside "
+                                         "the file for a .keras file.")
+    step: int | None = field(None, "The checkpoint step of a run directory to export (iterations, e.g. 500 or 500it). "
+                                   "Default: its final step (result.json).", text=(lambda t: parse_step(t), str))
 
     @property
     def directory(self) -> str:
@@ -81,7 +88,7 @@ class ExportJob:
                 without ``ai-edge-litert``).
         """
         names = formats_lib.check_formats(self.formats)
-        problem = fileio.output_dir_problem(self.directory)
+        problem = output_dir_problem(self.directory)
         if problem:
             raise ExportError(f"export_dir={self.directory} {problem}; expected a directory that exists or can be "
                               "made.", field="export_dir")
@@ -99,3 +106,14 @@ class ExportJob:
         written = formats_lib.write(plan.artifacts, self.directory, self.prefix)
         return [{"format": a.format, "path": p, "bytes": len(a.data), "vs_dense": len(a.data) / plan.dense_bytes,
                  "note": a.note} for a, p in zip(plan.artifacts, written)]
+
+
+def parse_step(text: str | None) -> int | None:
+    """A checkpoint's iteration as written, ``"500"`` or ``"500it"`` (``None``: the final step)."""
+    if text is None:
+        return None
+    digits = text[:-2] if text.endswith("it") else text
+    if not digits.isdigit():
+        raise ExportError(f"step={text} is invalid: expected a checkpoint's iteration, e.g. 500 or 500it.",
+                          field="step")
+    return int(digits)

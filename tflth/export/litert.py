@@ -1,12 +1,17 @@
 """LiteRT (``.tflite``) files of a model, and running them with the LiteRT interpreter.
 
 Conversion: Keras's own ``model.export(path, format="litert")`` where this Keras has it
-(Keras 3.12 onwards: a SavedModel of ``model(x, training=False)`` with a dynamic batch
-dimension, through ``tf.lite.TFLiteConverter.from_saved_model``), else that converter on
-a SavedModel written by ``model.export(format="tf_saved_model")``. ``sparsity=True``
+(a SavedModel of ``model(x, training=False)`` with a dynamic batch dimension, through
+``tf.lite.TFLiteConverter.from_saved_model``), else, when ``Model.export`` answers
+``Unrecognized format=litert`` (Keras 3.12), that converter on a SavedModel written by
+``model.export(format="tf_saved_model")``; any other refusal of the model is reported. ``sparsity=True``
 adds ``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``: the converter stores weight tensors
 that are sparse enough in a sparse format (and the runtime may use sparse kernels);
 values stay float32.
+
+Inputs: one float tensor (an image classifier, say); a model declaring several inputs or
+integer ones (a language model's token ids and padding mask) is refused in one line
+(:func:`check_single_float_input`).
 
 Running: :class:`LiteRTModel` wraps the ``ai-edge-litert`` interpreter
 (``from ai_edge_litert.interpreter import Interpreter``), an optional dependency:
@@ -25,8 +30,8 @@ from absl import logging as absl_logging
 from tflth.export import _files
 from tflth.export.errors import ExportError
 
-__all__ = ["INSTALL", "VERIFY_TOLERANCE", "require_interpreter", "litert_bytes", "checked_litert_bytes", "check_litert",
-           "to_litert", "LiteRTModel"]
+__all__ = ["INSTALL", "VERIFY_TOLERANCE", "require_interpreter", "check_single_float_input", "litert_bytes",
+           "checked_litert_bytes", "check_litert", "to_litert", "LiteRTModel"]
 
 INSTALL = "pip install 'tflth[litert]'"
 VERIFY_TOLERANCE = 1e-4  # max |logit difference| between a written .tflite and its Keras model
@@ -43,12 +48,17 @@ def require_interpreter():
     return Interpreter
 
 
+#: How ``Model.export`` refuses a format this Keras does not know (every Keras 3 release:
+#: ``Unrecognized format=litert. Supported formats are: [...]``, Keras 3.12).
+_UNKNOWN_FORMAT = "Unrecognized format="
+
+
 def _keras_export(model, path: str, optimizations: list) -> None:
     try:
         model.export(path, format="litert", verbose=False, optimizations=optimizations)
         return
     except ValueError as e:
-        if "format" not in str(e):  # a Keras that knows litert refused the model itself
+        if not str(e).startswith(_UNKNOWN_FORMAT):  # a Keras that knows litert refused the model itself
             raise
     import tensorflow as tf  # noqa: PLC0415  (a Keras without format="litert")
 
@@ -60,16 +70,50 @@ def _keras_export(model, path: str, optimizations: list) -> None:
         f.write(converter.convert())
 
 
+def _describe_input(tensor) -> str:
+    name = getattr(tensor, "name", "input")
+    return f"{name} {getattr(tensor, 'dtype', '?')} {tuple(getattr(tensor, 'shape', ()))}"
+
+
+def check_single_float_input(model) -> None:
+    """A LiteRT export takes a model of one float input tensor (an image classifier, say):
+    the interpreter wrapper (:class:`LiteRTModel`) and the check of every written file
+    (:func:`check_litert`) feed one float batch. A model declaring other inputs (several,
+    a dict of token ids and a padding mask, integers) is refused in one line; a model
+    that declares none (subclassed) is checked on the converted file instead.
+
+    Raises:
+        ExportError: naming the model's inputs and what is expected.
+    """
+    inputs = getattr(model, "inputs", None)
+    if not isinstance(inputs, (list, tuple)) or not inputs:
+        return
+    if len(inputs) == 1 and "float" in str(getattr(inputs[0], "dtype", "")):
+        return
+    found = ", ".join(_describe_input(t) for t in inputs)
+    raise ExportError(f"Model '{model.name}' takes {len(inputs)} input{'s' if len(inputs) > 1 else ''} ({found}); the "
+                      "LiteRT export (litert, litert_sparse) takes a model of one float input tensor, e.g. an image "
+                      "classifier; expected such a model, or another format (baked, compressed).")
+
+
 def litert_bytes(model, sparsity: bool = False) -> bytes:
-    """The ``.tflite`` flatbuffer of ``model`` (float32; see the module docstring)."""
+    """The ``.tflite`` flatbuffer of ``model`` (float32; see the module docstring).
+
+    Raises:
+        ExportError: the model does not take one float input
+            (:func:`check_single_float_input`), or the converter refuses it.
+    """
     import tensorflow as tf  # noqa: PLC0415
+
+    check_single_float_input(model)
 
     optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparsity else []
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.WARNING)  # the SavedModel writer's INFO lines say nothing to a user
     try:
         return _files.bytes_of("model.tflite", lambda path: _keras_export(model, path, optimizations))
-    except Exception as e:  # the converter refused an op, say: one line naming the model
+    except Exception as e:  # broad on purpose: the SavedModel writer and converter raise many types for a model
+        # they refuse (ConverterError, ValueError, TypeError, NotImplementedError, ...): one line naming the model
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"Model '{model.name}' cannot be converted to LiteRT ({type(e).__name__}: "
                           f"{first}).") from None
@@ -86,6 +130,10 @@ class LiteRTModel:
 
     ``model_obj(x)`` returns the first output for a batch ``x`` (float32, any batch
     size: the input is resized when the batch size changes).
+
+    Attributes:
+        input_shape: the shape of the model's input, ``None`` for its batch dimension.
+        input_count: how many inputs the model has (``model_obj(x)`` feeds the first).
 
     Raises:
         ExportError: ``ai-edge-litert`` is not installed.
@@ -106,9 +154,14 @@ class LiteRTModel:
         source = {"model_content": bytes(model)} if isinstance(model, (bytes, bytearray)) else \
             {"model_path": os.fspath(model)}
         self.interpreter = interpreter(**source, num_threads=num_threads)
-        self._input = self.interpreter.get_input_details()[0]
+        details = self.interpreter.get_input_details()
+        self._input = details[0]
         self._output = self.interpreter.get_output_details()[0]
         self._batch = None
+        self.input_count = len(details)
+        signature = self._input.get("shape_signature", self._input["shape"])
+        self.input_shape = tuple(None if i == 0 or int(d) < 0 else int(d) for i, d in enumerate(signature))
+        self.input_dtype = np.dtype(self._input["dtype"])
 
     def __call__(self, x) -> np.ndarray:
         x = np.asarray(x, self._input["dtype"])
@@ -123,12 +176,17 @@ class LiteRTModel:
 
 
 def check_litert(data: bytes, model, what: str) -> None:
-    """Run ``data`` on a fixed random batch; its outputs must match ``model``'s within
-    :data:`VERIFY_TOLERANCE`, else an :class:`ExportError` naming ``what``."""
-    shape = tuple(model.input_shape[1:])
-    x = np.random.default_rng(0).normal(size=(4, *shape)).astype(np.float32)
+    """Run ``data`` on a fixed random batch of its input's shape; its outputs must match
+    ``model``'s within :data:`VERIFY_TOLERANCE`, else an :class:`ExportError` naming
+    ``what`` (also for a file of several or non-float inputs)."""
+    lite = LiteRTModel(data)
+    if lite.input_count != 1 or lite.input_dtype.kind != "f" or None in lite.input_shape[1:]:
+        raise ExportError(f"The LiteRT conversion of model '{model.name}' ({what}) takes {lite.input_count} input(s), "
+                          f"the first {lite.input_dtype} {lite.input_shape}; expected one float input of fixed shape "
+                          "(but its batch size), as a LiteRT export of tflth checks and runs.")
+    x = np.random.default_rng(0).normal(size=(4, *lite.input_shape[1:])).astype(np.float32)
     expected = np.asarray(model(x, training=False))
-    got = LiteRTModel(data)(x)
+    got = lite(x)
     if got.shape != expected.shape or not np.allclose(got, expected, atol=VERIFY_TOLERANCE, rtol=0):
         worst = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("nan")
         raise ExportError(f"The LiteRT conversion of model '{model.name}' ({what}) does not compute what the model "

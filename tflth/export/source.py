@@ -1,6 +1,6 @@
 """What is exported: a trained network with its masks, from a run directory or a ``.keras`` file.
 
-A *run directory* is any directory tflth trained one network in (:class:`tflth.paths.RunDir`):
+A *run directory* is any directory tflth trained one network in (:class:`tflth.runs.layout.RunDir`):
 an IMP level (``lottery_<hash>/replicate_<r>/level_<L>/``), a control on it
 (``level_<L>/<control>/``), a stability copy (``stability_<hash>/.../copy_<a|b>/``) or a
 ``train_<hash>/`` run. Its network is rebuilt from the nearest ``hparams.json`` at or
@@ -18,7 +18,8 @@ import os
 import keras
 
 from tflth import data as data_lib
-from tflth import fileio, masking, models, paths
+from tflth import fileio, masking, models
+from tflth.runs import layout
 from tflth.export.errors import ExportError
 from tflth.hparams import HparamError, RunHparams
 from tflth.training import checkpoint
@@ -30,7 +31,7 @@ _EXPECTED = "expected a level, control or copy directory or a .keras file"
 
 def is_run_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a directory a network was trained in (``result.json`` or checkpoints)."""
-    run = paths.RunDir(path)
+    run = layout.RunDir(path)
     return os.path.isdir(run.path) and (run.finished() or bool(run.checkpoint_steps()))
 
 
@@ -65,7 +66,7 @@ def run_hparams(run_dir: str | os.PathLike) -> tuple[RunHparams, str]:
     """
     start = directory = os.path.abspath(os.fspath(run_dir))
     while True:
-        path = os.path.join(directory, paths.HPARAMS)
+        path = os.path.join(directory, layout.HPARAMS)
         if os.path.isfile(path):
             data = fileio.read_json(path)
             try:
@@ -89,16 +90,16 @@ def run_step(run_dir: str | os.PathLike, step: int | None = None) -> int:
     Raises:
         ExportError: no checkpoint of ``step``, or no ``step`` and the run has not finished.
     """
-    run = paths.RunDir(run_dir)
+    run = layout.RunDir(run_dir)
     found = run.checkpoint_steps()
     if step is None:
         if not run.finished():
-            raise ExportError(f"{run.path} has not finished training (no result.json); give a step among its "
-                              f"checkpoints {found} (--step).")
+            raise ExportError(f"{run.path} has not finished training (no result.json); give step= one of its "
+                              f"checkpoints {found}.")
         step = int(fileio.read_json(run.result, required=("step",))["step"])
         if step not in found:
-            raise ExportError(f"{run.path}: its final step {step} (result.json) has no checkpoint; expected one of "
-                              f"{found} (--step).")
+            raise ExportError(f"{run.path}: its final step {step} (result.json) has no checkpoint; give step= one "
+                              f"of {found}.")
         return step
     if step not in found:
         raise ExportError(f"step={step}: {run.path} has no checkpoint of that step; expected one of {found}.",
@@ -131,7 +132,7 @@ def _assign(model: keras.Model, weights: dict, where: str, hparams_path: str) ->
 
 
 def _load_run(run_dir: str, step: int | None) -> keras.Model:
-    run = paths.RunDir(run_dir)
+    run = layout.RunDir(run_dir)
     step = run_step(run_dir, step)
     if not os.path.isfile(run.mask):
         raise ExportError(f"{run.path} has no mask.npz; expected a run directory that keeps the mask it trained "
@@ -157,7 +158,8 @@ def _load_keras(path: str, step: int | None) -> keras.Model:
         return masking.load_model(path)
     except masking.MaskError as e:
         raise ExportError(str(e)) from None
-    except Exception as e:  # Keras refuses the file: say so in one line
+    except Exception as e:  # broad on purpose: keras.saving.load_model raises many types (ValueError, TypeError,
+        # OSError, KeyError, zipfile.BadZipFile, ...) for a file it refuses: one line naming the file
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ExportError(f"{path} cannot be loaded by Keras ({type(e).__name__}: {first}); expected a .keras file "
                           "saved by model.save.") from None
@@ -206,7 +208,7 @@ def load(source: str | os.PathLike, step: int | None = None) -> keras.Model:
             raise ExportError(f"{source} is a file but not a .keras file; {_EXPECTED}.")
         return _load_keras(source, step)
     if not is_run_dir(source):
-        if os.path.isfile(os.path.join(source, paths.HPARAMS)):
+        if os.path.isfile(os.path.join(source, layout.HPARAMS)):
             raise ExportError(f"{source} is not a tflth run directory (it has hparams.json but no result.json or "
                               f"checkpoints: an experiment or sweep directory); {_EXPECTED} inside it, e.g. "
                               f"{os.path.join(source, 'replicate_0', 'level_1')}.")

@@ -1,6 +1,6 @@
 """Iterative magnitude pruning (IMP) with rewinding, its reset modes and controls.
 
-The layout of an experiment is :class:`tflth.paths.Experiment`'s (``lottery_<hash>/
+The layout of an experiment is :class:`tflth.runs.layout.Experiment`'s (``lottery_<hash>/
 replicate_<r>/level_<L>[/<control>]/``); its directory is named by a hash of the
 non-default hyperparameters that change a result, so rerunning the same command resumes it.
 
@@ -20,78 +20,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 
 from absl import logging
 
-from tflth import fileio, masking, paths, pruning, steps
+from tflth import fileio, masking, pruning, seeds
+from tflth.hparams import LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, field_note, to_dict
 from tflth.lottery import starts
-from tflth.hparams import (PruningHparams, RunHparams, defaults_dict, field_error, field_note, identity, legacy_hash,
-                           run_hash, to_dict)
-from tflth.report.experiments import last_evals_range
-from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run,
-                                named_run_dir, open_run_dir, train_or_resume)
-from tflth.training.strategy import get_strategy, is_chief
+from tflth.runs import layout
+from tflth.runs.dirs import experiment_dir, last_evals_range, open_run_dir
+from tflth.runs.naming import ExperimentKey, identity
 from tflth.training import checkpoint
+from tflth.training.kit import JobSettings, check_step_in_run, checked_model, load_mask
+from tflth.training.job import train_or_resume
+from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
-__all__ = ["RESETS", "CONTROLS", "LotteryHparams", "LotteryJob", "replicate_hparams"]
+__all__ = ["RESETS", "CONTROLS", "LotteryJob"]
 
 RESETS = starts.RESETS  # name -> Reset (registered in tflth.lottery.starts)
 CONTROLS = starts.CONTROLS  # name -> Control
-REINIT_SEED_OFFSET = starts.REINIT_SEED_OFFSET
 _L = "LotteryHparams"
 
 
 @dataclasses.dataclass(frozen=True)
-class LotteryHparams:
-    levels: int = 8
-    rewind_step: str = "0it"
-    reset: str = "rewind"
-    controls: tuple[str, ...] = ()
-    replicates: int = 1
-    rewind_optimizer: str = "state"
-
-    def __post_init__(self):
-        object.__setattr__(self, "controls", tuple(self.controls))
-        if int(self.levels) != self.levels or self.levels < 0:
-            raise field_error(_L, "levels", self.levels, "is invalid: expected an integer >= 0.")
-        try:
-            steps.parse(self.rewind_step)
-        except steps.StepError as e:
-            raise field_note(_L, "rewind_step", str(e), self.rewind_step) from None
-        if self.reset not in RESETS:
-            raise field_error(_L, "reset", repr(self.reset), f"is invalid: expected one of {list(RESETS)}.")
-        for c in self.controls:
-            if c not in CONTROLS:
-                raise field_note(_L, "controls", f"unknown control {c!r}: expected some of {list(CONTROLS)}.", c)
-        if int(self.replicates) != self.replicates or self.replicates < 1:
-            raise field_error(_L, "replicates", self.replicates, "is invalid: expected an integer >= 1.")
-        if self.rewind_optimizer not in starts.REWIND_OPTIMIZERS:
-            raise field_error(_L, "rewind_optimizer", repr(self.rewind_optimizer),
-                              f"is invalid: expected one of {list(starts.REWIND_OPTIMIZERS)}.")
-
-
-def replicate_hparams(run: RunHparams, r: int) -> RunHparams:
-    """Replicate ``r``: init, data-order and augmentation seeds each + r."""
-    t = run.training
-    return dataclasses.replace(run, training=dataclasses.replace(
-        t, seed=t.seed + r, data_order_seed=t.data_order_seed + r, augment_seed=t.augment_seed + r))
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentKey:
-    """The hyperparameters that name an IMP experiment (``lottery_<hash>``)."""
-
-    run: RunHparams = RunHparams()
-    pruning: PruningHparams = PruningHparams()
-    rewind_step: str = "0it"
-    reset: str = "rewind"
-    rewind_optimizer: str = "state"
-
-
-@dataclasses.dataclass(frozen=True)
-class LotteryJob:
+class LotteryJob(JobSettings):
     """An IMP experiment: dense training, then ``levels`` rounds of prune → reset → train.
 
     Args:
@@ -101,14 +53,10 @@ class LotteryJob:
             replicates, and ``rewind_optimizer``: what every start from step k does with
             step k's optimizer, ``state`` (its saved state, the default) or ``fresh``
             (zeroed slots, schedule at k, Adam's bias correction from k)).
-        output_dir: where ``lottery_<hash>/`` goes (named by the non-default values of
-            ``run``, ``pruning``, the rewind step, the reset and the rewind optimizer).
-        data_dir, strategy: as for :class:`~tflth.training.Trainer`.
-        eval_every, checkpoint_every: evaluation and resume-checkpoint intervals.
-        model_fn: the model factory (``model_fn(seed=, input_shape=, num_classes=)`` ->
-            built Keras model) instead of ``run.model.name``'s; ``run.model.name`` must
-            then name it uniquely (it names the experiment). The binaries pass
-            ``--model=module:function`` references in ``run.model.name`` instead.
+        output_dir, data_dir, strategy, eval_every, checkpoint_every, model_fn: keyword
+            arguments, as for every job (:class:`tflth.training.kit.JobSettings`);
+            ``lottery_<hash>/`` goes in ``output_dir``, named by the non-default values of
+            ``run``, ``pruning``, the rewind step, the reset and the rewind optimizer.
 
     ``prepare()`` validates every setting against the data and writes nothing;
     ``run_all(dataset, on_level=None)`` trains what is missing and returns one result row
@@ -128,12 +76,9 @@ class LotteryJob:
     run: RunHparams
     pruning: PruningHparams = PruningHparams()
     lottery: LotteryHparams = LotteryHparams()
-    output_dir: str = "runs"
-    data_dir: str | None = None
-    strategy: str = "auto"
-    eval_every: str | None = "1ep"
-    checkpoint_every: str | None = "1ep"
-    model_fn: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        starts.check_names(self.lottery.reset, self.lottery.controls, owner=_L)
 
     # ------------------------------------------------------------ identity
 
@@ -146,7 +91,7 @@ class LotteryJob:
     def hparams_dict(self) -> dict:
         """:meth:`key` in full (``hparams.json``), except ``rewind_optimizer`` at its default,
         which is left out: a ``state`` experiment's file and tflth 0.1 name
-        (:func:`~tflth.hparams.legacy_hash`) stay what they were before the field existed,
+        (:func:`~tflth.runs.naming.legacy_hash`) stay what they were before the field existed,
         and a ``fresh`` one can never be taken for a tflth 0.1 directory."""
         d = to_dict(self.key())
         if d["rewind_optimizer"] == ExperimentKey.rewind_optimizer:
@@ -158,10 +103,8 @@ class LotteryJob:
         return identity(self.key())
 
     @property
-    def experiment(self) -> paths.Experiment:
-        new = paths.experiment(self.output_dir, run_hash(self.identity()))
-        legacy = paths.experiment(self.output_dir, legacy_hash(self.hparams_dict()))
-        return paths.Experiment(named_run_dir(new.path, legacy.path))
+    def experiment(self) -> layout.Experiment:
+        return experiment_dir(self.output_dir, self.key(), self.hparams_dict())
 
     @property
     def experiment_dir(self) -> str:
@@ -170,8 +113,8 @@ class LotteryJob:
     @property
     def label(self) -> str:
         p = self.pruning
-        how = {"magnitude": p.scope, "nm": "nm " + ",".join(f"{n}:{m}" for n, m in p.nm)}.get(
-            p.strategy, f"{p.strategy} {p.scope}")
+        how = (p.scope if p.strategy == "magnitude" else "nm " + ",".join(f"{n}:{m}" for n, m in p.nm)
+               if p.strategy == "nm" else f"{p.strategy} {p.scope}")
         fresh = " fresh optimizer" if self.lottery.rewind_optimizer == "fresh" else ""
         return (f"{self.run.model.name} {self.run.dataset.name} {how} {self.lottery.reset}@{self.lottery.rewind_step}"
                 + fresh)
@@ -184,13 +127,11 @@ class LotteryJob:
 
     def prepare(self):
         """Load data and validate every setting against it. Writes nothing."""
-        check_output_dir("LotteryJob", self.output_dir)
-        dataset, ipe, end = load_for_run(self.run, self.data_dir)
+        dataset, ipe, end = self.load_checked(self.run, "LotteryJob")
         k = check_step_in_run((_L, "rewind_step"), self.lottery.rewind_step, ipe, end)
         if k == end:
             raise field_error(_L, "rewind_step", self.lottery.rewind_step, "is the end of training; "
                               f"expected a step before iteration {end}.")
-        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "LotteryJob")
         pruning.strategy_for(self.pruning)  # a known strategy with consistent settings
         factory, model = checked_model(self.run, dataset, self.model_fn)
         pruner = pruning.strategy_for(self.pruning, layouts=pruning.layouts(model, factory.prunable(model)))
@@ -217,24 +158,12 @@ class LotteryJob:
         return rows
 
 
-def load_level_mask(path: str, trainer: Trainer) -> masking.Masks:
-    """A level's stored ``mask.npz``, checked against the trainer's masked variables
-    (files of tflth 0.1, keyed by layer path, are read through their aliases)."""
-    shapes = masking.shapes(trainer.model)
-    mask = masking.Masks.load(path, aliases=masking.legacy_aliases(shapes))
-    try:
-        mask.check(shapes, what=f"model '{trainer.model.name}'")
-    except masking.MaskError as e:
-        raise fileio.DamagedFileError(path, str(e)) from None
-    return mask
-
-
 class _ImpTrajectory:
     """One IMP trajectory: one Trainer (one model) reused for every level and control."""
 
-    def __init__(self, job: LotteryJob, experiment: paths.Experiment, r: int, dataset, strategy):
+    def __init__(self, job: LotteryJob, experiment: layout.Experiment, r: int, dataset, strategy):
         self.job, self.experiment, self.r = job, experiment, r
-        self.hparams = replicate_hparams(job.run, r)
+        self.hparams = seeds.replicate(job.run, r)
         self.trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy, model_fn=job.model_fn)
         self.k = self.trainer.to_iterations(job.lottery.rewind_step)
         self.end = self.trainer.end_step
@@ -245,10 +174,10 @@ class _ImpTrajectory:
 
     # --- helpers
 
-    def _level(self, level: int) -> paths.RunDir:
+    def _level(self, level: int) -> layout.RunDir:
         return self.experiment.level(self.r, level)
 
-    def _final_checkpoint(self, run: paths.RunDir) -> str:
+    def _final_checkpoint(self, run: layout.RunDir) -> str:
         return run.checkpoint(fileio.read_json(run.result, required=("step",))["step"])
 
     def _start(self, level: int) -> starts.Start:
@@ -267,7 +196,7 @@ class _ImpTrajectory:
             return masking.Masks.ones(masking.shapes(self.trainer.model))
         path = self._level(level).mask
         if os.path.exists(path):
-            return load_level_mask(path, self.trainer)
+            return load_mask(path, self.trainer.model)
         prev = self._level(level - 1)
         mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1), level=level)
         if is_chief():  # the other workers compute the same mask
@@ -288,7 +217,7 @@ class _ImpTrajectory:
 
     # --- one training run
 
-    def _train(self, run: paths.RunDir, mask: dict, init, trainer: Trainer | None = None,
+    def _train(self, run: layout.RunDir, mask: dict, init, trainer: Trainer | None = None,
                keep_steps=(), label: str = "") -> dict:
         """Train one network on ``mask`` unless finished; ``init`` sets its start state."""
         trainer = trainer or self.trainer
@@ -309,7 +238,7 @@ class _ImpTrajectory:
                 "density": density, "step": result["step"], "last_evals_range": last_evals_range(run)}
 
     @staticmethod
-    def _tidy(run: paths.RunDir, keep: set[int], final: int) -> None:
+    def _tidy(run: layout.RunDir, keep: set[int], final: int) -> None:
         """Drop intermediate checkpoints of a finished run. Kept: the start (the ticket,
         e.g. W_k ⊙ m), the final one (what the next level prunes) and ``keep``."""
         found = run.checkpoint_steps()

@@ -45,6 +45,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tflth.training import checkpoint
+
 __all__ = ["Start", "Reset", "Control", "RESETS", "CONTROLS", "REWIND_OPTIMIZERS", "register_reset",
            "register_control", "get_reset", "get_control", "control_seed", "REINIT_SEED_OFFSET"]
 
@@ -147,8 +149,6 @@ def get_control(name: str) -> Control:
 
 
 def _final_weights(start: Start) -> dict[str, np.ndarray]:
-    from tflth.training import checkpoint  # noqa: PLC0415  (keeps this module free of TensorFlow)
-
     return checkpoint.load(start.previous_final)[1]
 
 
@@ -203,3 +203,15 @@ class RandomPrune(Control):
 
             return random_like(level_mask, seed=seed)
         return strategy.random_like(level_mask, seed=seed)
+
+
+def check_names(reset: str | None = None, controls=(), owner: str = "LotteryHparams") -> None:
+    """``reset`` and ``controls`` name registered resets and controls, else an
+    :class:`~tflth.hparams.HparamError` naming ``<owner>.reset`` / ``<owner>.controls``."""
+    from tflth.hparams import field_error, field_note  # noqa: PLC0415
+
+    if reset is not None and reset not in RESETS:
+        raise field_error(owner, "reset", repr(reset), f"is invalid: expected one of {list(RESETS)}.")
+    for c in controls:
+        if c not in CONTROLS:
+            raise field_note(owner, "controls", f"unknown control {c!r}: expected some of {list(CONTROLS)}.", c)

@@ -3,13 +3,14 @@
 * :class:`Masks` — the value type (``{variable path: bool array}``), its checks, files
   and density report (:mod:`tflth.masking.masks`);
 * :func:`maskable_variables`, :func:`select` — which variables can be masked, and which
-  a run masks (:mod:`tflth.masking.maskable`);
+  a run masks; :func:`output_variables` — a model's head, from its layer graph
+  (:mod:`tflth.masking.maskable`);
 * :func:`apply_masks`, :func:`masks_of`, :func:`remove_masks`, :func:`masked` — masks
   held in place in a model under any optimizer (:mod:`tflth.masking.state`);
-* :func:`load_model`, :func:`unmasked` — ``.keras`` files with masks, and plain copies
-  (:mod:`tflth.masking.saving`);
-* :class:`RewindPoint`, :func:`rewind` — lottery tickets for ``model.fit`` users
-  (:mod:`tflth.masking.fit`).
+* :func:`load_model`, :func:`unmasked` — ``.keras`` files with masks (tflth 0.1's
+  included), and plain copies (:mod:`tflth.masking.saving`);
+* :class:`RewindPoint`, :func:`rewind` (:class:`RewindError`) — lottery tickets for
+  ``model.fit`` users (:mod:`tflth.masking.fit`).
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tflth.masking.masks import DensityReport, LayerDensity, MaskError, Masks, layer_path_of, legacy_aliases, path_matches
-from tflth.masking.maskable import MASKABLE, Maskable, maskable_variables, output_layer_path, select
+from tflth.masking.maskable import (MASKABLE, Maskable, maskable_variables, output_layer_path, output_variables,
+                                    select)
 from tflth.masking.state import (MaskConstraint, apply_masks, constraints_paused, has_masks, masked_variables,
                                  masked_weights, masks_of, remove_masks, zero_pruned)
-from tflth.masking.saving import load_model, unmasked
-from tflth.masking.fit import RewindPoint, rewind
+from tflth.masking.saving import LEGACY_LAYERS, LegacyFileError, load_model, unmasked
+from tflth.masking.fit import RewindError, RewindPoint, rewind
 
 __all__ = ["DensityReport", "LayerDensity", "MaskError", "Masks", "layer_path_of", "legacy_aliases", "path_matches", "MASKABLE",
-           "Maskable", "maskable_variables", "output_layer_path", "select", "MaskConstraint", "apply_masks",
+           "Maskable", "maskable_variables", "output_layer_path", "output_variables", "select", "MaskConstraint", "apply_masks",
            "constraints_paused", "has_masks", "masked_variables", "masked_weights", "masks_of", "remove_masks",
-           "zero_pruned", "load_model", "unmasked", "RewindPoint", "rewind", "masked", "shapes"]
+           "zero_pruned", "LEGACY_LAYERS", "LegacyFileError", "load_model", "unmasked", "RewindError", "RewindPoint", "rewind", "masked", "shapes"]
 
 
 def shapes(model) -> dict[str, tuple[int, ...]]:

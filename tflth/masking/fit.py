@@ -21,9 +21,15 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+from tflth.masking.masks import MaskError
 from tflth.masking.state import apply_masks, zero_pruned
 
-__all__ = ["RewindPoint", "rewind"]
+__all__ = ["RewindError", "RewindPoint", "rewind"]
+
+
+class RewindError(MaskError):
+    """A rewind point cannot be used as asked: never reached, or kept from another model
+    or optimizer (a :class:`~tflth.masking.MaskError`, so a ``ValueError``)."""
 
 
 class RewindPoint(keras.callbacks.Callback):
@@ -43,8 +49,12 @@ class RewindPoint(keras.callbacks.Callback):
 
     def __init__(self, step: int):
         super().__init__()
-        if int(step) != step or step < 0:
-            raise ValueError(f"RewindPoint(step={step!r}): expected an integer >= 0.")
+        try:
+            valid = not isinstance(step, bool) and int(step) == step and step >= 0
+        except (TypeError, ValueError, OverflowError):  # not a number, nan, inf
+            valid = False
+        if not valid:
+            raise RewindError(f"RewindPoint(step={step!r}): expected an integer >= 0.")
         self.step = int(step)
         self.weights = None
         self.optimizer_state = None
@@ -80,23 +90,51 @@ def rewind(model, point: RewindPoint | Mapping[str, np.ndarray], masks=None, opt
             recompiles and starts a fresh optimizer.
 
     Raises:
-        ValueError: the point has not been reached, or its weights do not fit ``model``.
+        RewindError: the point has not been reached, its weights do not fit ``model``,
+            or (``optimizer=True``) it kept no optimizer state or state that does not fit
+            ``model.optimizer`` (another number of variables or other shapes). Nothing is
+            changed then.
     """
     weights = point.weights if isinstance(point, RewindPoint) else point
     if weights is None:
-        raise ValueError(f"RewindPoint(step={point.step}) was never reached: train at least that many iterations.")
+        raise RewindError(f"RewindPoint(step={point.step}) was never reached: train at least that many iterations.")
     variables = {v.path: v for v in model.weights}
     missing = sorted(set(variables) - set(weights))
     if missing:
-        raise ValueError(f"The rewind point has no values for {missing[:5]}: was it kept from this model?")
+        raise RewindError(f"The rewind point has no values for {missing[:5]}: was it kept from this model?")
+    wrong = [p for p, v in variables.items() if tuple(v.shape) != np.shape(weights[p])]
+    if wrong:
+        raise RewindError(f"The rewind point's '{wrong[0]}' has shape {np.shape(weights[wrong[0]])}, the model's "
+                          f"{tuple(variables[wrong[0]].shape)}: was it kept from this model?")
+    if optimizer:
+        _check_optimizer_state(model, point)
     for path, v in variables.items():
         v.assign(weights[path])
     if optimizer:
-        if not isinstance(point, RewindPoint) or point.optimizer_state is None:
-            raise ValueError("optimizer=True needs a RewindPoint that kept the optimizer's state.")
         for v, value in zip(model.optimizer.variables, point.optimizer_state):
             v.assign(value)
     if masks is not None:
         apply_masks(model, masks, strict=False)
     else:
         zero_pruned(model)
+
+
+def _check_optimizer_state(model, point) -> None:
+    """The kept optimizer state must fit ``model.optimizer`` one to one (count and shapes):
+    a mismatch would otherwise be truncated silently by ``zip``."""
+    if not isinstance(point, RewindPoint) or point.optimizer_state is None:
+        raise RewindError("optimizer=True needs a RewindPoint that kept the optimizer's state.")
+    opt = getattr(model, "optimizer", None)
+    variables = list(opt.variables) if opt is not None else []
+    kept = point.optimizer_state
+    name = type(opt).__name__ if opt is not None else "no optimizer"
+    if len(kept) != len(variables):
+        raise RewindError(f"RewindPoint(step={point.step}) kept {len(kept)} optimizer values, but the model's "
+                          f"optimizer ({name}) has {len(variables)} variables; expected the optimizer the point "
+                          "was kept with, built (trained at least one step): rewind with optimizer=False and a fresh "
+                          "optimizer otherwise.")
+    for i, (v, value) in enumerate(zip(variables, kept)):
+        if tuple(v.shape) != np.shape(value):
+            raise RewindError(f"RewindPoint(step={point.step}): optimizer value {i} has shape {np.shape(value)}, "
+                              f"the model's optimizer variable '{v.path}' {tuple(v.shape)}; expected the optimizer "
+                              "the point was kept with.")

@@ -40,7 +40,8 @@ import keras
 from tflth import _keras
 from tflth.masking.masks import MaskError, layer_path_of, path_matches
 
-__all__ = ["MASKABLE", "Maskable", "maskable_variables", "owners_of", "select", "output_layer_path"]
+__all__ = ["MASKABLE", "Maskable", "maskable_variables", "owners_of", "select", "output_layer_path",
+           "output_variables"]
 
 # (layer type, names of its maskable variables). isinstance: subclasses (KerasHub's layers,
 # a user's Dense subclass) are covered, since masking never depends on the layer's call.
@@ -155,11 +156,113 @@ def maskable_variables(model) -> dict[str, Maskable]:
     return out
 
 
+def _unique(items: list) -> list:
+    seen, out = set(), []
+    for item in items:
+        if id(item) not in seen:
+            seen.add(id(item))
+            out.append(item)
+    return out
+
+
+def _graph_heads(model) -> list | None:
+    """The layers (and variables read directly by ops) nearest the model's outputs that
+    hold trainable variables, found by walking the layer graph back from the outputs
+    through layers and ops without variables (activations, reshapes, pooling, ...);
+    ``None`` for a model without a layer graph (a subclassed model)."""
+    if isinstance(model, keras.Sequential):
+        for layer in reversed(model.layers):
+            if isinstance(layer, keras.Model):
+                inner = _graph_heads(layer)
+                if inner is None or inner:
+                    return [layer] if inner is None else inner
+            elif layer.trainable_variables:
+                return [layer]
+        return []
+    outputs = getattr(model, "outputs", None)
+    if not outputs or any(_keras.graph_producer(t) is None for t in outputs):
+        return None
+    heads, pending, seen = [], list(outputs), set()
+    while pending:
+        tensor = pending.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        produced = _keras.graph_producer(tensor)
+        if produced is None:
+            continue
+        operation, inputs, variables = produced
+        if isinstance(operation, keras.layers.InputLayer):
+            continue
+        if isinstance(operation, keras.Model) and operation is not model:
+            inner = _graph_heads(operation)
+            if inner is None:
+                heads.append(operation)
+                continue
+            if inner:
+                heads.extend(inner)
+                continue
+        else:
+            own = list(getattr(operation, "trainable_variables", None) or [])
+            read = [v for v in variables if getattr(v, "trainable", False)]  # an op given a variable itself
+            if own or read:
+                heads.extend(([operation] if own else []) + read)
+                continue
+        pending.extend(inputs)
+    return _unique(heads)
+
+
+def output_variables(model) -> list[str]:
+    """The paths of the maskable variables that produce the model's outputs: its head.
+
+    Found from the model's layer graph (Sequential, functional, KerasHub tasks): walking
+    back from each output through layers and ops that hold no variables, the first layer
+    that holds trainable variables is the output layer, and its maskable variables are
+    the head, whoever owns them. So a head that reuses a tied embedding matrix (a layer
+    computing ``x @ embeddings.T``, KerasHub's ``ReversibleEmbedding`` called in reverse)
+    gives the embedding variable, not the last feed-forward kernel; an output layer with
+    variables but none maskable (a final normalisation) gives none. A model without a
+    layer graph (subclassed) gives the variables of the layer owning the last maskable
+    variable in the model's variable order, its usual head, unless it has embeddings,
+    which such an output may reuse unseen: that is refused.
+
+    Raises:
+        MaskError: a subclassed model with embeddings (name its output layer with a ``!``
+            pattern in :func:`select` instead).
+    """
+    maskable = maskable_variables(model)
+    if not maskable:
+        return []
+    heads = _graph_heads(model)
+    if heads is None:
+        found = list(maskable.values())
+        if any(isinstance(m.layer, keras.layers.Embedding) for m in found):
+            tied = ", ".join(sorted({m.path for m in found if isinstance(m.layer, keras.layers.Embedding)})[:3])
+            raise MaskError(f"Model '{model.name}' ({type(model).__name__}) has no layer graph (a subclassed model) "
+                            f"and has embeddings ({tied}) that its output may reuse: its output layer cannot be told "
+                            f"from its code; expected a functional model, or the output layer named with a '!' "
+                            f"pattern (e.g. patterns=['!{layer_path_of(found[-1].path)}']) instead of "
+                            "exclude_output.")
+        last = layer_path_of(found[-1].path)
+        return [p for p in maskable if layer_path_of(p) == last]
+    by_id = {id(m.variable): p for p, m in maskable.items()}
+    chosen = set()
+    for head in heads:
+        variables = [head] if isinstance(head, keras.Variable) else list(head.trainable_variables)
+        paths = [by_id[id(v)] for v in variables if id(v) in by_id]
+        owners = [layer_path_of(p) for p in paths]
+        if len(set(owners)) > 1:  # a custom block: its last maskable layer is the head
+            paths = [p for p, o in zip(paths, owners) if o == owners[-1]]
+        chosen.update(paths)
+    return [p for p in maskable if p in chosen]
+
+
 def output_layer_path(model) -> str | None:
-    """The layer path of the model's output layer, taken as the owner of the last
-    maskable variable in the model's variable order (for a Keras classifier, its head)."""
-    found = list(maskable_variables(model).values())
-    return layer_path_of(found[-1].path) if found else None
+    """The layer path of the owner of the model's head variables (:func:`output_variables`):
+    for a classifier its output layer, for a head tied to the input embedding the
+    embedding layer; ``None`` when no maskable variable produces the outputs."""
+    found = output_variables(model)
+    return layer_path_of(found[0]) if found else None
 
 
 def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) -> dict[str, Maskable]:
@@ -176,12 +279,16 @@ def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) ->
             normalisation, position embeddings or a custom layer's ``add_weight``); a
             ``!`` pattern removes what it matches (``"!output"``). Only ``!`` patterns:
             the default minus those.
-        exclude_output: leave the output layer's kernels out of the default (what
-            ``--model=module:function`` runs do, as open_lth does).
+        exclude_output: leave the head, the maskable variables that produce the
+            outputs (:func:`output_variables`: a tied embedding included), out of the
+            default, with or without ``!`` patterns (what a user's own model runs with on
+            the command line, as open_lth does); a plain or ``+`` pattern that names the
+            head masks it.
 
     Raises:
         MaskError: a pattern selects nothing, or selects a variable of a LoRA-enabled or
-            quantized layer.
+            quantized layer; ``exclude_output`` on a model whose head cannot be told
+            (:func:`output_variables`).
 
     >>> import keras, tflth
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc"),
@@ -200,9 +307,9 @@ def select(model, patterns: Sequence[str] = (), exclude_output: bool = False) ->
     plain = [p for p in patterns if not p.startswith(("+", "!"))]
     if not plus and not plain:
         chosen = dict(maskable)
-        if exclude_output and not minus:
-            head = output_layer_path(model)
-            chosen = {p: m for p, m in chosen.items() if layer_path_of(p) != head}
+        if exclude_output:  # also under '!' patterns: they remove more, never bring the head back
+            head = set(output_variables(model))
+            chosen = {p: m for p, m in chosen.items() if p not in head}
     else:
         chosen = {}
         owners = owners_of(model)

@@ -18,11 +18,12 @@ from collections.abc import Iterable, Iterator, Mapping
 import numpy as np
 
 from tflth import fileio
+from tflth.errors import InputError
 
 __all__ = ["MaskError", "Masks", "LayerDensity", "DensityReport", "path_matches", "layer_path_of", "legacy_aliases"]
 
 
-class MaskError(ValueError):
+class MaskError(InputError):
     """A mask does not fit the model, or is not a valid mask (a usage error: a ``ValueError``)."""
 
 

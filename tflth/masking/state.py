@@ -14,8 +14,20 @@ Invariant: pruned entries are exactly ``0.0`` after :func:`apply_masks` and afte
 optimizer step, under any optimizer (SGD, momentum, Nesterov, Adam, AdamW, RMSprop,
 Lion, ...), whatever the optimizer's slots hold (e.g. history after a rewind). Surviving
 weights follow the trajectory of a per-step-masked model bit for bit for optimizers
-that update elementwise. (Global gradient clipping, ``global_clipnorm``, sees the
-gradients of pruned entries too.)
+that update elementwise.
+
+Gradient clipping by norm is the exception: the layer reads the variable itself, so
+the gradient Keras computes has entries for the pruned weights too (what they would get
+if they were not pruned), and a Keras optimizer clips before it updates. With
+``clipnorm`` (each variable's gradient scaled to norm at most ``clipnorm``) or
+``global_clipnorm`` (all gradients together) the norm includes those entries: when it
+clips, the survivors take a smaller step than in a per-step-masked model, whose
+gradients are zero there (``tests/test_house_masking.py`` shows both). ``clipvalue``,
+elementwise, does not differ. tflth cannot change this without replacing the user's
+optimizer (Keras clips inside ``optimizer.apply``, after every hook a variable or layer
+offers); to clip as a masked model would, multiply the gradients by the masks
+(:func:`masked_variables`) in your own ``train_step`` before ``optimizer.apply``.
+tflth's own training loop does not clip.
 
 Why this mechanism (README, *Design decisions worth knowing*; only its own cost is
 measured, in ``benchmarks/train_speed.py``): Keras's ``kernel`` property hook (LoRA,
@@ -44,7 +56,7 @@ from tflth import _keras
 from tflth.masking.masks import Masks
 
 __all__ = ["MaskConstraint", "apply_masks", "masks_of", "masked_variables", "masked_weights", "remove_masks",
-           "has_masks", "zero_pruned", "constraints_paused"]
+           "has_masks", "zero_pruned", "constraints_paused", "masks_detached", "STATE_ATTRIBUTE"]
 
 STATE_ATTRIBUTE = "_tflth_mask_state"
 
@@ -232,3 +244,17 @@ def constraints_paused(model):
     finally:
         for (v, _), c in zip(pairs, saved):
             v.constraint = c
+
+
+@contextlib.contextmanager
+def masks_detached(model):
+    """Within the block, ``model`` carries no mask state (``model.save`` writes a plain
+    Keras file); the masks are attached again on exit, unchanged. The variables keep
+    their values and constraints throughout."""
+    state = _state(model)
+    _keras.attach_untracked(model, STATE_ATTRIBUTE, None)
+    try:
+        yield
+    finally:
+        if state is not None:
+            _keras.attach_untracked(model, STATE_ATTRIBUTE, state)

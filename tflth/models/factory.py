@@ -47,7 +47,10 @@ def resolve(reference: str) -> Callable:
     """The function a ``module:function`` or ``file.py:function`` reference names.
 
     Raises:
-        HparamError: the module or file cannot be imported, or has no such callable.
+        HparamError: the module or file cannot be imported (no such module or file,
+            ``ImportError``, ``SyntaxError``), or has no such callable. Any other exception
+            the module's own code raises while it is imported is a bug in it and
+            propagates unchanged, with its traceback.
     """
     module_name, _, attr = reference.rpartition(":")
     if not module_name or not attr:
@@ -61,29 +64,48 @@ def resolve(reference: str) -> Callable:
             module = sys.modules.get(key)
             if module is None:
                 spec = importlib.util.spec_from_file_location(key, path)
+                if spec is None or spec.loader is None:
+                    raise _error(reference, f"{path} cannot be imported as a Python module")
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[key] = module
                 try:
                     spec.loader.exec_module(module)
-                except BaseException:
+                except BaseException:  # any failure (even an interrupt): no half-imported module stays behind
                     del sys.modules[key]
                     raise
         else:
             if "" not in sys.path and os.getcwd() not in sys.path:
                 sys.path.insert(0, os.getcwd())
             module = importlib.import_module(module_name)
-    except HparamError:
-        raise
     except ImportError as e:
         raise _error(reference, f"cannot import {module_name!r} ({e})") from None
-    except Exception as e:  # the user's module raised while importing
-        raise _error(reference, f"importing {module_name!r} raised {type(e).__name__}: {e}") from None
+    except SyntaxError as e:
+        raise _error(reference, f"cannot import {module_name!r}: it is not valid Python ({e})") from None
     fn = getattr(module, attr, None)
     if fn is None:
         raise _error(reference, f"module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise _error(reference, f"{attr!r} in {module_name!r} is a {type(fn).__name__}, not a function")
     return fn
+
+
+#: What Keras's input check (``keras/src/layers/input_spec.py``) says when a layer refuses the
+#: shape of its input, before computing anything.
+_INPUT_CHECK = "is incompatible with the layer"
+
+
+def _declared_input_shape(model) -> tuple | None:
+    """The shape a model with a declared input (functional, Sequential) takes, batch
+    included; ``None`` for a subclassed model or several inputs."""
+    inputs = getattr(model, "inputs", None)
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape)
+
+
+def _fits(declared: tuple, batch: tuple) -> bool:
+    """Whether a batch of shape ``batch`` fits ``declared`` (its batch size aside)."""
+    return len(declared) == len(batch) and all(d is None or d == b for d, b in zip(declared[1:], batch[1:]))
 
 
 def _is_zoo_name(name: str) -> bool:
@@ -137,28 +159,36 @@ class ModelFactory:
     def check(self, model=None) -> keras.Model:
         """Build (or take) a model and check it is a built classifier of this dataset.
 
+        The function (a zoo factory's or the user's) is called as it is: an exception it
+        raises is a bug in it and propagates unchanged, with its traceback; so does one
+        the model raises on a batch of the dataset's shape, unless Keras refuses that
+        shape before the model computes anything (its declared input, or a layer's input
+        check): that is a model built for another dataset.
+
         Raises:
-            HparamError: the function returned no Keras model, an unbuilt one, or one
-                whose output for a batch of 2 examples is not ``(2, num_classes)``.
+            HparamError: the function returned no Keras model, an unbuilt one, one built
+                for inputs of another shape, or one whose output for a batch of 2 examples
+                is not ``(2, num_classes)``.
         """
         name = self.hparams.name
         if model is None:
-            try:
-                model = self(0)
-            except HparamError:
-                raise
-            except Exception as e:
-                if not self.user:
-                    raise
-                raise _error(name, f"calling it raised {type(e).__name__}: {e}") from None
+            model = self(0)
         if not isinstance(model, keras.Model):
             raise _error(name, f"it returned {type(model).__name__}, expected a keras.Model")
         if self.user:
+            batch = (2, *self.input_shape)
+            declared = _declared_input_shape(model)
+            if declared is not None and not _fits(declared, batch):
+                raise _error(name, f"the model takes inputs of shape {(None, *declared[1:])}, not the dataset's "
+                                   f"batches of shape {batch}; expected a model built with "
+                                   f"input_shape={self.input_shape}")
             try:
-                out = model(np.zeros((2, *self.input_shape), "float32"), training=False)
-            except Exception as e:
-                raise _error(name, f"the model cannot take a batch of shape {(2, *self.input_shape)} "
-                                   f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+                out = model(np.zeros(batch, "float32"), training=False)
+            except ValueError as e:
+                if _INPUT_CHECK not in str(e):  # anything but Keras's input check is the model's own error
+                    raise
+                raise _error(name, f"the model cannot take a batch of shape {batch} "
+                                   f"({str(e).strip().splitlines()[0]})") from None
             shape = tuple(getattr(out, "shape", ()))
             if shape != (2, self.num_classes):
                 raise _error(name, f"its output for a batch of 2 has shape {shape}; expected class logits "

@@ -25,13 +25,13 @@ runs a strategy on a model's masked variables.
 from __future__ import annotations
 
 from tflth.hparams import PruningHparams
-from tflth.pruning.strategies import (REGISTRY, MagnitudePruning, PruningStrategy, RandomPruning, Strategy, allocate,
-                                      check_layer_rates, pruned_count, random_like, register, strategy_for)
+from tflth.pruning.strategies import (REGISTRY, MagnitudePruning, RandomPruning, Strategy, allocate, check_layer_rates,
+                                      pruned_count, random_like, register, strategy_for)
 from tflth.pruning.nm import NMPruning, is_nm, is_pruned_m_by_n
 from tflth.pruning.channels import ChannelPruning
 from tflth.pruning.layout import VariableLayout, layouts
 
-__all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "PruningStrategy", "RandomPruning", "Strategy",
+__all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Strategy",
            "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
            "random_like", "register", "strategy_for", "prune"]
 

@@ -17,11 +17,12 @@ pruned. Every layer keeps at least one unit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
-from tflth.hparams import HparamError
+from tflth.hparams import HparamError, PruningHparams, field
 from tflth.masking.masks import Masks
 from tflth.pruning.layout import VariableLayout
 from tflth.pruning.strategies import (Strategy, allocate, check_layer_rates, check_shapes, last_changing, rate_for,
@@ -88,7 +89,19 @@ class ChannelPruning(Strategy):
 
     name = "channels"
     unit = "channels"
-    uses = ("fraction", "scope", "channel_norm")
+
+    @dataclasses.dataclass(frozen=True)
+    class Hparams(PruningHparams):
+        """Channel pruning's settings: the norm a unit is ranked by."""
+
+        channel_norm: str = field("l1", "--pruning_strategy=channels: the norm a unit is ranked by.",
+                                  choices=("l1", "l2"))
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.channel_norm not in ("l1", "l2"):
+                raise HparamError(f"PruningHparams.channel_norm={self.channel_norm!r} is invalid: expected 'l1' or "
+                                  "'l2'.", owner="PruningHparams", field="channel_norm", value=self.channel_norm)
 
     def pruned(self, layouts: Mapping[str, VariableLayout]) -> list[str]:
         """The variables whose units this strategy prunes (not the head, not rate 0)."""
@@ -103,16 +116,18 @@ class ChannelPruning(Strategy):
             name = lay.layer or p
             if not lay.structured:
                 raise HparamError(f"Channel pruning: '{p}' ({lay.kind}) has no output units; keep it out with "
-                                  f"--layer_rates={name}:0.", owner="PruningHparams", field="strategy", value="channels")
+                                  f"PruningHparams.layer_rates={name}:0.", owner="PruningHparams", field="strategy",
+                                  value="channels")
             if not lay.feeds:
                 raise HparamError(f"Channel pruning cannot remove the units of '{p}': {lay.feeds_problem}, so which "
-                                  f"inputs they feed is not well-defined; keep its units with --layer_rates={name}:0.",
+                                  f"inputs they feed is not well-defined; keep its units with PruningHparams.layer_rates={name}:0.",
                                   owner="PruningHparams", field="strategy", value="channels")
             consumer = layouts.get(lay.feeds)
             if consumer is None or consumer.shape[consumer.group_axis] != lay.units * lay.feed_repeat:
                 raise HparamError(f"Channel pruning: '{p}' feeds '{lay.feeds}', whose input axis does not hold its "
                                   f"{lay.units} units × {lay.feed_repeat} positions; keep its units with "
-                                  f"--layer_rates={name}:0.", owner="PruningHparams", field="strategy", value="channels")
+                                  f"PruningHparams.layer_rates={name}:0.", owner="PruningHparams", field="strategy",
+                                  value="channels")
 
     def _norms(self, weights, mask, layouts, paths) -> dict[str, np.ndarray]:
         out = {}

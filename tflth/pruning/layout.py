@@ -110,7 +110,10 @@ _CELLS = (keras.layers.SimpleRNNCell, keras.layers.LSTMCell, keras.layers.GRUCel
 
 
 def _axes(layer, name: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    # order matters: Conv*Transpose and Separable/Depthwise subclass the plain convolutions
+    # In Keras 3 the convolution families are disjoint: Conv*D, Conv*DTranspose, DepthwiseConv*D
+    # and SeparableConv*D each derive their own base (BaseConv, BaseConvTranspose,
+    # BaseDepthwiseConv, BaseSeparableConv) from Layer, none subclasses another, so no
+    # isinstance below shadows another and their order does not matter.
     if isinstance(layer, _TRANSPOSE) and name == "kernel":
         return (rank - 1,), (rank - 2,)
     if isinstance(layer, _SEPARABLE):

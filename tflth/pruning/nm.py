@@ -20,11 +20,12 @@ survivors in each group (masks nest) and rewinding as any IMP level does.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
-from tflth.hparams import HparamError
+from tflth.hparams import HparamError, PruningHparams, field
 from tflth.masking.masks import Masks
 from tflth.pruning.layout import VariableLayout
 from tflth.pruning.strategies import Strategy, check_layer_rates, check_shapes, rate_for, register
@@ -121,19 +122,43 @@ class NMPruning(Strategy):
     """
 
     name = "nm"
-    uses = ("nm", "nm_pad")
-    levels_hint = " (one level per N:M pattern of --nm)"
+
+    @dataclasses.dataclass(frozen=True)
+    class Hparams(PruningHparams):
+        """N:M's settings: one ``(N, M)`` per level and whether to pad a short input axis."""
+
+        nm: tuple[tuple[int, int], ...] = field(
+            (), "--pruning_strategy=nm: one N:M per level, N kept of every M inputs (NVIDIA's spelling; tfmot's "
+                "(2, 4) is 2:4), one M, N decreasing, e.g. 2:4,1:4 or 4:8,2:8,1:8. --levels defaults to their count.",
+            item=lambda t: nm_pair(t))
+        nm_pad: bool = field(False, "--pruning_strategy=nm: pad an input axis that is not a multiple of M with "
+                                    "pruned zeros (else such a layer is an error).")
+
+        def __post_init__(self):
+            super().__post_init__()
+            object.__setattr__(self, "nm", tuple(nm_pair(p) for p in self.nm))
+            if self.nm:
+                text = ",".join(f"{n}:{m}" for n, m in self.nm)
+                for n, m in self.nm:
+                    if not 1 <= n < m:
+                        _invalid("nm", text, "N:M patterns with 1 <= N < M (N weights kept of every M)")
+                if len({m for _, m in self.nm}) > 1:
+                    _invalid("nm", text, "one M for every level (N shrinks at fixed M, e.g. 4:8,2:8,1:8)")
+                ns = [n for n, _ in self.nm]
+                if any(b >= a for a, b in zip(ns, ns[1:])):
+                    _invalid("nm", text, "N decreasing from level to level (nested masks, e.g. 2:4,1:4)")
+    levels_hint = " (one level per N:M pattern of PruningHparams.nm)"
 
     def __init__(self, hparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None):
         super().__init__(hparams, seed, layouts)
         if not hparams.nm:
             raise HparamError("PruningHparams.nm=() is invalid for strategy 'nm': expected one N:M pattern per "
-                              "level, e.g. 2:4,1:4 (--nm).", owner="PruningHparams", field="nm", value=())
+                              "level, e.g. 2:4,1:4.", owner="PruningHparams", field="nm", value=())
         for pattern, rate in hparams.layer_rates:
             if rate != 0:
                 raise HparamError(f"PruningHparams.layer_rates={pattern}:{rate} is invalid for strategy 'nm': every "
                                   "pruned variable gets the level's N:M; expected rate 0 (leave it dense) or no "
-                                  "entry (--layer_rates= clears a preset's rates).", owner="PruningHparams",
+                                  "entry (an empty PruningHparams.layer_rates clears a preset's rates).", owner="PruningHparams",
                                   field="layer_rates", value=f"{pattern}:{rate}")
 
     @property
@@ -160,14 +185,15 @@ class NMPruning(Strategy):
             lay = layouts[p]
             if not lay.input_axes:
                 raise HparamError(f"N:M pruning: '{p}' ({lay.kind}) has no input axis to group along; leave it "
-                                  f"dense with --layer_rates={lay.layer or p}:0 or unmasked with --prune=!{lay.layer or p}.",
+                                  f"dense with PruningHparams.layer_rates={lay.layer or p}:0 or unmasked with "
+                                  f"ModelHparams.prune=!{lay.layer or p}.",
                                   owner="PruningHparams", field="nm", value=self._text())
             length = lay.shape[lay.group_axis]
             if length % self.m and not self.hparams.nm_pad:
                 raise HparamError(f"PruningHparams.nm={self._text()}: '{p}' ({lay.kind}, shape {lay.shape}) has "
                                   f"{length} inputs along axis {lay.group_axis}, not a multiple of M = {self.m}; "
-                                  f"expected M dividing it, padding (--nm_pad) or the variable left dense "
-                                  f"(--layer_rates={lay.layer or p}:0).", owner="PruningHparams", field="nm",
+                                  f"expected M dividing it, padding (PruningHparams.nm_pad) or the variable left dense "
+                                  f"(PruningHparams.layer_rates={lay.layer or p}:0).", owner="PruningHparams", field="nm",
                                   value=self._text())
 
     def __call__(self, weights, mask, level: int = 1) -> Masks:
@@ -206,3 +232,22 @@ class NMPruning(Strategy):
 
     def max_levels(self) -> int:
         return len(self.hparams.nm)
+
+
+def nm_pair(pattern) -> tuple[int, int]:
+    """``(n, m)`` from ``(n, m)`` or ``"n:m"`` (one ``nm`` setting)."""
+    if isinstance(pattern, str):
+        n, _, m = pattern.partition(":")
+        try:
+            return int(n), int(m)
+        except ValueError:
+            _invalid("nm", pattern, "N:M with whole numbers, e.g. 2:4")
+    n, m = pattern
+    if int(n) != n or int(m) != m:
+        _invalid("nm", f"{n}:{m}", "N:M with whole numbers, e.g. 2:4")
+    return int(n), int(m)
+
+
+def _invalid(name: str, value, expected: str):
+    raise HparamError(f"PruningHparams.{name}={value!r} is invalid: expected {expected}.", owner="PruningHparams",
+                      field=name, value=value)

@@ -1,7 +1,7 @@
 """Pruning strategies: trained weights + current mask → next mask.
 
-A strategy is any callable ``strategy(weights, mask) -> mask`` over ``{variable path:
-array}`` dicts (:class:`PruningStrategy`), built from :class:`PruningHparams` and a seed.
+A strategy is a :class:`Strategy`: a callable ``strategy(weights, mask) -> mask`` over
+``{variable path: array}`` dicts, built from :class:`PruningHparams` and a seed.
 Strategies are registered by name in :data:`REGISTRY` (``PruningHparams.strategy``
 picks one), so a new way to prune (structured N:M masks, say) is one more class with
 :func:`register`. The built-in fraction strategies prune a fraction of the weights that are still *remaining* (so density
@@ -20,7 +20,7 @@ ties deterministically (by magnitude, then by position in the flattened layer or
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Protocol
+from typing import Mapping
 
 import numpy as np
 
@@ -28,39 +28,22 @@ from tflth.hparams import HparamError, PruningHparams
 from tflth.masking.masks import Masks, path_matches
 from tflth.pruning.layout import VariableLayout
 
-__all__ = ["PruningStrategy", "Strategy", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
+__all__ = ["Strategy", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
            "allocate", "check_layer_rates", "rate_for", "strategy_for", "pruned_count"]
 
 
-class PruningStrategy(Protocol):
-    """What IMP calls at each level: trained kernels + current mask → the next mask.
-
-    Both arguments are ``{variable path: array}`` with the same keys and shapes; the
-    result is a :class:`tflth.masking.Masks`; a strategy never re-grows a pruned weight.
-    ``level`` is the level being made (1, 2, ...), for strategies whose schedule is per
-    level (N:M). Construct with ``cls(hparams: PruningHparams, seed: int = 0, layouts=None)``
-    (``layouts``: ``{path: VariableLayout}``, :func:`tflth.pruning.layout.layouts`; the
-    structured strategies need them, the unstructured ones only their shapes).
-    """
-
-    def __call__(self, kernels: Mapping[str, np.ndarray], mask: Mapping[str, np.ndarray],
-                 level: int = 1) -> Masks: ...
-
-    def random_like(self, mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks: ...
-
-    def survivor_counts(self, levels: int) -> list[int]: ...
-
-    def max_levels(self) -> int: ...
-
-
 #: Registered pruning strategies by name (``PruningHparams.strategy``).
-REGISTRY: dict[str, Callable[..., PruningStrategy]] = {}
+REGISTRY: dict[str, type[Strategy]] = {}
 
 
 def register(name: str):
-    """Class decorator: register a strategy under ``name``."""
+    """Class decorator: register a strategy under ``name`` (``PruningHparams.strategy``),
+    with its own settings when it declares them: a nested dataclass ``Hparams`` deriving
+    from :class:`PruningHparams` (:meth:`PruningHparams.register`)."""
 
     def add(cls):
+        if "Hparams" in vars(cls):
+            PruningHparams.register(name, cls.Hparams)
         REGISTRY[name] = cls
         return cls
 
@@ -162,40 +145,46 @@ def last_changing(counts) -> int:
 
 
 class Strategy:
-    """The shared shape of every strategy: its hparams, seed and the masked variables' layouts.
+    """What IMP calls at each level: trained kernels + current mask → the next mask; the base
+    of every strategy (its hparams, seed and the masked variables' layouts).
+
+    ``strategy(kernels, mask, level=1) -> Masks``: both arguments are ``{variable path:
+    array}`` with the same keys and shapes; the result is a :class:`tflth.masking.Masks`; a
+    strategy never re-grows a pruned weight. ``level`` is the level being made (1, 2, ...),
+    for strategies whose schedule is per level (N:M). Constructed as ``cls(hparams, seed=0,
+    layouts=None)`` (``layouts``: ``{path: VariableLayout}``,
+    :func:`tflth.pruning.layout.layouts`; the structured strategies need them, the
+    unstructured ones only their shapes).
 
     Subclasses set ``name`` and ``unit`` (what their counts count) and implement
-    ``__call__``; :meth:`random_like` (the random-pruning control), :meth:`survivor_counts`
-    and :meth:`check` default to the unstructured ones. ``uses`` names the
-    :class:`PruningHparams` fields a strategy reads besides ``strategy`` and
-    ``layer_rates``; setting ``nm``, ``nm_pad`` or ``channel_norm`` for a strategy that does
-    not use it is an error, so a flag that would have no effect never passes silently
-    (``fraction`` and ``scope`` come with every preset; ``nm`` ignores them).
+    ``__call__``; :meth:`random_like` (the random-pruning control), :meth:`survivor_counts`,
+    :meth:`max_levels` and :meth:`check` default to the unstructured ones.
+
+    **A strategy owns its settings**: those beyond :class:`PruningHparams`' (``fraction``,
+    ``scope``, ``layer_rates``, which every strategy is given) are fields of a nested
+    dataclass ``Hparams`` deriving from :class:`PruningHparams`, declared with
+    :func:`tflth.hparams.field` (default, help, flag), which :func:`register` registers with
+    the strategy: ``PruningHparams(strategy=name, ...)`` then builds them, their flags are
+    generated, and setting one for another strategy is an error. Adding a strategy is this
+    one class::
+
+        @register("snip")
+        class SnipPruning(Strategy):
+            @dataclasses.dataclass(frozen=True)
+            class Hparams(PruningHparams):
+                snip_batches: int = field(1, "Batches the gradient is averaged over.")
+
+            def __call__(self, weights, mask, level=1): ...
     """
 
     name = ""
     unit = "weights"
-    uses: tuple[str, ...] = ()
     levels_hint = ""  # why the level count is what it is, for the error on too many levels
 
     def __init__(self, hparams: PruningHparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None):
         self.hparams = hparams
         self.seed = seed
         self.layouts = dict(layouts) if layouts is not None else None
-        defaults = PruningHparams()
-        for field in ("nm", "nm_pad", "channel_norm"):  # fraction and scope come with every preset
-            if field not in self.uses and getattr(hparams, field) != getattr(defaults, field):
-                value = getattr(hparams, field)
-                value = ",".join(f"{n}:{m}" for n, m in value) if field == "nm" else value
-                raise HparamError(f"PruningHparams.{field}={value} has no effect with strategy "
-                                  f"{hparams.strategy!r}; expected the default {getattr(defaults, field)!r} "
-                                  f"(it is a setting of {self._owners_of(field)}).",
-                                  owner="PruningHparams", field=field, value=value)
-
-    @staticmethod
-    def _owners_of(field: str) -> str:
-        owners = [n for n, cls in REGISTRY.items() if field in getattr(cls, "uses", ())]
-        return "strategy " + " / ".join(repr(o) for o in owners) if owners else "no strategy"
 
     def require_layouts(self) -> dict[str, VariableLayout]:
         if self.layouts is None:
@@ -228,7 +217,6 @@ class Strategy:
 class _FractionPruning(Strategy):
     """Unstructured: subclasses give the per-weight scores (lower = pruned first)."""
 
-    uses = ("fraction", "scope")
 
     def scores(self, weights: Mapping[str, np.ndarray], paths: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -274,7 +262,7 @@ def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
 
 
 def strategy_for(hparams: PruningHparams, seed: int = 0,
-                 layouts: Mapping[str, VariableLayout] | None = None) -> PruningStrategy:
+                 layouts: Mapping[str, VariableLayout] | None = None) -> Strategy:
     """The registered strategy ``hparams.strategy``, built for ``hparams``, ``seed`` and
     the masked variables' ``layouts`` (:func:`tflth.pruning.layout.layouts`)."""
     try:

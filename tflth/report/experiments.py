@@ -1,18 +1,16 @@
 """Result rows (:mod:`tflth.report.rows`) read from an IMP experiment directory.
 
-The directory is listed through :class:`tflth.paths.Experiment`, so only the run layout's
+The directory is listed through :class:`tflth.runs.layout.Experiment`, so only the run layout's
 own directories count: ``replicate_<r>/level_<L>`` for IMP's networks and, under a level,
-the directories named after a **registered control** (:data:`tflth.lottery.starts.CONTROLS`, or
-the names given as ``controls=``). Anything else under a level (a user's ``notes/`` with a
+the directories named after a **control** the caller names (``controls``: the binaries pass
+the registered ones, ``tuple(tflth.lottery.starts.CONTROLS)``; the report does not import
+the lottery package). Anything else under a level (a user's ``notes/`` with a
 ``result.json``, a checkpoint folder, a future sweep's directory) is ignored.
 
 Files are read through :func:`tflth.fileio.read_json`: one that is not valid JSON raises
 :class:`tflth.fileio.DamagedFileError` naming it. Content that is valid JSON but unusable
 (no numeric ``test_accuracy``, a level with results but no ``density.json``, ...) raises
 ``ValueError``.
-
-Standard library at module level (:mod:`tflth.lottery.starts`, for the registry, is imported when
-``collect`` needs it).
 """
 
 from __future__ import annotations
@@ -21,16 +19,12 @@ import os
 from collections.abc import Iterable
 
 from tflth import fileio
-from tflth.paths import Experiment, RunDir
-from tflth.report.rows import LAST_EVALS, method_key
+from tflth.conventions import LAST_EVALS, method_key
+from tflth.runs.dirs import last_evals_range
+from tflth.runs.layout import Experiment, RunDir
+from tflth.report.errors import ReportError
 
-__all__ = ["collect", "last_evals_range"]
-
-
-def _registered_controls() -> list[str]:
-    from tflth.lottery.starts import CONTROLS
-
-    return list(CONTROLS)
+__all__ = ["collect"]
 
 
 def _result_fields(path: str) -> dict:
@@ -38,7 +32,7 @@ def _result_fields(path: str) -> dict:
     try:
         return {"test_accuracy": float(data["test_accuracy"]), "test_loss": float(data["test_loss"])}
     except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{path}: needs numeric test_accuracy and test_loss") from None
+        raise ReportError(f"{path}: needs numeric test_accuracy and test_loss") from None
 
 
 def _density(level_dir: RunDir, level: int) -> float:
@@ -47,44 +41,39 @@ def _density(level_dir: RunDir, level: int) -> float:
         try:
             return float(data["density"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{level_dir.density}: needs a numeric 'density'") from None
+            raise ReportError(f"{level_dir.density}: needs a numeric 'density'") from None
     if level == 0:
         return 1.0
-    raise ValueError(f"{level_dir.path} has results but no density.json")
+    raise ReportError(f"{level_dir.path} has results but no density.json")
 
 
-def last_evals_range(run: RunDir, last: int = LAST_EVALS) -> float | None:
-    """Max − min of test accuracy over the run's last ``last`` evaluations (``None`` if fewer)."""
-    accs = [r["test_accuracy"] for r in fileio.read_jsonl(run.metrics)
-            if isinstance(r, dict) and isinstance(r.get("test_accuracy"), (int, float))][-last:]
-    return float(max(accs) - min(accs)) if last >= 2 and len(accs) == last else None
-
-
-def collect(experiment_dir: str, controls: Iterable[str] | None = None, last_evals: int = LAST_EVALS) -> list[dict]:
+def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST_EVALS) -> list[dict]:
     """Read the result rows of one experiment directory.
 
     Layout: ``hparams.json`` (its ``"label"`` names the experiment; the directory's name is
     used when it has none), ``replicate_<r>/level_<L>/result.json`` and ``density.json`` for
     the IMP network of each level, and ``replicate_<r>/level_<L>/<control>/result.json`` for
     each control (method ``<control>``, at the level's density). Controls are the names in
-    ``controls`` (default: every registered control, :data:`tflth.lottery.starts.CONTROLS`); other
-    directories under a level are ignored. A level without ``result.json`` is unfinished and
-    yields no IMP row; a control whose ``result.json`` exists is collected regardless. Level
-    0 without ``density.json`` has density 1.0; any other level with results but no
-    ``density.json`` raises ``ValueError``. Rows are sorted by replicate, level, method.
+    ``controls`` (the registered ones: ``tuple(tflth.lottery.starts.CONTROLS)``; ``()`` for
+    IMP's networks alone); other directories under a level are ignored. A level without
+    ``result.json`` is unfinished and yields no IMP row; a control whose ``result.json``
+    exists is collected regardless. Level 0 without ``density.json`` has density 1.0; any
+    other level with results but no ``density.json`` raises ``ValueError``. Rows are sorted
+    by replicate, level, method.
     Each row's ``last_evals_range`` is the range of test accuracy over the run's last
-    ``last_evals`` evaluations in ``metrics.jsonl`` (``None`` when it has fewer).
+    ``last_evals`` evaluations in ``metrics.jsonl`` (``None`` when it has fewer;
+    :func:`tflth.runs.dirs.last_evals_range`).
     """
     experiment_dir = os.fspath(experiment_dir)
     exp = Experiment(experiment_dir)
     if not os.path.isdir(experiment_dir) or not os.path.isfile(exp.hparams):
-        raise ValueError(f"{experiment_dir} is not an experiment directory (no hparams.json)")
-    known = _registered_controls() if controls is None else list(controls)
+        raise ReportError(f"{experiment_dir} is not an experiment directory (no hparams.json)")
+    known = list(controls)
     hparams = fileio.read_json(exp.hparams)
     name = exp.name
     label = hparams.get("label", name) if isinstance(hparams, dict) else None
     if not isinstance(label, str):
-        raise ValueError(f"{exp.hparams}: 'label' must be a string, got {label!r}")
+        raise ReportError(f"{exp.hparams}: 'label' must be a string, got {label!r}")
 
     rows = []
     for replicate in exp.replicates():

@@ -12,6 +12,11 @@ Built on the generic :mod:`tflth.report.tables` and :mod:`tflth.report.plots`, f
 * The figure draws 95 % t intervals of the mean as error bars (none for one replicate);
   the dense accuracy is a horizontal band of its 95 % interval.
 
+The same contract as the stability report (:mod:`tflth.report.stability`), so
+``bin/report.py`` calls either alike: :func:`collect` ``(directory, controls)``,
+:func:`summarize`, :func:`text_table` and :func:`write_report` ``(output_dir, rows,
+title=None, *, match_margin=...) -> {name: path}``, one path per written file.
+
 Standard library at module level; matplotlib only inside :func:`plot`.
 """
 
@@ -23,13 +28,15 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
+from tflth.conventions import IMP, LAST_EVALS, MATCH_MARGIN, method_key
 from tflth.report import plots, stats, tables
-from tflth.report.rows import LAST_EVALS, SummaryRow, by_experiment, display_name, method_key, summarize, write_csv
+from tflth.report.experiments import collect
+from tflth.report.rows import SummaryRow, by_experiment, display_name, summarize, write_csv
 
-__all__ = ["markdown_table", "comparison_table", "text_table", "plot", "write_report", "SUMMARY_COLUMNS",
-           "summary_csv_text"]
+__all__ = ["collect", "summarize", "markdown_table", "comparison_table", "text_table", "figure", "plot",
+           "write_report", "SUMMARY_COLUMNS", "summary_csv_text"]
 
-_MARKERS = {"imp": "o", "random_reinit": "s", "random_prune": "^"}
+_MARKERS = {IMP: "o", "random_reinit": "s", "random_prune": "^"}
 _OTHER_MARKERS = ("D", "v", "P", "X", "*", "<", ">")
 
 
@@ -42,13 +49,13 @@ def _fmt_acc(s: SummaryRow | None, n_max: int) -> str:
 
 
 def _methods(rows: Iterable[SummaryRow]) -> list[str]:
-    """The methods in ``rows``, in report order (:func:`~tflth.report.rows.method_key`)."""
+    """The methods in ``rows``, in report order (:func:`tflth.conventions.method_key`)."""
     return sorted({s.method for s in rows}, key=method_key)
 
 
 def _level_density(at_level: Sequence[SummaryRow]) -> float:
     """A level's density: its IMP row's, else that of its first row."""
-    return next((s for s in at_level if s.method == "imp"), at_level[0]).density
+    return next((s for s in at_level if s.method == IMP), at_level[0]).density
 
 
 _HEADER = ["level", "density (%)", "method", "n", "acc (%) mean ± std", "acc (%) 95 % CI",
@@ -79,7 +86,7 @@ def _table_parts(rows: list[SummaryRow]):
     """Heading text, column names, alignment, cell strings and caption lines of one experiment's table."""
     n_max = max(s.n for s in rows)
     first = rows[0]
-    dense_rows = [s for s in rows if s.level == 0 and s.method == "imp"]
+    dense_rows = [s for s in rows if s.level == 0 and s.method == IMP]
     if not dense_rows:
         dense = "no dense (level 0) result"
     else:
@@ -178,11 +185,11 @@ def plot(path: str, summary: Sequence[SummaryRow], title: str | None = None) -> 
     band of its 95 % interval. Uses the Agg canvas directly (no pyplot, no global backend
     change, no display).
     """
-    return plots.save_figure(path, _figure(summary, title))
+    return plots.save_figure(path, figure(summary, title))
 
 
-def _figure(summary: Sequence[SummaryRow], title: str | None = None):
-    """The :func:`plot` figure: a ``matplotlib.figure.Figure`` on an Agg canvas."""
+def figure(summary: Sequence[SummaryRow], title: str | None = None):
+    """The :func:`plot` figure, not written: a ``matplotlib.figure.Figure`` on an Agg canvas."""
     summary = list(summary)
     if not summary:
         raise ValueError("plot: no results to plot")
@@ -209,7 +216,7 @@ def _figure(summary: Sequence[SummaryRow], title: str | None = None):
             name = f"{first.label}: {display_name(method)}" if multi else display_name(method)
             plots.errorbar_series(ax, x, [s.acc_mean for s in pts], [s.acc.half_width or 0.0 for s in pts], scale=100,
                                   color=plots.series_color(color_i), marker=marker,
-                                  linestyle="-" if method == "imp" else "--", label=f"{name} (n={n})")
+                                  linestyle="-" if method == IMP else "--", label=f"{name} (n={n})")
             color_i += 1
 
     plots.log_x_axis(ax, densities, fmt=lambda t: tables.fmt_percent(t / 100, trim=True), invert=True)
@@ -249,13 +256,14 @@ def summary_csv_text(summary: Sequence[SummaryRow]) -> str:
     return buf.getvalue()
 
 
-def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = None,
-                 match_margin: float = stats.MATCH_MARGIN) -> dict:
+def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = None, *,
+                 match_margin: float = MATCH_MARGIN) -> dict[str, str]:
     """Write ``results.csv``, ``results_summary.csv``, ``results.md`` and ``results.png`` into ``output_dir``.
 
     ``match_margin`` is δ of the verdicts, a fraction (0.005: 0.5 points; see
-    :mod:`tflth.report.stats`). Returns ``{"csv": path, "summary_csv": path, "markdown":
-    path, "plot": path}``.
+    :mod:`tflth.report.stats`). Returns ``{name: path}``, one entry per file written
+    (the contract of :func:`tflth.report.stability.write_report`): ``{"csv": path,
+    "summary_csv": path, "markdown": path, "plot": path}``.
     """
     rows = list(rows)
     if not rows:

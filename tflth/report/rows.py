@@ -7,7 +7,7 @@ A *result row* is one trained network, as a plain dict with the keys :data:`COLU
      "test_accuracy": 0.8912, "test_loss": 0.31}
 
 and optionally ``"last_evals_range"`` (:data:`OPTIONAL_COLUMNS`): how far the run's test
-accuracy moved over its last :data:`LAST_EVALS` evaluations (max − min, a fraction;
+accuracy moved over its last :data:`tflth.conventions.LAST_EVALS` evaluations (max − min, a fraction;
 ``None`` when it has fewer), so a table can say how much the final number itself moves.
 
 ``method`` is ``"imp"`` for the IMP subnetworks (level 0 is the dense network, density 1.0)
@@ -19,7 +19,8 @@ Conventions (the statistics and the decision rules are :mod:`tflth.report.stats`
   95 % t interval of the mean test accuracy (undefined for one replicate).
 * ``vs_dense``: the Welch difference (this − dense) against the same experiment's level-0
   ``imp`` networks, and ``matches`` its verdict (:func:`tflth.report.stats.matches`, margin
-  ``match_margin``, default :data:`tflth.report.stats.MATCH_MARGIN`).
+  ``match_margin``, default :data:`tflth.conventions.MATCH_MARGIN`).
+* Methods are listed in :func:`tflth.conventions.method_key` order.
 * ``vs_imp`` (controls only): the Welch difference (IMP − this control) at the same level,
   and ``imp_beats`` its verdict (:func:`tflth.report.stats.beats`).
 
@@ -34,30 +35,21 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
+from tflth.conventions import IMP, MATCH_MARGIN, method_key
 from tflth.report import stats
+from tflth.report.errors import ReportError
 
-__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "LAST_EVALS", "METHOD_ORDER", "SummaryRow", "summarize", "write_csv", "read_csv",
-           "normalize", "method_key", "display_name", "by_experiment"]
+__all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "SummaryRow", "summarize", "write_csv", "read_csv",
+           "normalize", "display_name", "by_experiment"]
 
 #: Column order of ``results.csv`` (and the keys every result row must have).
 COLUMNS = ("experiment", "label", "method", "replicate", "level", "density", "test_accuracy", "test_loss")
 #: Columns a row may have; ``results.csv`` always has them (empty where unknown).
 OPTIONAL_COLUMNS = ("last_evals_range",)
-#: Evaluations at the end of a run over which ``last_evals_range`` is taken.
-LAST_EVALS = 2
 _TYPES = {"experiment": str, "label": str, "method": str, "replicate": int, "level": int,
           "density": float, "test_accuracy": float, "test_loss": float}
 
-#: Methods listed first, in this order; any other method follows alphabetically.
-METHOD_ORDER = ("imp", "random_reinit", "random_prune")
-_DISPLAY = {"imp": "IMP"}
-
-
-def method_key(method: str):
-    """Sort key of a method: :data:`METHOD_ORDER` first, then the others alphabetically."""
-    if method in METHOD_ORDER:
-        return (0, METHOD_ORDER.index(method), "")
-    return (1, 0, method)
+_DISPLAY = {IMP: "IMP"}
 
 
 def display_name(method: str) -> str:
@@ -129,27 +121,27 @@ def normalize(row: Mapping, index: int) -> dict:
     (an absent or empty optional value is ``None``); ``ValueError`` naming row ``index``."""
     missing = [c for c in COLUMNS if c not in row]
     if missing:
-        raise ValueError(f"result row {index} lacks {', '.join(missing)}: {dict(row)!r}")
+        raise ReportError(f"result row {index} lacks {', '.join(missing)}: {dict(row)!r}")
     out = {}
     for c in COLUMNS:
         try:
             out[c] = _TYPES[c](row[c])
         except (TypeError, ValueError):
-            raise ValueError(f"result row {index}: {c}={row[c]!r} is not a {_TYPES[c].__name__}") from None
+            raise ReportError(f"result row {index}: {c}={row[c]!r} is not a {_TYPES[c].__name__}") from None
     for c in OPTIONAL_COLUMNS:
         value = row.get(c)
         try:
             out[c] = None if value is None or value == "" else float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"result row {index}: {c}={value!r} is not a number") from None
+            raise ReportError(f"result row {index}: {c}={value!r} is not a number") from None
     if not 0.0 < out["density"] <= 1.0:
-        raise ValueError(f"result row {index}: density {out['density']!r} is not in (0, 1]")
+        raise ReportError(f"result row {index}: density {out['density']!r} is not in (0, 1]")
     if out["level"] < 0 or out["replicate"] < 0:
-        raise ValueError(f"result row {index}: negative level or replicate")
+        raise ReportError(f"result row {index}: negative level or replicate")
     return out
 
 
-def summarize(rows: Iterable[Mapping], match_margin: float = stats.MATCH_MARGIN) -> list[SummaryRow]:
+def summarize(rows: Iterable[Mapping], match_margin: float = MATCH_MARGIN) -> list[SummaryRow]:
     """Group ``rows`` by (experiment, method, level) into :class:`SummaryRow` s.
 
     Each row gets its replicates' statistics, its Welch difference to the experiment's
@@ -170,7 +162,7 @@ def summarize(rows: Iterable[Mapping], match_margin: float = stats.MATCH_MARGIN)
     for r in rows:
         key = (r["experiment"], r["method"], r["level"])
         if key + (r["replicate"],) in seen:
-            raise ValueError(f"duplicate result for experiment={key[0]!r} method={key[1]!r} "
+            raise ReportError(f"duplicate result for experiment={key[0]!r} method={key[1]!r} "
                              f"level={key[2]} replicate={r['replicate']}")
         seen.add(key + (r["replicate"],))
         groups.setdefault(key, []).append(r)
@@ -179,10 +171,10 @@ def summarize(rows: Iterable[Mapping], match_margin: float = stats.MATCH_MARGIN)
     out = []
     for (exp, method, level), members in groups.items():
         acc = samples[exp, method, level]
-        dense = samples.get((exp, "imp", 0))
-        vs_dense = None if dense is None or (method, level) == ("imp", 0) else stats.welch(acc, dense)
-        imp = samples.get((exp, "imp", level))
-        vs_imp = None if imp is None or method == "imp" else stats.welch(imp, acc)
+        dense = samples.get((exp, IMP, 0))
+        vs_dense = None if dense is None or (method, level) == (IMP, 0) else stats.welch(acc, dense)
+        imp = samples.get((exp, IMP, level))
+        vs_imp = None if imp is None or method == IMP else stats.welch(imp, acc)
         moved = [m["last_evals_range"] for m in members if m["last_evals_range"] is not None]
         out.append(SummaryRow(
             experiment=exp, label=members[0]["label"], method=method, level=level,
@@ -228,5 +220,5 @@ def read_csv(path: str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
-            raise ValueError(f"{path}: columns {reader.fieldnames} are not {list(COLUMNS + OPTIONAL_COLUMNS)}")
+            raise ReportError(f"{path}: columns {reader.fieldnames} are not {list(COLUMNS + OPTIONAL_COLUMNS)}")
         return [normalize(r, i) for i, r in enumerate(reader)]

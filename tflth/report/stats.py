@@ -23,10 +23,11 @@ Quantities (all at confidence ``CONFIDENCE`` = 95 %)
 
 Decision rules (verdicts are ``"yes"``, ``"no"`` or ``"undecided"``)
 -------------------------------------------------------------------
-δ is the match margin (``MATCH_MARGIN`` = 0.005, i.e. 0.5 accuracy points; ``--match_margin``
-of ``bin/report.py``, in points); τ the stability threshold
-(:data:`tflth.stability.curve.STABLE_THRESHOLD` = 0.02, i.e. 2 points of test error;
-``--stable_threshold``, in points). [lo, hi] is the 95 % interval.
+δ is the match margin (:data:`tflth.conventions.MATCH_MARGIN` = 0.005, i.e. 0.5 accuracy
+points; ``--match_margin`` of ``bin/report.py``, in points); τ the stability threshold
+(:data:`tflth.conventions.STABLE_THRESHOLD` = 0.02, i.e. 2 points of test error;
+``--stable_threshold``, in points). Both are fractions here, as every accuracy and error is
+(:mod:`tflth.conventions`); the rules in words show them in points. [lo, hi] is the 95 % interval.
 
 * **matches dense** (:func:`matches`), per level and method, on the Welch difference
   (method − dense) of the test accuracies: **yes** if lo > −δ; **no** if hi < −δ;
@@ -73,7 +74,7 @@ Example::
     >>> stats.matches(d, margin=0.5), stats.beats(d, margin=0.5)
     ('undecided', 'undecided')
 
-Standard library only (``math``).
+Standard library only (``math``; the shared constants from :mod:`tflth.conventions`).
 """
 
 from __future__ import annotations
@@ -82,18 +83,14 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["CONFIDENCE", "MATCH_MARGIN", "YES", "NO", "UNDECIDED", "VERDICTS", "regularized_beta", "t_cdf", "t_sf",
+from tflth.conventions import MATCH_MARGIN, to_points
+
+__all__ = ["CONFIDENCE", "YES", "NO", "UNDECIDED", "VERDICTS", "regularized_beta", "t_cdf", "t_sf",
            "t_quantile", "Sample", "describe", "Difference", "welch", "matches", "beats", "stable", "pairs_over",
            "FirstStable", "first_stable", "matches_rule", "beats_rule", "stable_rule", "interval_note"]
 
 CONFIDENCE = 0.95
 """Confidence of every interval in the reports."""
-
-MATCH_MARGIN = 0.005
-"""δ of "matches dense" and "IMP beats <control>": 0.5 accuracy points. Why (docs/statistics.md):
-with 3 replicates a side and the replicate spread of this project's experiments (s ≈ 0.2
-points) the Welch 95 % half-width is ≈ 2.3 s ≈ 0.45 points, so a smaller δ could never be
-decided, while IMP-vs-control gaps of 0.5–1 points are what the reports must resolve."""
 
 YES, NO, UNDECIDED = "yes", "no", "undecided"
 VERDICTS = (YES, NO, UNDECIDED)
@@ -495,21 +492,21 @@ def first_stable(verdicts: Mapping[int, str] | Iterable[tuple[int, str]]) -> Fir
 
 def matches_rule(margin: float = MATCH_MARGIN) -> str:
     """The "matches dense" rule in one sentence, with ``margin`` (a fraction) in points."""
-    m = f"{_check_margin(margin) * 100:g}"
+    m = f"{to_points(_check_margin(margin)):g}"
     return (f"matches dense: yes if the 95 % Welch interval of (method − dense) lies above −{m} points, "
             f"no if below, else undecided")
 
 
 def beats_rule(margin: float = MATCH_MARGIN) -> str:
     """The "IMP beats <control>" rule in one sentence, with ``margin`` (a fraction) in points."""
-    m = f"{_check_margin(margin) * 100:g}"
+    m = f"{to_points(_check_margin(margin)):g}"
     return (f"IMP beats <control>: yes if the 95 % Welch interval of (IMP − control) lies above 0, "
             f"no if below 0 or within ±{m} points, else undecided")
 
 
 def stable_rule(threshold: float) -> str:
     """The "stable" rule in one sentence, with ``threshold`` (a fraction) in points."""
-    t = f"{_check_threshold(threshold) * 100:g}"
+    t = f"{to_points(_check_threshold(threshold)):g}"
     return (f"stable: yes if the 95 % t interval of the mean test instability lies below {t} points, "
             f"no if it lies above or every pair is at or over {t} points (n >= 2), else undecided (always for n = 1)")
 

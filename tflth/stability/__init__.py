@@ -6,9 +6,17 @@ copies of a network (or of an IMP subnetwork) trained from the same weights ``W_
 different SGD noise, compared by
 
 * :mod:`tflth.stability.distances` — L2 distance (raw, normalised by the weights' norm
-  or by how far training moved), cosine similarity; stability to pruning (numpy only);
+  or by how far training moved), cosine similarity; stability to pruning (on NumPy arrays);
 * :mod:`tflth.stability.curve` — the α grid, weight interpolation, the error / loss
-  barrier ("instability") along the straight line, disagreement (numpy only);
+  barrier ("instability") along the straight line, disagreement (on NumPy arrays);
 * :mod:`tflth.stability.batchnorm` — exact BatchNorm statistics recomputed at an
-  interpolated point (TensorFlow / Keras).
+  interpolated point (on a Keras model);
+* :mod:`tflth.stability.evaluate` — :class:`~tflth.stability.evaluate.CurveEvaluator`:
+  error and loss at every α of the curve, in one model (BatchNorm recomputed or
+  interpolated);
+* :mod:`tflth.stability.sweep` — :class:`~tflth.stability.sweep.StabilityJob`: the
+  resumable, shardable sweep that trains the pairs of copies per rewind step k and writes
+  each pair's measurements (``pair.json``).
+
+The report of a sweep (tables, verdicts, figures) is :mod:`tflth.report.stability`.
 """

@@ -58,7 +58,6 @@ from tflth import _keras
 __all__ = [
     "BNStatistics",
     "batchnorm_layers",
-    "bn_variable_names",
     "BatchNormRecomputer",
     "recompute_bn_statistics",
 ]
@@ -108,24 +107,6 @@ def batchnorm_layers(model) -> dict[str, keras.layers.BatchNormalization]:
         for path, layer in _walk(model, "", set())
         if isinstance(layer, keras.layers.BatchNormalization)
     }
-
-
-def bn_variable_names(model) -> list[str]:
-    """Variable paths (``Variable.path``, the keys of ``Trainer.get_weights``) of every
-    BN layer's ``moving_mean`` and ``moving_variance``, in model order.
-
-    Args:
-        model: a built Keras model.
-
-    Returns:
-        ``[mean_path, variance_path, ...]``, two per BN layer.
-    """
-    names = []
-    for path, bn in batchnorm_layers(model).items():
-        if bn.moving_mean is None:
-            raise ValueError(f"BatchNormalization layer '{path}' is not built.")
-        names += [bn.moving_mean.path, bn.moving_variance.path]
-    return names
 
 
 def _reduction_axes(bn, ndim: int) -> list[int]:

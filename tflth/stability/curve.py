@@ -1,4 +1,4 @@
-"""Linear interpolation between two copies and the barrier along it (numpy only).
+"""Linear interpolation between two copies and the barrier along it, on NumPy arrays.
 
 Convention: ``W(α) = (1 − α)·W1 + α·W2``, so ``α = 0`` is copy 1 and ``α = 1`` is copy 2
 (the LMC paper writes ``αW1 + (1 − α)W2``; the curve is the same, mirrored).
@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 __all__ = [
     "PAPER_POINTS",
-    "STABLE_THRESHOLD",
     "alphas",
     "interpolate",
     "interpolate_array",
@@ -39,14 +38,11 @@ __all__ = [
 PAPER_POINTS = 30
 """The LMC paper evaluates 30 evenly spaced α in [0, 1]."""
 
-STABLE_THRESHOLD = 0.02
-"""A network is called stable when its instability is below 2 percentage points of error
-(0.02 with errors as fractions): a project convention that secondary summaries attribute to
-the LMC paper, whose own sentence we could not find (docs/statistics.md). The one home of the threshold: the
-stability report's "stable" verdict (:func:`tflth.report.stats.stable`, on the pairs'
-95 % interval) and the default of ``bin/report.py --stable_threshold`` use it."""
-
-_SNAP = 1e-9  # relative to the grid's span: grid points this close to 0 or 1 become 0 / 1
+_SNAP = 1e-9
+"""How close (as a fraction of the grid's span ``high − low``) a grid point must be to 0 or 1
+to be snapped to exactly 0.0 / 1.0 by :func:`alphas` (``linspace`` rounding leaves e.g.
+``1 − 1e-16`` where 1 is meant); not a statistical tolerance. Whether a curve is stable is
+the stability report's verdict (:data:`tflth.conventions.STABLE_THRESHOLD`)."""
 
 
 def alphas(points: int = PAPER_POINTS, low: float = 0.0, high: float = 1.0) -> np.ndarray:
@@ -144,28 +140,27 @@ def interpolate_array(a, b, alpha: float, name: str = "array") -> np.ndarray:
     return out.astype(a.dtype)
 
 
-def interpolate(w1: Mapping[str, np.ndarray], w2: Mapping[str, np.ndarray], alpha: float, *,
-                equal: Iterable[str] = ()) -> dict[str, np.ndarray]:
+def interpolate(w1: Mapping[str, np.ndarray], w2: Mapping[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
     """``W(α) = (1 − α)·W1 + α·W2`` for every array of two weight dicts.
 
     See :func:`interpolate_array` for the per-array guarantees: pruned entries (exactly
     0.0 in both copies) stay exactly 0.0, α = 0 / α = 1 give W1 / W2 bit for bit, and
-    non-float arrays must be equal and pass through.
+    non-float arrays must be equal and pass through. Masks are not weights: two copies
+    of one ticket share them, and the caller checks that (tflth keeps masks beside the
+    model, :mod:`tflth.masking`; :class:`tflth.stability.evaluate.CurveEvaluator` refuses
+    copies that are nonzero where the model's masks prune).
 
     Args:
         w1, w2: ``{name: ndarray}`` with the same names, shapes and dtypes (the result
             follows ``w1``'s order).
         alpha: the interpolation coefficient.
-        equal: names of float arrays that must be identical in both copies, e.g. the
-            tflth mask variables (``<layer>/mask``, stored as float 0/1): interpolating
-            two copies with different masks is refused.
 
     Returns:
         A new dict ``{name: ndarray}``.
 
     Raises:
-        ValueError: different names, shapes or dtypes, or differing arrays that must
-            be equal (all naming the array).
+        ValueError: different names, shapes or dtypes, or differing non-float arrays
+            (all naming the array).
     """
     missing = [k for k in w1 if k not in w2]
     extra = [k for k in w2 if k not in w1]
@@ -174,17 +169,6 @@ def interpolate(w1: Mapping[str, np.ndarray], w2: Mapping[str, np.ndarray], alph
             f"interpolate: the copies do not have the same arrays: only in the first {missing}, "
             f"only in the second {extra}."
         )
-    equal = list(equal)
-    unknown = [k for k in equal if k not in w1]
-    if unknown:
-        raise ValueError(f"interpolate: equal= names arrays {unknown} that are not in the weights.")
-    for name in equal:
-        a, b = np.asarray(w1[name]), np.asarray(w2[name])
-        if a.shape != b.shape or not np.array_equal(a, b):
-            raise ValueError(
-                f"interpolate: '{name}' differs between the two copies but must be equal "
-                "(different masks are not interpolated)."
-            )
     return {name: interpolate_array(w1[name], w2[name], alpha, name) for name in w1}
 
 
@@ -257,10 +241,6 @@ class CurveResult:
     max_error_alpha: float
     endpoint_errors: tuple[float, float]
     endpoint_losses: tuple[float, float] | None
-
-    def stable(self, threshold: float = STABLE_THRESHOLD) -> bool:
-        """True if ``instability < threshold`` (LMC: 2 points of error, 0.02)."""
-        return self.instability < threshold
 
     def to_dict(self) -> dict:
         """JSON-ready dict (non-finite floats become ``None``)."""

@@ -1,4 +1,4 @@
-"""Distances between two trained copies of a network (numpy only).
+"""Distances between two trained copies of a network, on NumPy arrays.
 
 Weights are dicts ``{name: float ndarray}`` — e.g. the masked variables by variable path
 (:func:`tflth.masking.masked_weights`) or every variable by variable path
@@ -22,8 +22,7 @@ implies a zero distance, reported as ``0.0``. The cosine of a zero vector (e.g. 
 whose mask keeps nothing) is undefined: ``nan`` (``None`` in :meth:`Distances.to_dict`).
 All sums run in float64.
 
-Two copies must use the same mask: :func:`compare_weights` refuses two different masks
-(``masks`` / ``masks2``), as does :func:`check_same_masks`.
+The two copies are copies of one ticket: one mask (``masks``) restricts both.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ __all__ = [
     "compare_weights",
     "stability_to_pruning",
     "select_weights",
-    "check_same_masks",
 ]
 
 Weights = Mapping[str, np.ndarray]
@@ -125,20 +123,6 @@ class Distances:
             "masked": list(self.masked),
         }
 
-    def table(self) -> str:
-        """A fixed-width text table of the rows and the total."""
-        ref = self.total.displacement is not None
-
-        def fmt(x):
-            return "-" if x is None or not math.isfinite(x) else f"{x:.4g}"
-
-        head = f"{'array':<40} {'count':>12} {'l2':>10} {'relative':>9} {'cosine':>8}"
-        rows = [head + (f" {'rel_disp':>9}" if ref else "")]
-        for r in self.layers + (self.total,):
-            line = f"{r.name:<40} {r.count:>12,} {fmt(r.l2):>10} {fmt(r.relative):>9} {fmt(r.cosine):>8}"
-            rows.append(line + (f" {fmt(r.relative_to_displacement):>9}" if ref else ""))
-        return "\n".join(rows)
-
 
 # --------------------------------------------------------------------- checks
 
@@ -169,41 +153,6 @@ def _mask_array(name: str, mask, shape) -> np.ndarray:
     if m.shape != tuple(shape):
         raise ValueError(f"Mask for '{name}' has shape {m.shape}; the weights have {tuple(shape)}.")
     return m if m.dtype == bool else m != 0
-
-
-def check_same_masks(masks1: Mapping[str, np.ndarray], masks2: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The common mask of two copies, or ValueError if they differ.
-
-    Comparing or interpolating two copies with different masks is refused: their
-    difference would mix weights one copy does not have.
-
-    Args:
-        masks1, masks2: ``{name: ndarray}`` (non-zero / True = kept).
-
-    Returns:
-        ``{name: bool ndarray}``, the (identical) masks.
-
-    Raises:
-        ValueError: different names, shapes, or kept entries, naming the first layers
-            that differ.
-    """
-    _check_keys(masks1, masks2, "The first copy's masks", "the second copy's masks")
-    out, differ = {}, []
-    for name, m1 in masks1.items():
-        a = np.asarray(m1)
-        b = np.asarray(masks2[name])
-        if a.shape != b.shape:
-            raise ValueError(f"The two copies' masks for '{name}' have shapes {a.shape} and {b.shape}.")
-        a, b = a != 0, b != 0
-        if not np.array_equal(a, b):
-            differ.append(f"{name} ({int(np.count_nonzero(a != b))} entries)")
-        out[name] = a
-    if differ:
-        raise ValueError(
-            "The two copies have different masks, in " + ", ".join(differ[:5])
-            + (" ..." if len(differ) > 5 else "") + "; only copies with the same mask are compared."
-        )
-    return out
 
 
 def select_weights(weights: Weights, names: Iterable[str]) -> dict[str, np.ndarray]:
@@ -270,32 +219,26 @@ def _row(name: str, s: dict, with_ref: bool) -> LayerDistance:
 
 
 def compare_weights(w1: Weights, w2: Weights, masks: Mapping[str, np.ndarray] | None = None, *,
-                    reference: Weights | None = None,
-                    masks2: Mapping[str, np.ndarray] | None = None) -> Distances:
+                    reference: Weights | None = None) -> Distances:
     """Distances between two copies' weights, per array and in total.
 
     Args:
         w1, w2: ``{name: float ndarray}`` with the same names and shapes (the order of
             ``w1`` is the order of the rows).
-        masks: optional ``{name: ndarray}`` for a subset of the names (non-zero = kept);
-            a masked array is compared over its kept entries only.
+        masks: optional ``{name: ndarray}`` for a subset of the names (non-zero = kept),
+            the copies' common mask; a masked array is compared over its kept entries only.
         reference: optional ``W_k`` (same names and shapes; extra names are ignored):
             adds the displacement ``mean(‖W1 − W_k‖, ‖W2 − W_k‖)`` and the distance
             normalised by it.
-        masks2: the second copy's masks, if it has its own; must equal ``masks``.
 
     Returns:
         :class:`Distances`.
 
     Raises:
         ValueError: different names or shapes (naming the array), a non-float array, a
-            mask for an unknown name or of the wrong shape, or two different masks.
+            mask for an unknown name or of the wrong shape.
     """
     _check_keys(w1, w2, "The first copy's weights", "the second copy's weights")
-    if masks2 is not None:
-        if masks is None:
-            raise ValueError("masks2 was given without masks; pass the masks of both copies.")
-        masks = check_same_masks(masks, masks2)
     masks = dict(masks or {})
     unknown = [k for k in masks if k not in w1]
     if unknown:

@@ -41,133 +41,38 @@ pairs exist. The parent of a replicate is trained by the first shard that needs 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import socket
 import time
-from collections.abc import Callable
 
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, masking, paths, pruning, steps
+from tflth import fileio, masking, pruning, seeds, steps
+from tflth.conventions import IMP
+from tflth.hparams import (NOISES, HparamError, PruningHparams, RunHparams, StabilityHparams, defaults_dict, field,
+                           field_error, field_note, from_dict, to_dict)
 from tflth.lottery import starts
-from tflth.hparams import HparamError, PruningHparams, RunHparams, field_error, field_note, defaults_dict, identity, run_hash, to_dict
-from tflth.lottery.job import ExperimentKey, load_level_mask, replicate_hparams
+from tflth.runs import layout
+from tflth.runs.dirs import open_run_dir, read_result, sweep_dir
+from tflth.runs.lock import RunLock
+from tflth.runs.naming import ExperimentKey, SweepKey, per_k_name
 from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
-from tflth.stability.evaluate import BN_MODES, CurveEvaluator
+from tflth.stability.evaluate import CurveEvaluator
 from tflth.training import checkpoint
-from tflth.training.job import (check_output_dir, check_schedule_steps, check_step_in_run, checked_model, load_for_run,
-                                open_run_dir, read_result, train_or_resume)
+from tflth.training.kit import JobSettings, check_step_in_run, checked_model, load_mask
+from tflth.training.job import train_or_resume
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
-__all__ = ["NOISES", "MASK_MODES", "StabilityHparams", "SweepKey", "StabilityJob", "Unit", "copy_seeds"]
+__all__ = ["NOISES", "MASK_MODES", "StabilityHparams", "StabilityJob", "Unit"]
 
-NOISES = ("data_order_and_augment", "data_order", "augment", "none")
-MAX_INTERPOLATION_POINTS = 1000  # each point costs a full evaluation per pair (see StabilityHparams)
-COPY_SEED_OFFSET = 7919  # copy j of a pair draws seeds = replicate seeds + offset * j
-DENSE = "imp"  # the method name of the dense network at level 0 and of IMP's subnetworks
 MASK_MODES = ("dense", "one_mask", "per_k")  # see the module docstring and StabilityJob.mask_mode
 PER_K_FREE = ("rewind_step", "label")  # what per-k experiments may differ in (hparams.json keys)
-# ... and what an experiment rewound to k = 0 may differ in too: at step 0 the optimizer has no
-# state, so "state" and "fresh" are one computation under two names
+# ... and what a k = 0 experiment may differ in besides: at k = 0 both optimizer choices are
+# the same computation (a fresh optimizer at step 0 is the dense run's optimizer at step 0).
 AT_ZERO_FREE = ("rewind_optimizer",)
-
-
 _S = "StabilityHparams"
-
-
-def _flag_error(field: str, value, expected: str) -> HparamError:
-    return field_error(_S, field, value, f"is invalid: expected {expected}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class StabilityHparams:
-    """What a stability sweep trains and how it analyses each pair.
-
-    ``rewind_steps`` (step notation; empty: the experiments' rewind steps, in per-k mode
-    only, see :class:`StabilityJob`), ``pairs`` per initialisation, ``replicates``
-    (initialisations: seeds + r as in IMP), ``levels`` of the experiment (``(0,)``: the
-    dense network) and ``controls`` on their masks say *which* units exist; ``noise`` how
-    the two copies differ (``none`` makes them identical: a check of the instrument);
-    the rest is the analysis: ``bn`` (``recompute`` or ``interpolate``),
-    ``interpolation_points`` over ``alpha_range``, ``train_examples`` (the fixed training
-    subset of the train curve; all of it when the set is smaller), ``bn_batches`` (training batches BN statistics are
-    recomputed over); ``shard`` = (i, n), 1 ≤ i ≤ n.
-    """
-
-    rewind_steps: tuple[str, ...] = ("0it",)
-    pairs: int = 1
-    replicates: int = 1
-    levels: tuple[int, ...] = (0,)
-    controls: tuple[str, ...] = ()
-    noise: str = "data_order_and_augment"
-    bn: str = "recompute"
-    interpolation_points: int = curve_lib.PAPER_POINTS
-    alpha_range: tuple[float, float] = (0.0, 1.0)
-    train_examples: int = 10_000
-    bn_batches: int = 20
-    shard: tuple[int, int] = (1, 1)
-
-    def __post_init__(self):
-        for name in ("rewind_steps", "levels", "controls", "alpha_range", "shard"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        for s in self.rewind_steps:  # empty: the experiments' (per-k mode; StabilityJob.prepare checks)
-            try:
-                steps.parse(s)
-            except steps.StepError as e:
-                raise field_note(_S, "rewind_steps", str(e), s) from None
-        for name in ("pairs", "replicates", "interpolation_points", "bn_batches"):
-            value = getattr(self, name)
-            low = 2 if name == "interpolation_points" else 1
-            if int(value) != value or value < low:
-                raise _flag_error(name, value, f"an integer >= {low}"
-                                  + (" (the two endpoints at least)" if low == 2 else ""))
-        if self.interpolation_points > MAX_INTERPOLATION_POINTS:
-            raise _flag_error("interpolation_points", self.interpolation_points,
-                              f"at most {MAX_INTERPOLATION_POINTS}: each point is one evaluation of the test set "
-                              f"(and of the train subset) per pair, and the paper's curves use "
-                              f"{curve_lib.PAPER_POINTS}")
-        if int(self.train_examples) != self.train_examples or self.train_examples < 0:
-            raise _flag_error("train_examples", self.train_examples, "an integer >= 0 (0: no train curve)")
-        if not self.levels or any(int(v) != v or v < 0 for v in self.levels) or len(set(self.levels)) != len(
-                self.levels):
-            raise _flag_error("levels", ",".join(map(str, self.levels)), "distinct integers >= 0, e.g. 0,4,8")
-        for c in self.controls:
-            if c not in starts.CONTROLS:
-                raise field_note(_S, "controls", f"unknown control {c!r}: expected some of {list(starts.CONTROLS)}.",
-                                 c)
-        if self.noise not in NOISES:
-            raise _flag_error("noise", self.noise, f"one of {list(NOISES)}")
-        if self.bn not in BN_MODES:
-            raise _flag_error("bn", self.bn, f"one of {list(BN_MODES)}")
-        low, high = self.alpha_range if len(self.alpha_range) == 2 else (None, None)
-        if low is None or not (math.isfinite(low) and math.isfinite(high) and low <= 0.0 < 1.0 <= high):
-            raise _flag_error("alpha_range", ",".join(map(str, self.alpha_range)),
-                              "two finite numbers low,high with low <= 0 and high >= 1")
-        i, n = self.shard if len(self.shard) == 2 else (0, 0)
-        if not (int(n) == n and int(i) == i and 1 <= i <= n):
-            raise _flag_error("shard", "/".join(map(str, self.shard)), "I/N with 1 <= I <= N, e.g. 1/4")
-
-    def analysis(self) -> dict:
-        """The settings a pair's analysis depends on (a pair analysed otherwise is redone)."""
-        return {"bn": self.bn, "interpolation_points": self.interpolation_points,
-                "alpha_range": list(self.alpha_range), "train_examples": self.train_examples,
-                "bn_batches": self.bn_batches}
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepKey:
-    """What names a sweep directory (``stability_<hash>``): what the copies are trained
-    from and with. Rewind steps, pairs, replicates, levels and controls only add units
-    (in per-k mode, so does another experiment of the same settings: another k)."""
-
-    run: RunHparams = RunHparams()
-    experiment: str = ""  # one-mask mode: the IMP experiment's directory name (lottery_<hash>)
-    noise: str = "data_order_and_augment"
-    per_k: str = ""  # per-k mode: a hash of what its experiments share (all but the rewind step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,20 +89,8 @@ class Unit:
         return f"replicate {self.replicate} level {self.level} {self.method} k={self.k}it pair {self.pair}"
 
 
-def copy_seeds(training, pair: int, which: str, noise: str) -> tuple[int, int]:
-    """(data_order_seed, augment_seed) of copy ``which`` (a/b) of ``pair``; ``training``
-    holds the replicate's seeds. ``noise`` says which of the two differ between copies."""
-    j = 1 + 2 * pair + (0 if which == "a" else 1)
-    d, a = training.data_order_seed, training.augment_seed
-    if noise in ("data_order_and_augment", "data_order"):
-        d += COPY_SEED_OFFSET * j
-    if noise in ("data_order_and_augment", "augment"):
-        a += COPY_SEED_OFFSET * j
-    return d, a
-
-
 @dataclasses.dataclass(frozen=True)
-class StabilityJob:
+class StabilityJob(JobSettings):
     """A stability sweep (``bin/stability.py``); see the module docstring.
 
     Args:
@@ -213,9 +106,8 @@ class StabilityJob:
             iterations, one experiment per rewind step. In per-k mode every k of
             ``stability.rewind_steps`` needs an experiment, and empty ``rewind_steps``
             means all of theirs. A sequence of one is that one directory (one-mask mode).
-        output_dir, data_dir, strategy, eval_every, checkpoint_every: as for training.
-        model_fn: the model factory instead of ``run.model.name``'s (as for
-            :class:`tflth.lottery.LotteryJob`).
+        output_dir, data_dir, strategy, eval_every, checkpoint_every, model_fn: keyword
+            arguments, as for every job (:class:`tflth.training.kit.JobSettings`).
 
     The sweep directory is ``stability_<hash>`` of :meth:`key`: in one-mask mode the
     experiment's name, in per-k mode a hash of the settings its experiments share, so a
@@ -234,15 +126,14 @@ class StabilityJob:
 
     run: RunHparams
     stability: StabilityHparams = StabilityHparams()
-    experiment: str | tuple[str, ...] | None = None
-    output_dir: str = "runs"
-    data_dir: str | None = None
-    strategy: str = "auto"
-    eval_every: str | None = None
-    checkpoint_every: str | None = "1ep"
-    model_fn: Callable | None = dataclasses.field(default=None, compare=False, repr=False)
+    experiment: str | tuple[str, ...] | None = field(
+        None, "An IMP experiment directory (lottery_<hash> of bin/prune.py) whose --levels masks (and --controls on "
+        "them) are analysed at every k; or several, comma-separated, that differ only in their --rewind_step: each k "
+        "then analyses the masks of the one rewound to k (per-k mode). Default: the dense network.",
+        text=(lambda t: tuple(e.strip() for e in t.split(",") if e.strip()) or None, lambda v: v or ""))
 
     def __post_init__(self):
+        starts.check_names(None, self.stability.controls, owner=_S)
         e = self.experiment
         if e is not None and not isinstance(e, str):
             e = tuple(os.fspath(x) for x in e)
@@ -265,23 +156,22 @@ class StabilityJob:
     def key(self) -> SweepKey:
         if self.mask_mode == "per_k":
             shared = {}  # what the experiments share, whichever is given first (a k = 0 one lacks AT_ZERO_FREE)
-            for e in sorted(self.experiments, key=lambda e: paths.Experiment(e).name):
+            for e in sorted(self.experiments, key=lambda e: layout.Experiment(e).name):
                 shared.update(_settings(_read_experiment(e)))
             defaults = _settings(defaults_dict(ExperimentKey), at_zero_free=False)
-            return SweepKey(self.run, "", self.stability.noise, per_k=run_hash(
-                {k: v for k, v in shared.items() if k not in defaults or defaults[k] != v}))
-        name = paths.Experiment(self.experiment).name if self.experiment else ""
+            return SweepKey(self.run, "", self.stability.noise, per_k=per_k_name(shared, defaults))
+        name = layout.Experiment(self.experiment).name if self.experiment else ""
         return SweepKey(self.run, name, self.stability.noise)
 
     @property
-    def sweep(self) -> paths.Sweep:
-        return paths.sweep(self.output_dir, run_hash(identity(self.key())))
+    def sweep(self) -> layout.Sweep:
+        return sweep_dir(self.output_dir, self.key())
 
     @property
     def label(self) -> str:
         mode = self.mask_mode
         what = ("dense" if mode == "dense" else "IMP per-k masks" if mode == "per_k"
-                else f"IMP {paths.Experiment(self.experiment).name}")
+                else f"IMP {layout.Experiment(self.experiment).name}")
         return f"{self.run.model.name} {self.run.dataset.name} {what} ({self.stability.noise} noise)"
 
     # ---------------------------------------------------------- validation
@@ -289,17 +179,15 @@ class StabilityJob:
     def prepare(self):
         """Load data and validate every setting against it and the experiments. Writes nothing."""
         st = self.stability
-        check_output_dir("StabilityJob", self.output_dir)
-        dataset, ipe, end = load_for_run(self.run, self.data_dir)
+        dataset, ipe, end = self.load_checked(self.run, "StabilityJob")
         if not st.rewind_steps and self.mask_mode != "per_k":
-            raise _flag_error("rewind_steps", "", "one or more steps such as 0it,100it,500it (none: the experiments' "
-                              "rewind steps, with several experiments only)")
+            raise field_error(_S, "rewind_steps", "", "is invalid: expected one or more steps such as 0it,100it,500it "
+                              "(none: the experiments' rewind steps, with several experiments only).")
         ks = [check_step_in_run((_S, "rewind_steps"), s, ipe, end) for s in st.rewind_steps]
         for s, k in zip(st.rewind_steps, ks):
             if k >= end:
                 raise field_error(_S, "rewind_steps", s, f"is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
-        check_schedule_steps(self.run.training, self.eval_every, self.checkpoint_every, ipe, end, "StabilityJob")
         if st.noise == "augment" and not data_lib.augmented(self.run.dataset):
             raise field_error(_S, "noise", st.noise, f"cannot make the copies differ: {self.run.dataset.name} is "
                               "trained without augmentation here, so both copies would see the same data in the same "
@@ -347,10 +235,10 @@ class StabilityJob:
             diff = [f"{group}.{k}: experiment {other[group][k]!r}, flags {mine[group][k]!r}"
                     for group in mine for k in mine[group] if mine[group][k] != other[group].get(k)]
             raise field_error("StabilityJob", "experiment", experiment, "was trained with other settings ("
-                              + "; ".join(diff[:4]) + "); give the flags it was trained with (e.g. its --preset).")
+                              + "; ".join(diff[:4]) + "); give the settings it was trained with (e.g. its preset).")
 
     def _check_levels(self, experiment: str) -> None:
-        exp = paths.Experiment(experiment)
+        exp = layout.Experiment(experiment)
         for r in range(self.stability.replicates):
             for level in self.stability.levels:
                 if not exp.level(r, level).finished():
@@ -396,7 +284,7 @@ class StabilityJob:
         return {k: (sources[k], k) for k in ks}
 
     def methods(self, level: int) -> list[str]:
-        return [DENSE] + (list(self.stability.controls) if level > 0 else [])
+        return [IMP] + (list(self.stability.controls) if level > 0 else [])
 
     def units(self, ks: list[int]) -> list[Unit]:
         """Every unit of the sweep, in order (replicate, level, method, k, pair)."""
@@ -436,7 +324,7 @@ class StabilityJob:
 
 def _read_experiment(path: str) -> dict:
     """An IMP experiment's ``hparams.json``, checked to be one (errors name ``StabilityJob.experiment``)."""
-    hp = paths.Experiment(path).hparams
+    hp = layout.Experiment(path).hparams
     if not os.path.isfile(hp):
         raise field_error("StabilityJob", "experiment", path, "is not an IMP experiment directory "
                           "(lottery_<hash> with hparams.json, made by bin/prune.py).")
@@ -444,6 +332,11 @@ def _read_experiment(path: str) -> dict:
     if not isinstance(stored, dict) or not isinstance(stored.get("run"), dict) or "pruning" not in stored:
         raise field_error("StabilityJob", "experiment", path, "is not an IMP experiment: its hparams.json has no "
                           "run and pruning settings.")
+    try:  # read every setting now, before anything trains: a renamed key is a damaged file, not a traceback
+        RunHparams.from_dict(stored["run"])
+        from_dict(PruningHparams, stored["pruning"], "pruning")
+    except HparamError as e:
+        raise fileio.DamagedFileError(hp, str(e)) from None
     return stored
 
 
@@ -477,26 +370,26 @@ def _check_same_settings(given: tuple[str, ...], stored: dict) -> None:
         for k, v in _settings(stored[e]).items():
             if k in seen and seen[k][0] != v:
                 raise field_error("StabilityJob", "experiment", ",".join(given), f"mixes experiments that differ in "
-                                  f"{k} ({paths.Experiment(seen[k][1]).name}: {seen[k][0]!r}, "
-                                  f"{paths.Experiment(e).name}: {v!r}); expected experiments that differ "
+                                  f"{k} ({layout.Experiment(seen[k][1]).name}: {seen[k][0]!r}, "
+                                  f"{layout.Experiment(e).name}: {v!r}); expected experiments that differ "
                                   "only in their rewind step.")
             seen.setdefault(k, (v, e))
 
 
 def _rewinds_text(sources: dict[int, str]) -> str:
-    return ", ".join(f"{k}it ({paths.Experiment(e).name})" for k, e in sources.items())
+    return ", ".join(f"{k}it ({layout.Experiment(e).name})" for k, e in sources.items())
 
 
 class _SweepReplicate:
     """One initialisation: its parent (W_k for every k), its copies and their analysis,
     all on one Trainer (one model)."""
 
-    def __init__(self, job: StabilityJob, sweep: paths.Sweep, r: int, dataset, strategy, ks: list[int],
+    def __init__(self, job: StabilityJob, sweep: layout.Sweep, r: int, dataset, strategy, ks: list[int],
                  sources: dict[int, tuple[str, int] | None], trainer: Trainer | None = None):
         self.job, self.sweep, self.r, self.ks = job, sweep, r, ks
         # k -> (the experiment whose masks and W_k it uses, that experiment's rewind step), or None (dense)
-        self.sources = {k: (paths.Experiment(s[0]), s[1]) if s else None for k, s in sources.items()}
-        self.hparams = replicate_hparams(job.run, r)
+        self.sources = {k: (layout.Experiment(s[0]), s[1]) if s else None for k, s in sources.items()}
+        self.hparams = seeds.replicate(job.run, r)
         if trainer is None or trainer.hparams != self.hparams:
             trainer = Trainer(self.hparams, dataset=dataset, strategy=strategy, model_fn=job.model_fn)
         self.trainer = trainer
@@ -505,7 +398,7 @@ class _SweepReplicate:
         self._evaluator = None
         self._pruners: dict[str, pruning.Strategy] = {}
 
-    def experiment(self, k: int) -> paths.Experiment | None:
+    def experiment(self, k: int) -> layout.Experiment | None:
         """The experiment k's masks and W_k come from (``None``: the dense network)."""
         source = self.sources.get(k)
         return source[0] if source else None
@@ -529,7 +422,7 @@ class _SweepReplicate:
         missing = [k for k in self.ks if k not in found]
         if missing:
             parent = self.sweep.parent(self.r)
-            with _ParentLock(parent.path, enabled=is_chief()):  # the other workers train it with the chief
+            with RunLock(parent.path, enabled=is_chief()):  # the other workers train it with the chief
                 train_or_resume(self.trainer, parent.path, masks=self._level_mask(0), end_step=max(missing),
                                 save_steps=missing,
                                 checkpoint_every=self.job.checkpoint_every,
@@ -543,10 +436,10 @@ class _SweepReplicate:
 
     # --- masks and starts
 
-    def _level_mask(self, level: int, experiment: paths.Experiment | None = None) -> masking.Masks:
+    def _level_mask(self, level: int, experiment: layout.Experiment | None = None) -> masking.Masks:
         if level == 0:
             return masking.Masks.ones(masking.shapes(self.trainer.model))
-        return load_level_mask(experiment.level(self.r, level).mask, self.trainer)
+        return load_mask(experiment.level(self.r, level).mask, self.trainer.model)
 
     def _start(self, unit: Unit):
         """``(mask, start function)`` of a unit's copies (the mask is applied after the start,
@@ -555,7 +448,7 @@ class _SweepReplicate:
                              seed=self.hparams.training.seed)
         experiment = self.experiment(unit.k)
         mask = self._level_mask(unit.level, experiment)
-        if unit.method == DENSE:
+        if unit.method == IMP:
             def init(t):
                 t.load_checkpoint(begin.rewind)
         else:
@@ -567,11 +460,11 @@ class _SweepReplicate:
 
         return mask, init
 
-    def _pruning_strategy(self, experiment: paths.Experiment):
+    def _pruning_strategy(self, experiment: layout.Experiment):
         """The experiment's pruning strategy, whose structure its controls keep."""
         if experiment.path not in self._pruners:
-            stored = fileio.read_json(experiment.hparams)
-            self._pruners[experiment.path] = pruning.strategy_for(PruningHparams(**stored["pruning"]),
+            stored = _read_experiment(experiment.path)
+            self._pruners[experiment.path] = pruning.strategy_for(from_dict(PruningHparams, stored["pruning"]),
                                                                   layouts=pruning.layouts(self.trainer.model))
         return self._pruners[experiment.path]
 
@@ -579,7 +472,7 @@ class _SweepReplicate:
 
     def _train_copy(self, unit: Unit, which: str, start, mask) -> tuple[dict, dict]:
         run = self.sweep.copy(unit.replicate, unit.level, unit.method, unit.k, unit.pair, which)
-        d, a = copy_seeds(self.hparams.training, unit.pair, which, self.job.stability.noise)
+        d, a = seeds.copy_seeds(self.hparams.training, unit.pair, which, self.job.stability.noise)
         result = train_or_resume(self.trainer, run.path, start, masks=mask, data_order_seed=d, augment_seed=a,
                                  eval_every=self.job.eval_every, checkpoint_every=self.job.checkpoint_every,
                                  label=f"{unit.label()} copy {which}")
@@ -656,60 +549,3 @@ class _SweepReplicate:
             self._evaluator = CurveEvaluator(self.trainer, st.train_examples, st.bn, st.bn_batches)
         grid = curve_lib.alphas(st.interpolation_points, *st.alpha_range)
         return self._evaluator.curve(w_a, w_b, grid)
-
-
-class _ParentLock:
-    """An exclusive lock file beside a parent run, so one shard trains it while the
-    others wait. A lock left by a killed process on this host is taken over; one left
-    on another host must be removed by hand (the message says which file)."""
-
-    def __init__(self, run_dir: str, poll: float = 5.0, enabled: bool = True):
-        self.path = run_dir.rstrip("/") + ".lock"
-        self.poll = poll
-        self.enabled = enabled
-        self.held = False
-
-    def _owner_dead(self) -> bool:
-        try:
-            host, pid = open(self.path).read().split()
-        except (OSError, ValueError):
-            return False
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    def __enter__(self):
-        if not self.enabled:
-            return self
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        told = False
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                if self._owner_dead():
-                    os.unlink(self.path)
-                    continue
-                if not told:
-                    logging.info("Waiting for %s: another shard is training this parent (remove the file if "
-                                 "no process is).", self.path)
-                    told = True
-                time.sleep(self.poll)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()}\n")
-            self.held = True
-            return self
-
-    def __exit__(self, *exc):
-        if self.held:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass

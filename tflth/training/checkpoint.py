@@ -7,7 +7,7 @@ metrics since the last evaluation, so a resumed run reports what an uninterrupte
 does). The input pipeline is a pure function of (seeds, step), so this is the
 whole state of a run. Files are written by :mod:`tflth.fileio` (temporary name, fsync,
 rename), so a run killed at any moment leaves the previous checkpoint or the new one,
-never a torn one; file names come from :mod:`tflth.paths`.
+never a torn one; file names come from :mod:`tflth.runs.layout`.
 
 :class:`Writer` does the writing on a background thread, so a training loop waits only
 for a host copy of the state (about a millisecond for LeNet-300-100) while serialising
@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 
-from tflth import fileio, paths
+from tflth import fileio
+from tflth.runs import layout
 
 __all__ = ["CheckpointError", "State", "Writer", "save", "read", "load", "path_for", "list_steps", "latest",
            "remove_partial"]
@@ -34,8 +35,8 @@ class CheckpointError(fileio.RunFileError):
     usage error (the binaries exit 1 with its message, never 2)."""
 
 
-path_for = paths.checkpoint_file
-list_steps = paths.checkpoint_steps
+path_for = layout.checkpoint_file
+list_steps = layout.checkpoint_steps
 remove_partial = fileio.remove_partial  # temporary files a killed writer left
 
 
@@ -108,7 +109,7 @@ class Writer:
             return
         try:
             fn(*args)
-        except BaseException:
+        except BaseException:  # whatever stopped it (re-raised): the queued operations after it must not run
             self._failed = True
             raise
 

@@ -26,7 +26,7 @@ over training as any two nearby trajectories do; a compiled run is therefore ano
 (``step``/``chunk`` enter the run's name, ``off`` does not), reruns and resumes of a
 compiled run are bit-identical to it, pruned weights stay exactly ``0.0`` (Adam's per-entry
 epsilons and SGD's mask constraint are compiled with the step) and checkpoints are saved
-at the same steps. Measured on this project's 2-core CPU machines (README, "Engine speed"):
+at the same steps. Measured on this project's 2-core CPU machines (docs/speed.md, "Engine speed"):
 ``chunk`` runs LeNet-300-100 at about half the time of ``off`` and helps the small ViT;
 XLA's CPU convolutions are slow (tensorflow/tensorflow#62808), so convolutional networks
 keep ``off`` on CPU. On GPUs XLA usually helps convolutions too; untested here: measure
@@ -74,7 +74,7 @@ def warn_if_slow(mode: str, model) -> bool:
              if type(layer).__name__.startswith(("Conv", "SeparableConv", "DepthwiseConv"))]
     if convs:
         logging.warning("jit_compile=%s on the CPU with convolutions (%s): XLA's CPU convolutions are slow "
-                        "(tensorflow/tensorflow#62808), measured here many times slower than off; README "
+                        "(tensorflow/tensorflow#62808), measured here many times slower than off; docs/speed.md "
                         "'Compiled training' says which mode to use where.", mode, ", ".join(convs[:3]))
     return bool(convs)
 

@@ -8,8 +8,8 @@ import time
 
 from absl import logging
 
-from tflth import paths
-from tflth.fileio import read_json, read_jsonl, write_json, write_text  # noqa: F401  (read_json/write_json: old home)
+from tflth.runs import layout
+from tflth.fileio import DamagedFileError, read_jsonl, write_text
 
 __all__ = ["MetricsLog", "Progress"]
 
@@ -18,11 +18,15 @@ class MetricsLog:
     """Append-only ``metrics.jsonl`` (one record per evaluation) plus TensorBoard.
 
     On resume from step ``s`` records after ``s`` (written before a kill, after the
-    last checkpoint) are dropped, so the log matches an uninterrupted run.
+    last checkpoint) are dropped, so the log matches an uninterrupted run. A line that is
+    valid JSON but not an evaluation record (not an object with an integer ``step``) is
+    not what a kill leaves (a torn last line is not valid JSON): the log is damaged, and
+    the run stops with a :class:`~tflth.fileio.DamagedFileError` naming the file and the
+    line rather than drop or misplace it.
     """
 
     def __init__(self, run_dir: str, resume_step: int = 0, enabled: bool = True, tensorboard: bool = True):
-        self.path = paths.RunDir(run_dir).metrics
+        self.path = layout.RunDir(run_dir).metrics
         self.enabled = enabled
         self._writer = None
         if not enabled:
@@ -32,12 +36,25 @@ class MetricsLog:
         if tensorboard:
             import tensorflow as tf
 
-            self._writer = tf.summary.create_file_writer(paths.RunDir(run_dir).tensorboard)
+            self._writer = tf.summary.create_file_writer(layout.RunDir(run_dir).tensorboard)
 
     @staticmethod
     def read(run_dir: str) -> list[dict]:
-        """The run's evaluation records (a line torn by a kill ends them)."""
-        return read_jsonl(paths.RunDir(run_dir).metrics)
+        """The run's evaluation records (a line torn by a kill ends them).
+
+        Raises:
+            tflth.fileio.DamagedFileError: a line is valid JSON but not an object with an
+                integer ``step``; the message names the file and the line.
+        """
+        path = layout.RunDir(run_dir).metrics
+        records = read_jsonl(path)
+        for line, record in enumerate(records, start=1):
+            step = record.get("step") if isinstance(record, dict) else None
+            if not isinstance(step, int) or isinstance(step, bool):
+                found = (f"an object without an integer 'step' (step={step!r})" if isinstance(record, dict)
+                         else f"a JSON {type(record).__name__}")
+                raise DamagedFileError(path, f"line {line} is {found}, not an evaluation record")
+        return records
 
     def write(self, record: dict) -> None:
         if not self.enabled:

@@ -32,8 +32,10 @@ import tensorflow as tf
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, masking, models, paths, steps
+from tflth import fileio, masking, models, steps
+from tflth.errors import RunError
 from tflth.hparams import RunHparams
+from tflth.runs.layout import RunDir
 from tflth.data.resident import ResidentTrainData
 from tflth.training import checkpoint, compiled
 from tflth.training.metrics import MetricsLog, Progress
@@ -55,7 +57,7 @@ def _legacy_mask_key(key: str, variables) -> bool:
     return key not in variables and key.endswith("/mask") and (key[: -len("mask")] + "kernel") in variables
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunError):
     """The training loss became NaN or infinite."""
 
 
@@ -157,7 +159,6 @@ class Trainer:
         if len(self._model_vars) != len(self.model.variables):
             raise ValueError("Model variable paths are not unique; give the layers distinct names.")
         self._coupled_decay = th.weight_decay if th.optimizer in ("sgd", "adam") else 0.0
-        self._apply_masks = lambda: masking.zero_pruned(self.model)  # the one way pruned entries are zeroed
         self._resident = None  # jit_compile=chunk: the resident training set
         self._train_chunk = self._make_train_chunk()
         self._eval_fn = self._make_eval_fn()
@@ -387,7 +388,7 @@ class Trainer:
         seeds = (th.data_order_seed if data_order_seed is None else int(data_order_seed),
                  th.augment_seed if augment_seed is None else int(augment_seed))
         chief = is_chief()
-        ckpt_dir = paths.RunDir(run_dir).checkpoints if run_dir else None
+        ckpt_dir = RunDir(run_dir).checkpoints if run_dir else None
         keep = {self.to_iterations(s) for s in save_steps}
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
@@ -423,7 +424,7 @@ class Trainer:
                 metrics.close()
         result = TrainResult(*outcome, seconds=time.perf_counter() - t0)
         if run_dir and chief:
-            fileio.write_json(paths.RunDir(run_dir).result, result.to_dict())
+            fileio.write_json(RunDir(run_dir).result, result.to_dict())
         barrier(self.strategy)  # other workers read the chief's files only once they are written
         return result
 
@@ -431,7 +432,7 @@ class Trainer:
         """Before training: zero every pruned entry (whatever was assigned since the last
         run) and, under Adam, hand the current masks to the optimizer."""
         if self._masked:
-            self._apply_masks()
+            masking.zero_pruned(self.model)
         if self._optimizer_masks:
             self.optimizer.set_masks([m for _, m in self._masked])
 

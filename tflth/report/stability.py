@@ -1,12 +1,18 @@
 """The stability report: ``stability.csv``, ``stability.md`` and plots from ``pair.json`` files.
 
 Input: the pairs of one or more sweeps (:func:`collect` reads a sweep directory through
-:class:`tflth.paths.Sweep`; a shard's partial sweep is fine: whatever pairs exist are
+:class:`tflth.runs.layout.Sweep`; a shard's partial sweep is fine: whatever pairs exist are
 reported). A *setting* is (sweep, level, method, k); its pairs (over replicates and
 data-order pairs) are summarised by mean ± sample std, the test instability also by its
 95 % t interval, and the verdicts follow the rules of :mod:`tflth.report.stats` (threshold
-τ = :data:`tflth.stability.curve.STABLE_THRESHOLD`, 2 points, unless ``stable_threshold``
-says otherwise; margin δ = :data:`tflth.report.stats.MATCH_MARGIN`).
+τ = :data:`tflth.conventions.STABLE_THRESHOLD`, 0.02, unless ``stable_threshold`` says
+otherwise; margin δ = :data:`tflth.conventions.MATCH_MARGIN`; both fractions, shown in
+points).
+
+The same contract as the IMP report (:mod:`tflth.report.imp`), so ``bin/report.py`` calls
+either alike: :func:`collect` ``(directory, controls)``, :func:`summarize`,
+:func:`text_table` and :func:`write_report` ``(output_dir, rows, title=None, *,
+match_margin=..., stable_threshold=...) -> {name: path}``, one path per written file.
 
 * ``stability.csv`` — one ``pair`` row per pair and one ``summary`` row per setting
   (column ``row``), numbers as fractions (errors, instabilities) and raw distances;
@@ -22,13 +28,16 @@ says otherwise; margin δ = :data:`tflth.report.stats.MATCH_MARGIN`).
   mean ± std, its 95 % interval, pairs over τ, the *stable* verdict), train instability,
   L2 and normalised L2 between the copies, disagreement, final test accuracy, and for IMP
   experiments its Welch difference to dense and the *matches dense* verdict; then the
-  **first stable k** of every (level, method) and the rules in words.
+  **first stable k** of every (level, method) and the rules in words. A table's heading
+  names the analysis settings (points, α range, train curve, and the BatchNorm treatment
+  where the network has BatchNorm; "no BatchNorm" where the pairs record it has none).
 * ``instability.png`` — test instability vs k (symmetric-log x axis, k = 0 included),
   one line per (level, method) with 95 % t intervals as error bars and the dashed τ line;
   ``curves_<sweep>_level<L>_<method>.png`` — mean test error vs α, one line per k, with a
   band of the 95 % t interval over pairs.
 
-It reuses the generic table and plot code of :mod:`tflth.report`.
+It reuses the generic table and plot code of :mod:`tflth.report`; the control names come
+from the caller (the report does not import :mod:`tflth.lottery`).
 """
 
 from __future__ import annotations
@@ -40,12 +49,13 @@ import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from tflth import fileio, paths
-from tflth.lottery import starts
+from tflth import fileio
+from tflth.conventions import IMP, MATCH_MARGIN, STABLE_THRESHOLD, method_key, to_points
 from tflth.report import plots, stats, tables
-from tflth.stability.curve import STABLE_THRESHOLD
+from tflth.runs.layout import Sweep
+from tflth.report.errors import ReportError
 
-__all__ = ["CSV_COLUMNS", "collect", "summarize", "first_stable_k", "mask_mode",
+__all__ = ["CSV_COLUMNS", "collect", "analysis_text", "summarize", "first_stable_k", "mask_mode",
            "markdown", "text_table", "write_report"]
 
 CSV_COLUMNS = ("row", "sweep", "label", "level", "method", "density", "k", "k_percent", "replicate", "pair", "n",
@@ -70,38 +80,46 @@ _METRICS = {  # CSV column -> how to read it from a pair.json
 }
 
 
-def collect(sweep_dir: str) -> list[dict]:
-    """Every finished pair of a sweep directory (``pair.json`` contents), in unit order."""
-    sweep = paths.Sweep(sweep_dir)
+def collect(sweep_dir: str, controls: Iterable[str]) -> list[dict]:
+    """Every finished pair of a sweep directory (``pair.json`` contents), in unit order: IMP's
+    (and the dense network's) pairs and those of the ``controls`` named (the registered
+    ones: ``tuple(tflth.lottery.starts.CONTROLS)``); other directories are ignored."""
+    sweep = Sweep(sweep_dir)
     if not os.path.isfile(sweep.hparams):
-        raise ValueError(f"{sweep_dir} is not a stability sweep directory (no hparams.json)")
-    known = ["imp", *starts.CONTROLS]
+        raise ReportError(f"{sweep_dir} is not a stability sweep directory (no hparams.json)")
+    known = [IMP, *controls]
     return [fileio.read_json(path, required=("curve", "distances", "copies"))
             for *_, path in sweep.pair_results(known)]
 
 
-def analysis_text(analysis: Mapping) -> str:
-    """A pair's analysis settings (``pair.json``'s ``analysis``) in a few words."""
+def analysis_text(analysis: Mapping, has_batchnorm: bool | None = None) -> str:
+    """A pair's analysis settings (``pair.json``'s ``analysis``) in a few words. The
+    BatchNorm treatment is named unless ``has_batchnorm`` is ``False`` (``pair.json``'s
+    ``curve.has_batchnorm``: the network has no BatchNorm, so the setting changed nothing;
+    ``None``, a pair written before it was recorded, names it)."""
     low, high = analysis["alpha_range"]
-    bn = analysis["bn"] + (f" over {analysis['bn_batches']} batches" if analysis["bn"] == "recompute" else "")
     train = analysis["train_examples"]
+    if has_batchnorm is False:
+        bn = "no BatchNorm"
+    else:
+        bn = "BN " + analysis["bn"] + (f" over {analysis['bn_batches']} batches" if analysis["bn"] == "recompute"
+                                        else "")
     return (f"{analysis['interpolation_points']} points in [{low:g}, {high:g}], "
-            + (f"train curve on {train} examples" if train else "no train curve") + f", BN {bn}")
+            + (f"train curve on {train} examples" if train else "no train curve") + f", {bn}")
+
+
+def _analysis(p: Mapping) -> str:
+    return analysis_text(p["analysis"], p["curve"].get("has_batchnorm"))
 
 
 def _setting(p: Mapping) -> tuple:
-    return (p["sweep"], p["level"], _method_rank(p["method"]), p["method"], p["k"], analysis_text(p["analysis"]))
+    return (p["sweep"], p["level"], method_key(p["method"]), p["method"], p["k"], _analysis(p))
 
 
 def mask_mode(p: Mapping) -> str:
     """A pair's mask mode; pairs written before the mode was recorded were one-mask (an
     experiment's, with a dense accuracy) or dense."""
     return p.get("mask_mode") or ("one_mask" if p.get("dense_accuracy") is not None else "dense")
-
-
-def _method_rank(method: str) -> int:
-    order = ["imp", *starts.CONTROLS]
-    return order.index(method) if method in order else len(order)
 
 
 def _finite(values: Iterable) -> list[float]:
@@ -116,7 +134,7 @@ def _mean_std(values: list) -> tuple[float | None, float | None]:
 
 
 def summarize(pairs: Iterable[Mapping], stable_threshold: float = STABLE_THRESHOLD,
-              match_margin: float = stats.MATCH_MARGIN) -> list[dict]:
+              match_margin: float = MATCH_MARGIN) -> list[dict]:
     """One dict per setting (sweep, level, method, k, analysis settings): means and stds
     of every metric, ``n`` pairs, ``analysis`` (:func:`analysis_text`) and the statistics
     of :mod:`tflth.report.stats`: ``test_instability_low`` / ``_high`` (95 % t interval),
@@ -125,7 +143,7 @@ def summarize(pairs: Iterable[Mapping], stable_threshold: float = STABLE_THRESHO
     ``accuracy_minus_dense`` with ``_low``, ``_high``, ``_p`` (Welch: per-pair accuracy −
     the dense accuracies of the replicates) and ``matching`` (the "matches dense" verdict;
     ``None`` without a dense reference). ``stable_threshold`` and ``match_margin`` are
-    fractions (0.02: 2 points). Pairs analysed with other settings (``interpolation_points``,
+    fractions (0.02: 2 points; :mod:`tflth.conventions`). Pairs analysed with other settings (``interpolation_points``,
     ``alpha_range``, ``train_examples``, ``bn``, ``bn_batches``) are never averaged together."""
     stats.stable_rule(stable_threshold), stats.matches_rule(match_margin)  # check both before any work
     groups: dict[tuple, list[Mapping]] = {}
@@ -189,7 +207,7 @@ def _pair_row(p: Mapping, threshold: float) -> dict:
     row = {"row": "pair", "sweep": p["sweep"], "label": p["label"], "level": p["level"], "method": p["method"],
            "density": p["density"], "k": p["k"], "k_percent": 100.0 * p["k_fraction"], "replicate": p["replicate"],
            "pair": p["pair"], "n": 1, "bn": p["analysis"]["bn"], "noise": p["noise"], "mask_mode": mask_mode(p),
-           "experiment": p.get("experiment"), "analysis": analysis_text(p["analysis"])}
+           "experiment": p.get("experiment"), "analysis": _analysis(p)}
     row.update({name: read(p) for name, read in _METRICS.items()})
     inst = _finite([row["test_instability"]])
     row["pairs_over"] = stats.pairs_over(inst, threshold) if inst else None
@@ -209,7 +227,7 @@ def _csv_text(pairs: Sequence[Mapping], summary: Sequence[Mapping], threshold: f
 
 
 def _points(fraction: float) -> str:
-    return f"{fraction * 100:g}"
+    return f"{to_points(fraction):g}"
 
 
 def _verdict(value: str | None) -> str:
@@ -317,24 +335,25 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
     fig, ax = plots.new_figure()
     series: dict[tuple, list[Mapping]] = {}
     for s in summary:
-        series.setdefault((s["sweep"], s["level"], _method_rank(s["method"]), s["method"]), []).append(s)
+        series.setdefault((s["sweep"], s["level"], method_key(s["method"]), s["method"]), []).append(s)
     groups = sorted({key[:2] for key in series})  # (sweep, level): one colour each
+    methods = sorted({s["method"] for s in summary}, key=method_key)  # one marker each
     labels = {s["sweep"]: s["label"] for s in summary}
-    for i, ((sweep, level, rank, method), rows) in enumerate(sorted(series.items())):
+    for (sweep, level, _, method), rows in sorted(series.items()):
         rows = sorted(rows, key=lambda s: s["k"])
         label = f"level {level} ({tables.fmt_percent(rows[0]['density'])}%) {method}" if level else \
-            f"dense {method}" if method != "imp" else "dense"
+            f"dense {method}" if method != IMP else "dense"
         if len(labels) > 1:
             label = f"{labels[sweep]}: {label}"
         half = [0.0 if s["test_instability_high"] is None else s["test_instability_high"] - s["test_instability"]
                 for s in rows]
         plots.errorbar_series(ax, [s["k"] for s in rows], [s["test_instability"] or 0.0 for s in rows],
                               half, label=label, scale=100,
-                              marker=plots.MARKERS[rank % len(plots.MARKERS)],
+                              marker=plots.MARKERS[methods.index(method) % len(plots.MARKERS)],
                               color=plots.series_color(groups.index((sweep, level))),
-                              linestyle="-" if method == "imp" else "--")
+                              linestyle="-" if method == IMP else "--")
     tau = summary[0]["stable_threshold"]
-    ax.axhline(tau * 100, color="0.3", lw=1.0, ls="--", label=f"{_points(tau)} points (threshold)", zorder=1)
+    ax.axhline(to_points(tau), color="0.3", lw=1.0, ls="--", label=f"{_points(tau)} points (threshold)", zorder=1)
     plots.log_x_axis(ax, sorted({s["k"] for s in summary}), fmt=lambda v: f"{v:g}")
     plots.style_axes(ax, xlabel="Rewind step k (iterations)", ylabel="Test instability (error barrier, points)",
                      title=title or "Instability vs rewind step")
@@ -342,11 +361,12 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
     return plots.save_figure(path, fig)
 
 
-def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> list[str]:
+def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> dict[str, str]:
+    """``{"curves_<sweep>_level<L>_<method>": path}``: one figure per (sweep, level, method)."""
     groups: dict[tuple, dict[int, list[Mapping]]] = {}
     for p in pairs:
         groups.setdefault((p["sweep"], p["level"], p["method"]), {}).setdefault(p["k"], []).append(p)
-    written = []
+    written = {}
     for (sweep, level, method), by_k in sorted(groups.items()):
         fig, ax = plots.new_figure()
         for i, k in enumerate(sorted(by_k)):
@@ -357,20 +377,23 @@ def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> list[str]:
             plots.errorbar_series(ax, alphas, [a.mean for a in at], [a.half_width or 0.0 for a in at],
                                   label=f"k = {k}it", scale=100, marker=None,
                                   color=plots.series_color(i), band=True)
-        what = "dense" if level == 0 and method == "imp" else f"level {level} {method}"
+        what = "dense" if level == 0 and method == IMP else f"level {level} {method}"
         plots.style_axes(ax, xlabel="Interpolation α (0: copy a, 1: copy b)", ylabel="Test error (%)",
                          title=f"Test error along the line between the copies: {what}")
         plots.place_legend(ax, title="mean over pairs; band:\n95 % t interval (none for n=1)")
         name = sweep.strip("/").replace(os.sep, "_").replace(".", "_")  # a sweep named by its path
-        written.append(plots.save_figure(os.path.join(output_dir, f"curves_{name}_level{level}_{method}.png"), fig))
+        stem = f"curves_{name}_level{level}_{method}"
+        written[stem] = plots.save_figure(os.path.join(output_dir, f"{stem}.png"), fig)
     return written
 
 
-def write_report(output_dir: str, pairs: Iterable[Mapping], title: str | None = None,
-                 stable_threshold: float = STABLE_THRESHOLD, match_margin: float = stats.MATCH_MARGIN) -> dict:
+def write_report(output_dir: str, pairs: Iterable[Mapping], title: str | None = None, *,
+                 match_margin: float = MATCH_MARGIN, stable_threshold: float = STABLE_THRESHOLD) -> dict[str, str]:
     """Write ``stability.csv``, ``stability.md``, ``instability.png`` and the curve plots
-    into ``output_dir``; returns ``{"csv", "markdown", "plot", "curves": [...]}``.
-    ``stable_threshold`` and ``match_margin`` (fractions) as in :func:`summarize`."""
+    into ``output_dir``; returns ``{name: path}``, one entry per file written: ``"csv"``,
+    ``"markdown"``, ``"plot"`` and ``"curves_<sweep>_level<L>_<method>"`` for each curve
+    figure (the contract of :func:`tflth.report.imp.write_report`). ``stable_threshold`` and
+    ``match_margin`` (fractions) as in :func:`summarize`."""
     pairs = list(pairs)
     if not pairs:
         raise ValueError("write_report: no finished pairs")
@@ -382,5 +405,5 @@ def write_report(output_dir: str, pairs: Iterable[Mapping], title: str | None = 
           + "\n![instability vs k (error bars: 95 % intervals)](instability.png)\n")
     fileio.write_text(out["markdown"], md)
     _instability_plot(out["plot"], summary, title)
-    out["curves"] = _curve_plots(output_dir, pairs)
+    out.update(_curve_plots(output_dir, pairs))
     return out
