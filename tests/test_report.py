@@ -589,3 +589,18 @@ def test_public_names_are_reexported():
     for name in report.__all__:
         assert getattr(report, name) is not None
     assert not os.path.exists(os.path.join(os.path.dirname(os.path.dirname(report.__file__)), "report.py"))
+
+
+def test_experiments_sharing_their_dense_runs_share_one_band():
+    """One plot element per point: four structured experiments pruned from one dense
+    network list its band once (they listed it four times); another dense run keeps its own."""
+    rows = []
+    for e, dense in (("a", 0.90), ("b", 0.90), ("c", 0.90), ("d", 0.80)):
+        for r in range(2):
+            rows.append(row(0, "imp", r, dense + 0.001 * r, experiment=e, label=f"exp {e}"))
+            rows.append(row(1, "imp", r, dense - 0.01, experiment=e, label=f"exp {e}"))
+    ax = report.figure(report.summarize(rows)).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    dense = [t for t in legend if "dense" in t]
+    assert len(dense) == 2 and dense[0].startswith("3 experiments' dense 90.05") and dense[1].startswith("exp d: dense")
+    assert sum("IMP" in t for t in legend) == 4

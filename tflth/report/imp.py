@@ -188,6 +188,13 @@ def plot(path: str, summary: Sequence[SummaryRow], title: str | None = None) -> 
     return plots.save_figure(path, figure(summary, title))
 
 
+def _dense_key(row: SummaryRow):
+    """What identifies an experiment's dense runs in a plot (``None``: it has none): two
+    experiments with the same dense replicates (one dense network pruned four ways, say)
+    have the same accuracies and get one band, not one each."""
+    return None if row.dense is None else tuple(row.dense.values)
+
+
 def figure(summary: Sequence[SummaryRow], title: str | None = None):
     """The :func:`plot` figure, not written: a ``matplotlib.figure.Figure`` on an Agg canvas."""
     summary = list(summary)
@@ -199,14 +206,19 @@ def figure(summary: Sequence[SummaryRow], title: str | None = None):
     other_methods = sorted({s.method for s in summary if s.method not in _MARKERS})
     color_i = 0
     densities = []
-    for rows in experiments:
+    bands = [_dense_key(rows[0]) for rows in experiments]
+    drawn = set()
+    for rows, band in zip(experiments, bands):
         first = rows[0]
-        if first.dense is not None:
+        if band is not None and band not in drawn:  # experiments that share their dense runs share one band
+            drawn.add(band)
             m, half = first.dense.mean * 100, (first.dense.half_width or 0.0) * 100
-            prefix = f"{first.label}: " if multi else ""
+            shared = bands.count(band)
+            prefix = "" if not multi else f"{first.label}: " if shared == 1 else f"{shared} experiments' "
             interval = " " + tables.fmt_interval(first.dense.low, first.dense.high, scale=100) if half > 0 else ""
             label = f"{prefix}dense {m:.2f}{interval} %"
-            plots.reference_band(ax, m, half, color=plots.series_color(color_i), label=label)
+            plots.reference_band(ax, m, half, color=plots.series_color(color_i) if shared == 1 else "0.5",
+                                 label=label)
         for method in _methods(rows):
             pts = sorted((s for s in rows if s.method == method), key=lambda s: -s.density)
             x = [s.density * 100 for s in pts]
