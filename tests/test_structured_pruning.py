@@ -80,7 +80,7 @@ def test_nm_masks_satisfy_the_checker_on_every_supported_layer_type():
     kinds = {lay.kind for lay in layouts.values()}
     assert {"EinsumDense.kernel", "Conv1D.kernel", "LSTMCell.kernel", "LSTMCell.recurrent_kernel",
             "Conv2D.kernel", "SeparableConv2D.pointwise_kernel", "Conv2DTranspose.kernel", "Dense.kernel"} <= kinds
-    strategy = pruning.strategy_for(dataclasses.replace(NM, nm_pad=True), layouts=layouts)
+    strategy = pruning.pruner_for(dataclasses.replace(NM, nm_pad=True), layouts=layouts)
     strategy.check()
     weights = masking.masked_weights(model)
     ones = masking.masks_of(model)
@@ -121,8 +121,8 @@ def test_an_input_axis_that_is_not_a_multiple_of_m_is_refused_unless_padding():
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, name="fc")], name="net")
     layouts = pruning.layouts(model)
     with pytest.raises(HparamError, match=r"'net/fc/kernel' \(Dense.kernel, shape \(8, 3\)\) has 8 inputs .* M = 3"):
-        pruning.strategy_for(PruningHparams(strategy="nm", nm=((2, 3),)), layouts=layouts).check()
-    padded = pruning.strategy_for(PruningHparams(strategy="nm", nm=((2, 3),), nm_pad=True), layouts=layouts)
+        pruning.pruner_for(PruningHparams(strategy="nm", nm=((2, 3),)), layouts=layouts).check()
+    padded = pruning.pruner_for(PruningHparams(strategy="nm", nm=((2, 3),), nm_pad=True), layouts=layouts)
     padded.check()
     assert padded.survivor_counts(1) == [24, 3 * (2 + 2 + 2)]  # groups [3][3][2]: 2 + 2 + min(2, 2)
 
@@ -133,9 +133,9 @@ def test_nm_settings_are_checked():
         with pytest.raises(HparamError, match=pattern):
             PruningHparams(strategy="nm", nm=bad)
     with pytest.raises(HparamError, match="has no effect with strategy 'magnitude'"):
-        pruning.strategy_for(PruningHparams(nm=((2, 4),)))
+        pruning.pruner_for(PruningHparams(nm=((2, 4),)))
     with pytest.raises(HparamError, match="expected rate 0"):
-        pruning.strategy_for(PruningHparams(strategy="nm", nm=((2, 4),), layer_rates=(("output", 0.1),)))
+        pruning.pruner_for(PruningHparams(strategy="nm", nm=((2, 4),), layer_rates=(("output", 0.1),)))
     assert PruningHparams(strategy="nm", nm=("2:4", "1:4")).nm == ((2, 4), (1, 4))
 
 
@@ -144,7 +144,7 @@ def test_random_nm_control_keeps_every_group_count():
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="a"), keras.layers.Dense(4, name="b")],
                              name="net")
     masking.masked(model)
-    strategy = pruning.strategy_for(NM, layouts=pruning.layouts(model))
+    strategy = pruning.pruner_for(NM, layouts=pruning.layouts(model))
     weights = {p: rng.normal(size=w.shape) for p, w in masking.masked_weights(model).items()}
     level = strategy(weights, masking.masks_of(model), level=2)
     control = strategy.random_like(level, seed=5)
@@ -171,7 +171,7 @@ def test_channels_prune_units_by_l1_norm_and_the_next_layers_rows():
     fc2 = np.array([[1, 1, 1], [2, 0, 0], [0, 3, 0], [9, 9, 9.]])  # L1 per unit: 12, 13, 10
     out = np.ones((3, 2))
     weights = {"net/fc1/kernel": fc1, "net/fc2/kernel": fc2, "net/out/kernel": out}
-    strategy = pruning.strategy_for(PruningHparams(0.5, "layerwise", strategy="channels"),
+    strategy = pruning.pruner_for(PruningHparams(0.5, "layerwise", strategy="channels"),
                                     layouts=pruning.layouts(model))
     strategy.check()
     mask = strategy(weights, masking.masks_of(model))
@@ -183,7 +183,7 @@ def test_channels_prune_units_by_l1_norm_and_the_next_layers_rows():
     assert mask["net/fc2/kernel"].sum() == 2  # unit 1, rows 1 and 3
     assert mask["net/out/kernel"].tolist() == [[False, False], [True, True], [False, False]]  # logits all kept
     assert strategy.survivor_counts(2) == [7, 3, 2]  # units of fc1 + fc2: 4+3, 2+1, 1+1
-    l2 = pruning.strategy_for(PruningHparams(0.5, "layerwise", strategy="channels", channel_norm="l2"),
+    l2 = pruning.pruner_for(PruningHparams(0.5, "layerwise", strategy="channels", channel_norm="l2"),
                               layouts=pruning.layouts(model))(weights, masking.masks_of(model))
     assert l2["net/fc1/kernel"].any(axis=0).tolist() == [False, True, False, True]  # norms √2, √20, 3, 5
 
@@ -211,8 +211,8 @@ def test_channels_refuse_residual_additions_by_name_and_accept_them_excluded():
     masking.masked(model)
     hp = PruningHparams(0.5, "layerwise", strategy="channels")
     with pytest.raises(HparamError, match=r"'a/kernel': the output of 'a' goes to 2 layers \(b, add\).*a:0"):
-        pruning.strategy_for(hp, layouts=pruning.layouts(model)).check()
-    ok = pruning.strategy_for(PruningHparams(0.5, "layerwise", (("a", 0), ("b", 0)), strategy="channels"),
+        pruning.pruner_for(hp, layouts=pruning.layouts(model)).check()
+    ok = pruning.pruner_for(PruningHparams(0.5, "layerwise", (("a", 0), ("b", 0)), strategy="channels"),
                               layouts=pruning.layouts(model))
     ok.check()
     assert ok.max_levels() == 0
@@ -222,7 +222,7 @@ def test_random_channels_keep_unit_and_weight_counts_per_layer():
     model = _chain(first_rows=10)
     rng = np.random.default_rng(1)
     weights = {p: rng.normal(size=w.shape) for p, w in masking.masked_weights(model).items()}
-    strategy = pruning.strategy_for(PruningHparams(0.5, "layerwise", strategy="channels"),
+    strategy = pruning.pruner_for(PruningHparams(0.5, "layerwise", strategy="channels"),
                                     layouts=pruning.layouts(model))
     level = strategy(weights, masking.masks_of(model))
     counts = {p: int(m.sum()) for p, m in level.items()}
@@ -239,7 +239,7 @@ def test_random_channels_keep_unit_and_weight_counts_per_layer():
 
 def test_every_layer_keeps_a_unit():
     model = _chain()
-    strategy = pruning.strategy_for(PruningHparams(0.9, "layerwise", strategy="channels"),
+    strategy = pruning.pruner_for(PruningHparams(0.9, "layerwise", strategy="channels"),
                                     layouts=pruning.layouts(model))
     mask = masking.masks_of(model)
     for _ in range(3):

@@ -119,7 +119,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], text: bo
             os.fsync(f.fileno())
         os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException as e:
+    except BaseException as e:  # any failure (a kill included) removes the partial file, then re-raises
         remove(tmp)
         if isinstance(e, OSError) and e.errno in _FULL:
             raise StorageFullError(path, e.strerror) from None

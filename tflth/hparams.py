@@ -410,28 +410,26 @@ def _own_fields(settings: type) -> list[str]:
 
 def _option(text: str) -> tuple[str, int]:
     """``"depth=2"`` -> ``("depth", 2)`` (one ``ModelHparams.options`` item)."""
-    name, sep, value = str(text).partition("=")
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
-    if not sep or not name.strip() or number is None:
-        raise HparamError(f"ModelHparams.options entry {text!r} is invalid: expected name=integer, e.g. depth=2.",
-                          owner="ModelHparams", field="options", value=text)
-    return name.strip(), number
+    return _name_value(text, "=", int, "ModelHparams", "options", "name=integer, e.g. depth=2")
 
 
 def _layer_rate(text: str) -> tuple[str, float]:
     """``"output:0.1"`` -> ``("output", 0.1)`` (one ``PruningHparams.layer_rates`` item)."""
-    pattern, sep, rate = str(text).rpartition(":")
+    return _name_value(text, ":", float, "PruningHparams", "layer_rates", "'layer_glob:rate', e.g. output:0.1")
+
+
+def _name_value(text: str, sep: str, convert, owner: str, name: str, expected: str):
+    """``"<name><sep><value>"`` -> ``(name, convert(value))``, split at the last ``sep``
+    (a glob may hold one); a bad item raises :class:`HparamError` naming ``owner.name``."""
+    key, found, value = str(text).rpartition(sep)
     try:
-        value = float(rate)
+        number = convert(value)
     except ValueError:
-        value = None
-    if not sep or not pattern or value is None:
-        raise HparamError(f"PruningHparams.layer_rates entry {text!r} is invalid: expected 'layer_glob:rate', e.g. "
-                          "output:0.1.", owner="PruningHparams", field="layer_rates", value=text)
-    return pattern, value
+        number = None
+    if not found or not key.strip() or number is None:
+        raise HparamError(f"{owner}.{name} entry {text!r} is invalid: expected {expected}.", owner=owner, field=name,
+                          value=text)
+    return key.strip(), number
 
 
 def parse_levels(text: str, owner: str = "StabilityHparams") -> tuple[int, ...]:

@@ -132,9 +132,9 @@ class LotteryJob(JobSettings):
         if k == end:
             raise field_error(_L, "rewind_step", self.lottery.rewind_step, "is the end of training; "
                               f"expected a step before iteration {end}.")
-        pruning.strategy_for(self.pruning)  # a known strategy with consistent settings
+        pruning.pruner_for(self.pruning)  # a known strategy with consistent settings
         factory, model = checked_model(self.run, dataset, self.model_fn)
-        pruner = pruning.strategy_for(self.pruning, layouts=pruning.layouts(model, factory.prunable(model)))
+        pruner = pruning.pruner_for(self.pruning, layouts=pruning.layouts(model, factory.prunable(model)))
         pruner.check()
         last = pruner.max_levels()
         if self.lottery.levels > last:
@@ -169,7 +169,7 @@ class _ImpTrajectory:
         self.end = self.trainer.end_step
         self.reset = starts.get_reset(job.lottery.reset)
         self._reset_trainer = None
-        self.pruner = pruning.strategy_for(job.pruning, seed=self.hparams.training.seed,
+        self.pruner = pruning.pruner_for(job.pruning, seed=self.hparams.training.seed,
                                            layouts=pruning.layouts(self.trainer.model))
 
     # --- helpers

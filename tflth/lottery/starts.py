@@ -20,10 +20,10 @@ Resets (``--reset``):
 Controls (``--controls``), trained exactly like IMP's level L except for what they control:
 
 * ``random_reinit`` — level L's mask, weights from a new initialisation (seed
-  :func:`control_seed`), optimizer state and schedule of step k;
+  :func:`tflth.seeds.control_seed`), optimizer state and schedule of step k;
 * ``random_prune`` — a random mask of the pruning strategy's structure (any weights;
   N:M groups; whole channels) with level L's per-variable survivor counts (seed
-  :func:`control_seed`; :meth:`tflth.pruning.Strategy.random_like`), weights W_k ⊙ m.
+  :func:`tflth.seeds.control_seed`; :meth:`tflth.pruning.Pruner.random_like`), weights W_k ⊙ m.
 
 Step k's optimizer (``--rewind_optimizer``, :data:`REWIND_OPTIMIZERS`): every start above
 that takes "optimizer state and schedule of step k" (``rewind``, ``lr_rewind``,
@@ -45,24 +45,12 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tflth.hparams import REWIND_OPTIMIZERS, field_error, field_note
+from tflth.seeds import control_seed
 from tflth.training import checkpoint
 
 __all__ = ["Start", "Reset", "Control", "RESETS", "CONTROLS", "REWIND_OPTIMIZERS", "register_reset",
-           "register_control", "get_reset", "get_control", "control_seed", "REINIT_SEED_OFFSET"]
-
-REINIT_SEED_OFFSET = 100_003  # a control's seed = training seed + offset + level
-
-#: What a start from W_k does with step k's optimizer (:meth:`Start.load_rewind`), by name.
-REWIND_OPTIMIZERS = {
-    "state": "step k's optimizer state as the dense run had it (momentum, Adam's moments and step count)",
-    "fresh": "a fresh optimizer at step k: every slot zero, the learning-rate schedule (and data order) at "
-             "step k, Adam's bias correction counting from k (open_lth's lottery runner)",
-}
-
-
-def control_seed(training_seed: int, level: int) -> int:
-    """The seed of level ``level``'s controls (new initialisation, random mask)."""
-    return int(training_seed) + REINIT_SEED_OFFSET + int(level)
+           "register_control", "get_reset", "get_control", "check_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +187,7 @@ class RandomPrune(Control):
     def mask(self, level_mask, start, strategy=None):
         seed = control_seed(start.seed, start.level)
         if strategy is None:
-            from tflth.pruning.strategies import random_like  # noqa: PLC0415
+            from tflth.pruning.pruners import random_like  # noqa: PLC0415
 
             return random_like(level_mask, seed=seed)
         return strategy.random_like(level_mask, seed=seed)
@@ -208,8 +196,6 @@ class RandomPrune(Control):
 def check_names(reset: str | None = None, controls=(), owner: str = "LotteryHparams") -> None:
     """``reset`` and ``controls`` name registered resets and controls, else an
     :class:`~tflth.hparams.HparamError` naming ``<owner>.reset`` / ``<owner>.controls``."""
-    from tflth.hparams import field_error, field_note  # noqa: PLC0415
-
     if reset is not None and reset not in RESETS:
         raise field_error(owner, "reset", repr(reset), f"is invalid: expected one of {list(RESETS)}.")
     for c in controls:

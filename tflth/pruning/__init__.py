@@ -8,7 +8,7 @@ an allocation, with its own hyperparameters and level schedule:
 =============  ==================================  ================  =========================
 name           structure (what goes together)      score             allocation per level
 =============  ==================================  ================  =========================
-``magnitude``  one weight (:mod:`.strategies`)     ``|w|``           ``fraction`` of the rest,
+``magnitude``  one weight (:mod:`.pruners`)         ``|w|``           ``fraction`` of the rest,
                                                                      global or layerwise
 ``random``     one weight                          random            as ``magnitude``
 ``nm``         N of every M inputs (:mod:`.nm`)    ``|w|``           the level's N:M (``nm``)
@@ -16,7 +16,7 @@ name           structure (what goes together)      score             allocation 
                (:mod:`.channels`)                                    global or layerwise
 =============  ==================================  ================  =========================
 
-Every strategy's :meth:`~Strategy.random_like` is its random-pruning control: the same
+Every strategy's :meth:`~Pruner.random_like` is its random-pruning control: the same
 structure and per-layer counts, at random. :mod:`.layout` reads what a variable's axes
 mean from its layer (and where its units go from the model's graph). :func:`prune`
 runs a strategy on a model's masked variables.
@@ -25,15 +25,15 @@ runs a strategy on a model's masked variables.
 from __future__ import annotations
 
 from tflth.hparams import PruningHparams
-from tflth.pruning.strategies import (REGISTRY, MagnitudePruning, RandomPruning, Strategy, allocate, check_layer_rates,
-                                      pruned_count, random_like, register, strategy_for)
+from tflth.pruning.pruners import (REGISTRY, MagnitudePruning, RandomPruning, Pruner, allocate, check_layer_rates,
+                                      pruned_count, random_like, register, pruner_for)
 from tflth.pruning.nm import NMPruning, is_nm, is_pruned_m_by_n
 from tflth.pruning.channels import ChannelPruning
 from tflth.pruning.layout import VariableLayout, layouts
 
-__all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Strategy",
+__all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Pruner",
            "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
-           "random_like", "register", "strategy_for", "prune"]
+           "random_like", "register", "pruner_for", "prune"]
 
 
 def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "magnitude",
@@ -58,6 +58,6 @@ def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "
     from tflth import masking  # noqa: PLC0415
 
     hparams = PruningHparams(fraction, scope, tuple(layer_rates), strategy, **settings)
-    chosen = strategy_for(hparams, seed=seed, layouts=layouts(model))
+    chosen = pruner_for(hparams, seed=seed, layouts=layouts(model))
     chosen.check()
     return chosen(masking.masked_weights(model), masking.masks_of(model), level=level)

@@ -25,7 +25,7 @@ import numpy as np
 from tflth.hparams import HparamError, PruningHparams, field
 from tflth.masking.masks import Masks
 from tflth.pruning.layout import VariableLayout
-from tflth.pruning.strategies import (Strategy, allocate, check_layer_rates, check_shapes, last_changing, rate_for,
+from tflth.pruning.pruners import (Pruner, allocate, check_layer_rates, check_shapes, last_changing, rate_for,
                                       register, unit_counts)
 
 __all__ = ["ChannelPruning", "unit_view", "alive_units", "channel_mask"]
@@ -71,7 +71,7 @@ def channel_mask(mask: Mapping[str, np.ndarray], units: Mapping[str, np.ndarray]
 
 
 @register("channels")
-class ChannelPruning(Strategy):
+class ChannelPruning(Pruner):
     """Prune whole output units by their weights' L1/L2 norm, with the next layer's inputs.
 
     Hyperparameters (:class:`tflth.hparams.PruningHparams`): ``fraction`` of the remaining

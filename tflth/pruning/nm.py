@@ -28,7 +28,7 @@ import numpy as np
 from tflth.hparams import HparamError, PruningHparams, field
 from tflth.masking.masks import Masks
 from tflth.pruning.layout import VariableLayout
-from tflth.pruning.strategies import Strategy, check_layer_rates, check_shapes, rate_for, register
+from tflth.pruning.pruners import Pruner, check_layer_rates, check_shapes, rate_for, register
 
 __all__ = ["NMPruning", "nm_mask", "random_nm_like", "is_nm", "is_pruned_m_by_n", "grouped", "ungrouped"]
 
@@ -105,7 +105,7 @@ def is_pruned_m_by_n(tensor, m_by_n: tuple[int, int] = (2, 4), axis: int | None 
 
 
 @register("nm")
-class NMPruning(Strategy):
+class NMPruning(Pruner):
     """N:M pruning: level L keeps the ``nm[L-1][0]`` largest of every ``nm[L-1][1]``.
 
     Hyperparameters (:class:`tflth.hparams.PruningHparams`): ``nm``, one ``(N, M)`` per

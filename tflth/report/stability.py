@@ -314,20 +314,21 @@ def _by_sweep(summary: Sequence[Mapping]) -> dict[str, list[Mapping]]:
 
 
 def markdown(summary: Sequence[Mapping]) -> str:
-    parts = []
-    for sweep, rows in _by_sweep(summary).items():
-        header, body, align = _table(rows)
-        parts.append(tables.render_markdown(header, body, align, title=_heading(rows)))
-        parts.append("".join(f"- {line}\n" for line in _first_stable_lines(rows)))
-    return "\n".join(parts)
+    """One Markdown table per sweep, each followed by its first-stable-k lines as a list."""
+    return _render(summary, tables.render_markdown, "- ")
 
 
 def text_table(summary: Sequence[Mapping]) -> str:
+    """The tables of :func:`markdown`, aligned in plain text for a terminal."""
+    return _render(summary, tables.render_text, "")
+
+
+def _render(summary: Sequence[Mapping], render, bullet: str) -> str:
     parts = []
-    for sweep, rows in _by_sweep(summary).items():
+    for rows in _by_sweep(summary).values():
         header, body, align = _table(rows)
-        parts.append(tables.render_text(header, body, align, title=_heading(rows)))
-        parts.append("".join(f"{line}\n" for line in _first_stable_lines(rows)))
+        parts.append(render(header, body, align, title=_heading(rows)))
+        parts.append("".join(f"{bullet}{line}\n" for line in _first_stable_lines(rows)))
     return "\n".join(parts)
 
 

@@ -464,7 +464,7 @@ class _SweepReplicate:
         """The experiment's pruning strategy, whose structure its controls keep."""
         if experiment.path not in self._pruners:
             stored = _read_experiment(experiment.path)
-            self._pruners[experiment.path] = pruning.strategy_for(from_dict(PruningHparams, stored["pruning"]),
+            self._pruners[experiment.path] = pruning.pruner_for(from_dict(PruningHparams, stored["pruning"]),
                                                                   layouts=pruning.layouts(self.trainer.model))
         return self._pruners[experiment.path]
 

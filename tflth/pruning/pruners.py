@@ -1,10 +1,11 @@
-"""Pruning strategies: trained weights + current mask → next mask.
+"""Pruners: trained weights + current mask → next mask.
 
-A strategy is a :class:`Strategy`: a callable ``strategy(weights, mask) -> mask`` over
+A pruner is a :class:`Pruner`: a callable ``pruner(weights, mask) -> mask`` over
 ``{variable path: array}`` dicts, built from :class:`PruningHparams` and a seed.
-Strategies are registered by name in :data:`REGISTRY` (``PruningHparams.strategy``
-picks one), so a new way to prune (structured N:M masks, say) is one more class with
-:func:`register`. The built-in fraction strategies prune a fraction of the weights that are still *remaining* (so density
+Pruners are registered by the name of their pruning strategy in :data:`REGISTRY`
+(``PruningHparams.strategy``, ``--pruning_strategy``, picks one), so a new way to prune
+(structured N:M masks, say) is one more class with :func:`register`. ("Strategy" alone
+is tf.distribute's word in tflth: :mod:`tflth.training.strategy`.) The built-in fraction strategies prune a fraction of the weights that are still *remaining* (so density
 after L levels at fraction p is (1-p)^L), never re-grows a pruned weight, and breaks
 ties deterministically (by magnitude, then by position in the flattened layer order).
 
@@ -28,12 +29,12 @@ from tflth.hparams import HparamError, PruningHparams
 from tflth.masking.masks import Masks, path_matches
 from tflth.pruning.layout import VariableLayout
 
-__all__ = ["Strategy", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
-           "allocate", "check_layer_rates", "rate_for", "strategy_for", "pruned_count"]
+__all__ = ["Pruner", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
+           "allocate", "check_layer_rates", "rate_for", "pruner_for", "pruned_count"]
 
 
 #: Registered pruning strategies by name (``PruningHparams.strategy``).
-REGISTRY: dict[str, type[Strategy]] = {}
+REGISTRY: dict[str, type[Pruner]] = {}
 
 
 def register(name: str):
@@ -144,7 +145,7 @@ def last_changing(counts) -> int:
     raise AssertionError("unreachable")
 
 
-class Strategy:
+class Pruner:
     """What IMP calls at each level: trained kernels + current mask → the next mask; the base
     of every strategy (its hparams, seed and the masked variables' layouts).
 
@@ -169,7 +170,7 @@ class Strategy:
     one class::
 
         @register("snip")
-        class SnipPruning(Strategy):
+        class SnipPruning(Pruner):
             @dataclasses.dataclass(frozen=True)
             class Hparams(PruningHparams):
                 snip_batches: int = field(1, "Batches the gradient is averaged over.")
@@ -214,7 +215,7 @@ class Strategy:
         return last_changing(unit_counts(self.hparams, self.sizes()))
 
 
-class _FractionPruning(Strategy):
+class _FractionPruning(Pruner):
     """Unstructured: subclasses give the per-weight scores (lower = pruned first)."""
 
 
@@ -261,8 +262,8 @@ def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
     return Masks(out)
 
 
-def strategy_for(hparams: PruningHparams, seed: int = 0,
-                 layouts: Mapping[str, VariableLayout] | None = None) -> Strategy:
+def pruner_for(hparams: PruningHparams, seed: int = 0,
+                 layouts: Mapping[str, VariableLayout] | None = None) -> Pruner:
     """The registered strategy ``hparams.strategy``, built for ``hparams``, ``seed`` and
     the masked variables' ``layouts`` (:func:`tflth.pruning.layout.layouts`)."""
     try:
