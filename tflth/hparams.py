@@ -52,7 +52,7 @@ REWIND_OPTIMIZERS = {
 NOISES = ("data_order_and_augment", "data_order", "augment", "none")
 #: BatchNorm along an interpolation path (StabilityHparams.bn): see tflth.stability.evaluate.
 BN_MODES = ("recompute", "interpolate")
-#: The paper's number of points on an interpolation path (StabilityHparams.interpolation_points).
+#: The LMC paper evaluates 30 evenly spaced α in [0, 1] (StabilityHparams.interpolation_points).
 PAPER_POINTS = 30
 #: Each point costs a full evaluation per pair (StabilityHparams.interpolation_points).
 MAX_INTERPOLATION_POINTS = 1000

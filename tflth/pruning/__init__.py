@@ -19,7 +19,8 @@ name           structure (what goes together)      score             allocation 
 Every strategy's :meth:`~Pruner.random_like` is its random-pruning control: the same
 structure and per-layer counts, at random. :mod:`.layout` reads what a variable's axes
 mean from its layer (and where its units go from the model's graph). :func:`prune`
-runs a strategy on a model's masked variables.
+runs a strategy on a model's masked variables. :mod:`.saliency` scores weights once, at the weights of now
+(SNIP, GraSP, SynFlow; lower = pruned first), for exact one-shot masks (:func:`one_shot_mask`, :func:`synflow_mask`).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from tflth.pruning.pruners import (REGISTRY, MagnitudePruning, RandomPruning, Pr
 from tflth.pruning.nm import NMPruning, is_nm, is_pruned_m_by_n
 from tflth.pruning.channels import ChannelPruning
 from tflth.pruning.layout import VariableLayout, layouts
+from tflth.pruning.saliency import (SaliencyError, grasp_scores, one_shot_mask, snip_scores, synflow_mask,
+                                    synflow_refusal, synflow_scores)
 
 __all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Pruner",
            "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
-           "random_like", "register", "pruner_for", "prune"]
+           "random_like", "register", "pruner_for", "prune", "SaliencyError", "grasp_scores", "one_shot_mask",
+           "snip_scores", "synflow_mask", "synflow_refusal", "synflow_scores"]
 
 
 def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "magnitude",

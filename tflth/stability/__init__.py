@@ -16,7 +16,12 @@ different SGD noise, compared by
   interpolated);
 * :mod:`tflth.stability.sweep` — :class:`~tflth.stability.sweep.StabilityJob`: the
   resumable, shardable sweep that trains the pairs of copies per rewind step k and writes
-  each pair's measurements (``pair.json``).
+  each pair's measurements (``pair.json``);
+* :mod:`tflth.stability.path` — :func:`~tflth.stability.path.linear_path`: the straight
+  line between two weight sets of any Keras model, evaluated with ``evaluate``, and its
+  barrier, for ``model.fit`` users (:class:`~tflth.stability.path.LinearPath`).
 
 The report of a sweep (tables, verdicts, figures) is :mod:`tflth.report.stability`.
 """
+
+from tflth.stability.path import LinearPath, PathError, linear_path  # noqa: F401

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tflth.hparams import PAPER_POINTS  # the LMC paper's 30 evenly spaced α in [0, 1]
+
 __all__ = [
     "PAPER_POINTS",
     "alphas",
@@ -35,8 +37,6 @@ __all__ = [
     "disagreement",
 ]
 
-PAPER_POINTS = 30
-"""The LMC paper evaluates 30 evenly spaced α in [0, 1]."""
 
 _SNAP = 1e-9
 """How close (as a fraction of the grid's span ``high − low``) a grid point must be to 0 or 1

@@ -29,12 +29,11 @@ import tensorflow as tf
 
 from tflth import data as data_lib
 from tflth import masking
+from tflth.hparams import BN_MODES
 from tflth.stability import curve as curve_lib
 from tflth.stability.batchnorm import batchnorm_layers, recompute_bn_statistics
 
 __all__ = ["BN_MODES", "CurveEvaluator"]
-
-BN_MODES = ("recompute", "interpolate")
 
 
 class CurveEvaluator:
