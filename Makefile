@@ -52,6 +52,7 @@ bench: setup data
 	$(PY) benchmarks/stability_speed.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/scaling.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/export_speed.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/saliency_speed.py $(BENCH_FLAGS) || status=1; \
 	exit $$status
 
 # tflth vs TensorFlow Model Optimization. tfmot flips tf.keras to tf_keras on import, so it

@@ -344,3 +344,21 @@ def test_one_shot_mask_within_alive_never_regrows_and_refuses_bad_input():
         pruning.one_shot_mask(scores, 0.5, layer_rates=(("nothing*", 0.5),))
     with pytest.raises(saliency.SaliencyError, match="finite"):
         pruning.one_shot_mask({"a": np.array([1.0, np.nan])}, 0.5)
+
+
+def test_synflow_on_resnet8_does_not_crash_the_process():
+    """TF 2.21's oneDNN kernels crash (double free) on the filter gradient of ResNet-8's
+    1×1 stride-2 shortcut at batch 1; SynFlow feeds its all-ones input at batch 2. In a
+    child process, so a crash fails this test instead of killing the test worker."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, tflth\n"
+            "from tflth import models, pruning\n"
+            "from tflth.hparams import ModelHparams\n"
+            "model = models.factory(ModelHparams('resnet8', width=8), (28, 28, 1), 10)(0)\n"
+            "scores = pruning.synflow_scores(model)\n"
+            "assert all(np.all(s >= 0) for s in scores.values()) and sum(float(s.sum()) for s in scores.values()) > 0\n"
+            "print('ok', len(scores))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), out.stderr[-3000:]

@@ -340,8 +340,15 @@ def _ones_input(model, input_shape):
             raise SaliencyError(f"Model '{model.name}' has inputs of unknown size {shapes}: give synflow the shape "
                                 "of one example as input_shape.")
         dtypes = [t.dtype for t in inputs]
-    ones = [tf.ones((1, *s), dtype=d) for s, d in zip(shapes, dtypes)]
+    ones = [tf.ones((_FLOW_BATCH, *s), dtype=d) for s, d in zip(shapes, dtypes)]
     return ones[0] if len(ones) == 1 else ones
+
+
+#: SynFlow's all-ones input is fed as a batch of 2 identical examples and ``R`` halved: the
+#: same value (halving is exact in binary floating point), but TensorFlow 2.21's oneDNN CPU
+#: kernels crash the process (double free) on the filter gradient of a 1×1 stride-2
+#: convolution at batch 1, e.g. ResNet-8's first shortcut on 28×28 inputs.
+_FLOW_BATCH = 2
 
 
 class _Flow:
@@ -373,7 +380,7 @@ class _Flow:
             def flow():
                 with tf.GradientTape() as tape:
                     outputs = model(ones, training=False)
-                    r = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64)) for o in tf.nest.flatten(outputs)])
+                    r = tf.add_n([tf.reduce_sum(tf.cast(o, tf.float64)) for o in tf.nest.flatten(outputs)]) / _FLOW_BATCH
                 grads = tape.gradient(r, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
                 return r, grads
 
@@ -407,8 +414,9 @@ def synflow_scores(model, paths: Sequence[str] | None = None, input_shape=None,
     """SynFlow's synaptic saliency ``|w ⊙ ∂R/∂w|`` of each scored variable, one round, no data.
 
     Every float variable of the model is replaced by its absolute value (restored after),
-    the model runs in inference mode on an all-ones input of batch 1, and ``R`` is the sum
-    of its outputs. For a network without biases each layer's scores sum to ``R``
+    the model runs in inference mode on an all-ones input, and ``R`` is the sum of its
+    outputs for one example (computed on a batch of two identical ones, halved:
+    :data:`_FLOW_BATCH`). For a network without biases each layer's scores sum to ``R``
     (the paper's conservation theorem). Refused in one line where ``R`` is undefined
     (:func:`synflow_refusal`).
 
