@@ -61,6 +61,24 @@ def sublayers(layer, recursive: bool = True) -> list:
     return list(layer._flatten_layers(include_self=False, recursive=recursive))
 
 
+def layer_paths(layer):
+    """``(path, sublayer)`` for every sublayer of ``layer``, parents before their children,
+    each once (a shared layer under its first path); paths join layer names with ``/``.
+    Children are a model's ``layers`` where it has them, else :func:`sublayers` (direct)."""
+    seen = set()
+
+    def walk(parent, prefix):
+        for child in getattr(parent, "layers", None) or sublayers(parent, recursive=False):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = f"{prefix}/{child.name}" if prefix else child.name
+            yield path, child
+            yield from walk(child, path)
+
+    yield from walk(layer, "")
+
+
 def own_variables(layer) -> list:
     """The variables ``layer`` created itself (``add_weight``), not those of its sublayers.
 

@@ -287,23 +287,6 @@ def _refusal_reason(layer) -> str | None:
     return None
 
 
-def _walk(layer, prefix: str = ""):
-    """``(path, layer)`` for every sublayer, parents before their children, each once."""
-    seen = set()
-
-    def walk(parent, prefix):
-        children = getattr(parent, "layers", None) or _keras.sublayers(parent, recursive=False)
-        for child in children:
-            if id(child) in seen:
-                continue
-            seen.add(id(child))
-            path = f"{prefix}/{child.name}" if prefix else child.name
-            yield path, child
-            yield from walk(child, path)
-
-    yield from walk(layer, prefix)
-
-
 def synflow_refusal(model) -> str | None:
     """Why SynFlow's ``R`` is undefined for ``model`` (the first such layer, by path), or ``None``.
 
@@ -318,7 +301,7 @@ def synflow_refusal(model) -> str | None:
     ``tanh``, ``softmax``, ...), or a capped ReLU. A custom layer's own computation (or
     a subclassed model's ``call``) cannot be read and is trusted.
     """
-    for path, layer in _walk(model):
+    for path, layer in _keras.layer_paths(model):
         reason = _refusal_reason(layer)
         if reason:
             return f"layer '{path}' ({type(layer).__name__}): {reason}"

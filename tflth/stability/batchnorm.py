@@ -78,17 +78,6 @@ class BNStatistics:
     count: int
 
 
-def _walk(layer, prefix, seen):
-    children = getattr(layer, "layers", None) or _keras.sublayers(layer, recursive=False)
-    for child in children:
-        if id(child) in seen:
-            continue
-        seen.add(id(child))
-        path = f"{prefix}/{child.name}" if prefix else child.name
-        yield path, child
-        yield from _walk(child, path, seen)
-
-
 def batchnorm_layers(model) -> dict[str, keras.layers.BatchNormalization]:
     """``{layer_path: layer}`` for every ``keras.layers.BatchNormalization`` of ``model``.
 
@@ -104,7 +93,7 @@ def batchnorm_layers(model) -> dict[str, keras.layers.BatchNormalization]:
     """
     return {
         path: layer
-        for path, layer in _walk(model, "", set())
+        for path, layer in _keras.layer_paths(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     }
 
