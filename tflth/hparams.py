@@ -335,7 +335,9 @@ class PruningHparams(metaclass=_PerStrategy):
         (), "Per-layer rate overrides 'glob:rate', e.g. output:0.1,conv*:0 (0 excludes a layer).", preset=True,
         item=lambda t: _layer_rate(t))
     strategy: str = field("magnitude", "How a level chooses what to prune: magnitude (unstructured), random, nm "
-                          "(N:M, --nm), channels (whole units/filters by norm).", flag="pruning_strategy",
+                          "(N:M, --nm), channels (whole units/filters by norm); or once per level at the rewind "
+                          "step, by a score of W_k: magnitude_at_k, snip, grasp, synflow (tflth.pruning.one_shot).",
+                          flag="pruning_strategy",
                           registry="pruning_strategies")
 
     #: The settings class of each strategy that has settings of its own, by strategy name.

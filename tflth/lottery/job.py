@@ -23,6 +23,7 @@ import os
 
 from absl import logging
 
+from tflth import data as data_lib
 from tflth import fileio, masking, pruning, seeds
 from tflth.hparams import LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, field_note, to_dict
 from tflth.lottery import starts
@@ -191,17 +192,36 @@ class _ImpTrajectory:
         return {p: weights[p] for p in self.trainer.masked_paths}
 
     def _mask_for(self, level: int) -> masking.Masks:
-        """Level ``level``'s IMP mask (computed once from level-1's final weights, then stored)."""
+        """Level ``level``'s mask (computed once, then stored): IMP's from level-1's final
+        weights, a one-shot pruner's from W_k (:mod:`tflth.pruning.one_shot`)."""
         if level == 0:
             return masking.Masks.ones(masking.shapes(self.trainer.model))
         path = self._level(level).mask
         if os.path.exists(path):
             return load_mask(path, self.trainer.model)
-        prev = self._level(level - 1)
-        mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1), level=level)
+        if getattr(self.pruner, "one_shot", False):
+            mask = self._one_shot_mask(level)
+        else:
+            prev = self._level(level - 1)
+            mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1),
+                               level=level)
         if is_chief():  # the other workers compute the same mask
             mask.save(path)
         return mask
+
+    def _one_shot_mask(self, level: int) -> masking.Masks:
+        """A one-shot pruner's level mask, scored on W_k (all ones masks) with the batches
+        the dense run saw from step k on (unaugmented)."""
+        t, pruner = self.trainer, self.pruner
+        t.load_checkpoint(self._level(0).checkpoint(self.k), optimizer=False)
+        masking.apply_masks(t.model, masking.Masks.ones(masking.shapes(t.model)))
+        batches = []
+        if pruner.needs_batches:
+            th = self.hparams.training
+            stream = data_lib.train_batches(t.dataset, th.batch_size, th.data_order_seed, th.augment_seed,
+                                            start_step=self.k, augment=False)
+            batches = list(stream.take(pruner.batch_count()))
+        return pruner.mask_at(t.model, batches, level, t.masked_paths)
 
     def _trainer_for_reset(self) -> Trainer:
         """The reset's trainer: this replicate's, or one with the reset's own schedule (finetune)."""

@@ -31,13 +31,15 @@ from tflth.pruning.pruners import (REGISTRY, MagnitudePruning, RandomPruning, Pr
 from tflth.pruning.nm import NMPruning, is_nm, is_pruned_m_by_n
 from tflth.pruning.channels import ChannelPruning
 from tflth.pruning.layout import VariableLayout, layouts
+from tflth.pruning.one_shot import GraspPruning, MagnitudeAtK, OneShotPruner, SnipPruning, SynflowPruning
 from tflth.pruning.saliency import (SaliencyError, grasp_scores, one_shot_mask, snip_scores, synflow_mask,
                                     synflow_refusal, synflow_scores)
 
 __all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Pruner",
            "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
            "random_like", "register", "pruner_for", "prune", "SaliencyError", "grasp_scores", "one_shot_mask",
-           "snip_scores", "synflow_mask", "synflow_refusal", "synflow_scores"]
+           "snip_scores", "synflow_mask", "synflow_refusal", "synflow_scores", "OneShotPruner", "MagnitudeAtK",
+           "SnipPruning", "GraspPruning", "SynflowPruning"]
 
 
 def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "magnitude",
