@@ -79,8 +79,6 @@ def test_unusable_report_dir_is_one_line_exit_2(tmp_path, capsys, case):
 
 
 def test_an_output_dir_that_can_be_made_is_fine(tmp_path):
-    from tflth import fileio
-
     assert output_dir_problem(tmp_path / "new" / "deeper") is None
     assert output_dir_problem(tmp_path) is None
     assert os.listdir(tmp_path) == []  # the probe left nothing behind

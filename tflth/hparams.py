@@ -395,13 +395,8 @@ class PruningHparams(metaclass=_PerStrategy):
         for variant in PruningHparams._VARIANTS.values():
             for name in _own_fields(variant):
                 f = variant.__dataclass_fields__[name]
-                out[name] = to_dict(_Holder(f.default))["value"]
+                out[name] = _plain(f.default)
         return out
-
-
-@dataclasses.dataclass(frozen=True)
-class _Holder:
-    value: Any = None
 
 
 def _own_fields(settings: type) -> list[str]:
@@ -607,9 +602,8 @@ class RunHparams:
     def from_dict(cls, d: dict[str, Any]) -> "RunHparams":
         """The inverse of :meth:`to_dict`. Every group must be there (a missing one is not
         silently its defaults) and hold only known fields; else :class:`HparamError`."""
-        return cls(**{f.name: from_dict(f.type if isinstance(f.type, type) else _GROUPS[f.name],
-                                        d.get(f.name) if isinstance(d, dict) else None, f.name)
-                      for f in dataclasses.fields(cls)})
+        return cls(**{name: from_dict(group, d.get(name) if isinstance(d, dict) else None, name)
+                      for name, group in _GROUPS.items()})
 
 
 def from_dict(cls, d, where: str = ""):
@@ -632,15 +626,16 @@ _GROUPS = {"dataset": DatasetHparams, "model": ModelHparams, "training": Trainin
 
 def to_dict(hp) -> dict[str, Any]:
     """Any hparams dataclass as plain JSON-able data (every field)."""
-    out = {}
-    for f in dataclasses.fields(hp):
-        v = getattr(hp, f.name)
-        if dataclasses.is_dataclass(v):
-            v = to_dict(v)
-        elif isinstance(v, tuple):
-            v = [list(x) if isinstance(x, tuple) else x for x in v]
-        out[f.name] = v
-    return out
+    return {f.name: _plain(getattr(hp, f.name)) for f in dataclasses.fields(hp)}
+
+
+def _plain(value):
+    """One field's value as JSON-able data: a nested group as a dict, tuples as lists."""
+    if dataclasses.is_dataclass(value):
+        return to_dict(value)
+    if isinstance(value, tuple):
+        return [list(x) if isinstance(x, tuple) else x for x in value]
+    return value
 
 
 def defaults_dict(cls) -> dict[str, Any]:
@@ -652,8 +647,7 @@ def defaults_dict(cls) -> dict[str, Any]:
 
 def _every_default(hp) -> dict[str, Any]:
     if isinstance(hp, PruningHparams):
-        return dict(to_dict(hp), **{k: v for k, v in PruningHparams.every_default().items() if k not in
-                                    {f.name for f in dataclasses.fields(hp)}})
+        return dict(PruningHparams.every_default(), **to_dict(hp))
     out = to_dict(hp)
     for f in dataclasses.fields(hp):
         value = getattr(hp, f.name)

@@ -151,15 +151,14 @@ def parse(cls, field_name: str, value):
         return _parse({f.name: f for f in dataclasses.fields(cls)}[field_name], value)
 
 
-def values(cls, flag_values=FLAGS, given_only: bool = False) -> dict:
+def values(cls, flag_values=FLAGS) -> dict:
     """``{field: value}`` from the flags of ``cls``'s fields: every flag with a value
-    (preset fields only when given), parsed back into the field's type. With
-    ``given_only``, only flags the command line set."""
+    (preset fields only when given), parsed back into the field's type."""
     out = {}
     with hparam_errors_as_flags():
         for f in _flag_fields(cls):
             flag = flag_values[flag_name(f)]
-            if flag.value is None or (given_only and not flag.present):
+            if flag.value is None:
                 continue
             out[f.name] = _parse(f, flag.value)
     return out
@@ -198,11 +197,6 @@ def define_stability_flags() -> None:
 def _define_preset() -> None:
     if "preset" not in FLAGS:
         flags.DEFINE_string("preset", None, f"Paper settings by name: {', '.join(presets.names())}.")
-
-
-def job_settings(job_class, flag_values=FLAGS) -> dict:
-    """The keyword arguments of ``job_class`` that flags set (its own and JobSettings')."""
-    return values(job_class, flag_values)
 
 
 def base_preset(flag_values=FLAGS) -> presets.Preset | None:

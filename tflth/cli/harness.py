@@ -44,21 +44,17 @@ def flag_message(error: HparamError) -> str:
     replaced by the flag that sets that field: ``PruningHparams.fraction=1.5 is invalid:
     ...`` -> ``--pruning_fraction=1.5 is invalid: ...``, and any other setting it names
     later by its flag too; unchanged for errors that name no field."""
-    message, reference = str(error), getattr(error, "reference", None)
-    if not reference:
-        return message
-    flag = FIELD_FLAGS.get((error.owner, error.field))
-    if flag and message.startswith(reference):
-        return f"--{flag}" + _REFERENCE.sub(_as_flag, message[len(reference):])
-    return _REFERENCE.sub(_as_flag, message)
+    message = str(error)
+    return _REFERENCE.sub(_as_flag, message) if getattr(error, "reference", None) else message
 
 
 _REFERENCE = re.compile(r"\b([A-Z]\w*)\.([a-z_]\w*)\b")
 
 
 def _as_flag(match: re.Match) -> str:
-    """``Owner.field`` later in a field error's message (a hint naming another setting,
-    ``PruningHparams.layer_rates=conv1:0``) as the flag that sets it, where there is one."""
+    """``Owner.field`` in a field error's message (the field at fault, or a hint naming
+    another setting, ``PruningHparams.layer_rates=conv1:0``) as the flag that sets it,
+    where there is one."""
     flag = FIELD_FLAGS.get((match.group(1), match.group(2)))
     return f"--{flag}" if flag else match.group(0)
 

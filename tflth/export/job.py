@@ -13,7 +13,6 @@ import os
 
 import keras
 
-from tflth import fileio
 from tflth.export import formats as formats_lib
 from tflth.export.errors import ExportError
 from tflth.export.source import default_export_dir, is_run_dir, load, run_step

@@ -25,7 +25,7 @@ from absl import logging
 
 from tflth import data as data_lib
 from tflth import fileio, masking, pruning, seeds
-from tflth.hparams import LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, field_note, to_dict
+from tflth.hparams import LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, to_dict
 from tflth.lottery import starts
 from tflth.runs import layout
 from tflth.runs.dirs import experiment_dir, last_evals_range, open_run_dir

@@ -44,13 +44,11 @@ import dataclasses
 import os
 import time
 
-from absl import logging
-
 from tflth import data as data_lib
 from tflth import fileio, masking, pruning, seeds, steps
 from tflth.conventions import IMP
 from tflth.hparams import (NOISES, HparamError, PruningHparams, RunHparams, StabilityHparams, defaults_dict, field,
-                           field_error, field_note, from_dict, to_dict)
+                           field_error, from_dict, to_dict)
 from tflth.lottery import starts
 from tflth.runs import layout
 from tflth.runs.dirs import open_run_dir, read_result, sweep_dir
