@@ -17,7 +17,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 EXPERIMENT = {"levels", "controls", "replicates"}
 PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy", "layer_rates", "rewind_step", "reset",
                         "rewind_optimizer", "nm", "nm_pad", "channel_norm", "snip_batches", "grasp_batches",
-                        "synflow_rounds"}
+                        "synflow_rounds", "one_shot", "compare_levels"}
 STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
                           "train_examples", "bn_batches", "shard"}
 REPORT = {"experiments", "sweeps", "labels", "report_dir", "title", "match_margin", "stable_threshold"}

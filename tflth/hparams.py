@@ -73,7 +73,8 @@ def field(default=dataclasses.MISSING, help: str = "", *, flag: str | bool | Non
             so it defaults to ``None`` and only a given value overrides the field.
         choices: the accepted values (an enum flag; a list flag checks each item).
         registry: the accepted values are the names in a registry of tflth's, which the
-            command line resolves (``"resets"``, ``"controls"``, ``"pruning_strategies"``).
+            command line resolves (``"resets"``, ``"controls"``, ``"pruning_strategies"``,
+            ``"one_shot"``).
         item: for a tuple field, parses one comma-separated item of the flag
             (``"2:4"`` -> ``(2, 4)``); a bad item raises :class:`HparamError`.
         text: ``(parse, format)`` between the whole field value and the flag's one string
@@ -429,16 +430,16 @@ def _name_value(text: str, sep: str, convert, owner: str, name: str, expected: s
     return key.strip(), number
 
 
-def parse_levels(text: str, owner: str = "StabilityHparams") -> tuple[int, ...]:
+def parse_levels(text: str, owner: str = "StabilityHparams", name: str = "levels") -> tuple[int, ...]:
     """IMP levels written as ``"8"`` or ``"0,4,8"`` -> ``(8,)``, ``(0, 4, 8)``: the one
-    parser of levels (errors name ``<owner>.levels``)."""
+    parser of levels (errors name ``<owner>.<name>``)."""
     out = []
     for item in str(text).split(","):
         try:
             out.append(int(item.strip()))
         except ValueError:
-            raise HparamError(f"{owner}.levels={text} is invalid: expected whole numbers, e.g. 8 or 0,4,8.",
-                              owner=owner, field="levels", value=text) from None
+            raise HparamError(f"{owner}.{name}={text} is invalid: expected whole numbers, e.g. 8 or 0,4,8.",
+                              owner=owner, field=name, value=text) from None
     return tuple(out)
 
 
@@ -448,6 +449,14 @@ def _last_level(text: str) -> int:
         raise HparamError(f"LotteryHparams.levels={text} is invalid: expected one number, the last level "
                           "(IMP trains every level up to it).", owner="LotteryHparams", field="levels", value=text)
     return levels[0]
+
+
+def _compare_levels(text: str) -> tuple[int, ...]:
+    return () if not str(text).strip() else parse_levels(text, "LotteryHparams", "compare_levels")
+
+
+def _join_levels(levels) -> str:
+    return ",".join(map(str, levels))
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -488,6 +497,14 @@ class LotteryHparams:
     reset: str = field("rewind", "How survivors restart each level.", registry="resets")
     controls: tuple[str, ...] = field((), "Controls on each level's mask.", registry="controls")
     replicates: int = field(1, "Independent initialisations (init, data-order and augment seeds + r).")
+    one_shot: tuple[str, ...] = field(
+        (), "One-shot methods trained beside IMP in the same experiment: each scores the dense run's W_k once per "
+        "level (of --compare_levels) and prunes it to IMP's density with the experiment's pruning structure "
+        "(unstructured, N:M or channels), then trains from W_k; the --controls run on their masks too. Some of "
+        "magnitude_at_k, snip, grasp, synflow (each with its own settings' defaults).", registry="one_shot")
+    compare_levels: tuple[int, ...] = field(
+        (), "The levels at which the --controls and the --one_shot methods train, e.g. 3,7,11,15 (default: every "
+        "level); IMP itself trains every level up to --levels.", text=(lambda t: _compare_levels(t), _join_levels))
     rewind_optimizer: str = field(
         "state", "What every start from step k (--reset=rewind or lr_rewind, and the --controls) does with step k's "
         "optimizer: state = the dense run's saved state (momentum, Adam's moments and step count); fresh = every "
@@ -497,8 +514,16 @@ class LotteryHparams:
     def __post_init__(self):
         c = "LotteryHparams"
         object.__setattr__(self, "controls", tuple(self.controls))
+        object.__setattr__(self, "one_shot", tuple(self.one_shot))
+        object.__setattr__(self, "compare_levels", tuple(self.compare_levels))
         if int(self.levels) != self.levels or self.levels < 0:
             raise field_error(c, "levels", self.levels, "is invalid: expected an integer >= 0.")
+        if len(set(self.one_shot)) != len(self.one_shot):
+            raise field_error(c, "one_shot", ",".join(self.one_shot), "names a method twice; expected each once.")
+        wrong = [v for v in self.compare_levels if isinstance(v, bool) or int(v) != v or not 1 <= v <= self.levels]
+        if wrong or len(set(self.compare_levels)) != len(self.compare_levels):
+            raise field_error(c, "compare_levels", _join_levels(self.compare_levels), "is invalid: expected "
+                              f"distinct levels from 1 to LotteryHparams.levels ({self.levels}), e.g. 3,7.")
         _check_step(c, "rewind_step", self.rewind_step)
         for name in ("reset", "rewind_optimizer"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):

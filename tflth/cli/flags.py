@@ -36,7 +36,8 @@ _FROM_PRESET = " Default: from --preset or --model."
 
 #: tflth's registries by the name a field's ``registry`` metadata gives (the CLI sits
 #: above every registry; the schema below them names them).
-REGISTRIES = {"resets": starts.RESETS, "controls": starts.CONTROLS, "pruning_strategies": pruning.REGISTRY}
+REGISTRIES = {"resets": starts.RESETS, "controls": starts.CONTROLS, "pruning_strategies": pruning.REGISTRY,
+              "one_shot": {name: pruning.REGISTRY[name] for name in pruning.one_shot_names()}}
 
 
 def _registry(name: str) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from tflth.cli import flags as tflags
 from tflth.cli import harness
 from tflth.lottery.starts import CONTROLS
+from tflth.pruning import one_shot_names
 from tflth.report.job import ReportJob
 
 FLAGS = tflags.FLAGS
@@ -27,7 +28,7 @@ class _Command:
     """The job behind the flags, for :func:`harness.prepare_or_fail` (errors name flags)."""
 
     def __init__(self):
-        self.job = ReportJob(**tflags.values(ReportJob), controls=tuple(CONTROLS))
+        self.job = ReportJob(**tflags.values(ReportJob), controls=tuple(CONTROLS), one_shot=tuple(one_shot_names()))
 
     def prepare(self):
         return harness.exit_on_run_error(self.job.prepare)  # a damaged result file: exit 1, one line

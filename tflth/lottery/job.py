@@ -25,7 +25,8 @@ from absl import logging
 
 from tflth import data as data_lib
 from tflth import fileio, masking, pruning, seeds
-from tflth.hparams import LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, to_dict
+from tflth.hparams import (LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, field_note,
+                           to_dict)
 from tflth.lottery import starts
 from tflth.runs import layout
 from tflth.runs.dirs import experiment_dir, last_evals_range, open_run_dir
@@ -80,6 +81,14 @@ class LotteryJob(JobSettings):
 
     def __post_init__(self):
         starts.check_names(self.lottery.reset, self.lottery.controls, owner=_L)
+        known = pruning.one_shot_names()
+        for name in self.lottery.one_shot:
+            if name not in known:
+                raise field_note(_L, "one_shot", f"unknown one-shot method {name!r}: expected some of {known}.", name)
+        if self.lottery.one_shot and self.pruning.strategy in known:
+            raise field_note(_L, "one_shot", f"runs one-shot methods beside IMP, with the experiment's pruning "
+                             f"structure; PruningHparams.strategy={self.pruning.strategy} is one-shot itself: expected an "
+                             "IMP strategy (magnitude, random, nm, channels).", ",".join(self.lottery.one_shot))
 
     # ------------------------------------------------------------ identity
 
@@ -137,6 +146,8 @@ class LotteryJob(JobSettings):
         factory, model = checked_model(self.run, dataset, self.model_fn)
         pruner = pruning.pruner_for(self.pruning, layouts=pruning.layouts(model, factory.prunable(model)))
         pruner.check()
+        for arm in [pruner] + self.arms():
+            arm.check_model(model)
         last = pruner.max_levels()
         if self.lottery.levels > last:
             counts = pruner.survivor_counts(last)
@@ -144,6 +155,17 @@ class LotteryJob(JobSettings):
                               f"level {last} leaves {counts[-1]} of {counts[0]} {pruner.unit} and no later level "
                               f"prunes one; expected levels <= {last}{pruner.levels_hint}.")
         return dataset
+
+    def arms(self, seed: int = 0, layouts=None) -> list:
+        """The ``lottery.one_shot`` methods' pruners (their own settings at their defaults;
+        the structure they prune in is this experiment's pruner)."""
+        p = self.pruning
+        return [pruning.pruner_for(PruningHparams(p.fraction, p.scope, p.layer_rates, name), seed=seed,
+                                   layouts=layouts) for name in self.lottery.one_shot]
+
+    def compared(self, level: int) -> bool:
+        """Whether the controls and one-shot methods train at ``level`` (``compare_levels``)."""
+        return not self.lottery.compare_levels or level in self.lottery.compare_levels
 
     # ------------------------------------------------------------- running
 
@@ -170,8 +192,9 @@ class _ImpTrajectory:
         self.end = self.trainer.end_step
         self.reset = starts.get_reset(job.lottery.reset)
         self._reset_trainer = None
-        self.pruner = pruning.pruner_for(job.pruning, seed=self.hparams.training.seed,
-                                           layouts=pruning.layouts(self.trainer.model))
+        layouts = pruning.layouts(self.trainer.model)
+        self.pruner = pruning.pruner_for(job.pruning, seed=self.hparams.training.seed, layouts=layouts)
+        self.arms = job.arms(seed=self.hparams.training.seed, layouts=layouts)
 
     # --- helpers
 
@@ -199,8 +222,8 @@ class _ImpTrajectory:
         path = self._level(level).mask
         if os.path.exists(path):
             return load_mask(path, self.trainer.model)
-        if getattr(self.pruner, "one_shot", False):
-            mask = self._one_shot_mask(level)
+        if self.pruner.one_shot:
+            mask = self._one_shot_mask(level, self.pruner)
         else:
             prev = self._level(level - 1)
             mask = self.pruner(self._masked_weights(self._final_checkpoint(prev)), self._mask_for(level - 1),
@@ -209,10 +232,21 @@ class _ImpTrajectory:
             mask.save(path)
         return mask
 
-    def _one_shot_mask(self, level: int) -> masking.Masks:
+    def _arm_mask(self, arm, level: int) -> masking.Masks:
+        """One-shot method ``arm``'s mask at ``level`` (computed once, then stored), in the
+        experiment's pruning structure."""
+        path = self.experiment.method(self.r, level, arm.name).mask
+        if os.path.exists(path):
+            return load_mask(path, self.trainer.model)
+        mask = self._one_shot_mask(level, arm, structure=self.pruner)
+        if is_chief():
+            mask.save(path)
+        return mask
+
+    def _one_shot_mask(self, level: int, pruner, structure=None) -> masking.Masks:
         """A one-shot pruner's level mask, scored on W_k (all ones masks) with the batches
         the dense run saw from step k on (unaugmented)."""
-        t, pruner = self.trainer, self.pruner
+        t = self.trainer
         t.load_checkpoint(self._level(0).checkpoint(self.k), optimizer=False)
         masking.apply_masks(t.model, masking.Masks.ones(masking.shapes(t.model)))
         batches = []
@@ -221,7 +255,7 @@ class _ImpTrajectory:
             stream = data_lib.train_batches(t.dataset, th.batch_size, th.data_order_seed, th.augment_seed,
                                             start_step=self.k, augment=False)
             batches = list(stream.take(pruner.batch_count()))
-        return pruner.mask_at(t.model, batches, level, t.masked_paths)
+        return pruner.mask_at(t.model, batches, level, t.masked_paths, structure=structure)
 
     def _trainer_for_reset(self) -> Trainer:
         """The reset's trainer: this replicate's, or one with the reset's own schedule (finetune)."""
@@ -267,11 +301,22 @@ class _ImpTrajectory:
             if s not in keep:
                 os.unlink(run.checkpoint(s))
 
+    def _controls(self, level: int, method: str, mask, begin: starts.Start, add) -> None:
+        """The experiment's controls on ``mask``: IMP's level mask (``method=""``) or a
+        one-shot method's (rows named ``<method>/<control>``)."""
+        for name in self.job.lottery.controls:
+            control = starts.get_control(name)
+            key = f"{method}/{name}" if method else name
+            add(key, level, self._train(self.experiment.method(self.r, level, key),
+                                        control.mask(mask, begin, self.pruner), lambda t: control.start(t, begin),
+                                        label=f"replicate {self.r} level {level} {key}"))
+
     # --- levels
 
     def run(self, on_level=None) -> list[dict]:
         job, rows = self.job, []
         base = {"experiment": self.experiment.name, "label": job.label, "replicate": self.r}
+        rewind = starts.get_reset("rewind")
 
         def add(method, level, res):
             rows.append(dict(base, method=method, level=level, **res))
@@ -285,10 +330,14 @@ class _ImpTrajectory:
             begin = self._start(level)
             add("imp", level, self._train(self._level(level), mask, lambda t: self.reset.start(t, begin),
                                           self._trainer_for_reset(), label=f"replicate {self.r} level {level}"))
-            for name in job.lottery.controls:
-                control = starts.get_control(name)
-                add(name, level, self._train(self.experiment.control(self.r, level, name), control.mask(mask, begin, self.pruner),
-                                             lambda t: control.start(t, begin),
-                                             label=f"replicate {self.r} level {level} {name}"))
+            if not job.compared(level):
+                continue
+            self._controls(level, "", mask, begin, add)
+            for arm in self.arms:  # one-shot methods: W_k scored, pruned to this level, trained from W_k
+                arm_mask = self._arm_mask(arm, level)
+                add(arm.name, level, self._train(self.experiment.method(self.r, level, arm.name), arm_mask,
+                                                 lambda t: rewind.start(t, begin),
+                                                 label=f"replicate {self.r} level {level} {arm.name}"))
+                self._controls(level, arm.name, arm_mask, begin, add)
         logging.info("replicate %d done", self.r)
         return rows

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from tflth.hparams import PruningHparams
 from tflth.pruning.pruners import (REGISTRY, MagnitudePruning, RandomPruning, Pruner, allocate, check_layer_rates,
-                                      pruned_count, random_like, register, pruner_for)
+                                      exact_allocation, one_shot_names, pruned_count, random_like, register,
+                                      pruner_for)
 from tflth.pruning.nm import NMPruning, is_nm, is_pruned_m_by_n
 from tflth.pruning.channels import ChannelPruning
 from tflth.pruning.layout import VariableLayout, layouts
@@ -37,7 +38,7 @@ from tflth.pruning.saliency import (SaliencyError, grasp_scores, one_shot_mask, 
 
 __all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Pruner",
            "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
-           "random_like", "register", "pruner_for", "prune", "SaliencyError", "grasp_scores", "one_shot_mask",
+           "random_like", "register", "pruner_for", "prune", "exact_allocation", "one_shot_names", "SaliencyError", "grasp_scores", "one_shot_mask",
            "snip_scores", "synflow_mask", "synflow_refusal", "synflow_scores", "OneShotPruner", "MagnitudeAtK",
            "SnipPruning", "GraspPruning", "SynflowPruning"]
 

@@ -23,10 +23,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from tflth.hparams import HparamError, PruningHparams, field
-from tflth.masking.masks import Masks
+from tflth.masking.masks import Masks, path_matches
 from tflth.pruning.layout import VariableLayout
-from tflth.pruning.pruners import (Pruner, allocate, check_layer_rates, check_shapes, last_changing, rate_for,
-                                      register, unit_counts)
+from tflth.pruning.pruners import (Pruner, allocate, check_layer_rates, check_shapes, exact_allocation,
+                                   last_changing, rate_for, register, unit_counts)
 
 __all__ = ["ChannelPruning", "unit_view", "alive_units", "channel_mask"]
 
@@ -148,6 +148,28 @@ class ChannelPruning(Pruner):
             if not kept[p].any():
                 kept[p][int(np.argmax(np.where(alive[p], norms[p], -np.inf)))] = True
         return channel_mask(mask, kept, layouts)
+
+    def from_scores(self, scores, level, alive=None, exponent=None) -> Masks:
+        """Level ``level``'s channels in one shot: each prunable unit scored by the sum of
+        its alive weights' ``scores``, exactly ``round(density × units)`` units kept at the
+        level's :meth:`level_density` (globally or per layer, as ``scope`` and
+        ``layer_rates`` say; a layer that would keep none keeps its best), their fan-out
+        removed as :meth:`__call__` removes it. ``alive`` and ``exponent`` as the base's."""
+        self.check()
+        layouts = self.layouts
+        alive = {p: (np.ones(np.shape(s), bool) if alive is None else np.asarray(alive[p], bool))
+                 for p, s in scores.items()}
+        paths = self.pruned({p: layouts[p] for p in scores})
+        units = {p: alive_units(alive[p], layouts[p]) for p in paths}
+        unit_scores = {p: unit_view(np.where(alive[p], np.asarray(scores[p], np.float64), 0.0), layouts[p]).sum(axis=1)
+                       for p in paths}
+        density, rates = self.level_density(level)
+        rates = tuple((g, r) for g, r in rates if any(path_matches(g, p) for p in paths))  # rate-0 layers are out
+        kept = exact_allocation(unit_scores, density, self.hparams.scope, rates, units, exponent=exponent)
+        for p in paths:
+            if not kept[p].any():
+                kept[p][int(np.argmax(np.where(units[p], unit_scores[p], -np.inf)))] = True
+        return channel_mask(alive, kept, layouts)
 
     def random_like(self, mask, seed: int = 0) -> Masks:
         """Random channels: per layer as many surviving units as ``mask`` has, at random,

@@ -30,7 +30,7 @@ from tflth.masking.masks import Masks
 from tflth.pruning.layout import VariableLayout
 from tflth.pruning.pruners import Pruner, check_layer_rates, check_shapes, rate_for, register
 
-__all__ = ["NMPruning", "nm_mask", "random_nm_like", "is_nm", "is_pruned_m_by_n", "grouped", "ungrouped"]
+__all__ = ["NMPruning", "nm_mask", "nm_top", "random_nm_like", "is_nm", "is_pruned_m_by_n", "grouped", "ungrouped"]
 
 
 def grouped(array: np.ndarray, axis: int, m: int, fill=0) -> np.ndarray:
@@ -62,9 +62,15 @@ def nm_mask(weights: np.ndarray, alive: np.ndarray, axis: int, n: int, m: int) -
     """``alive`` with, in every group of ``m`` along ``axis``, only the ``n`` alive entries
     of largest ``|weights|`` left (padding, when the axis is not a multiple of ``m``,
     counts as pruned)."""
+    return nm_top(np.abs(np.asarray(weights, np.float64)), alive, axis, n, m)
+
+
+def nm_top(scores: np.ndarray, alive: np.ndarray, axis: int, n: int, m: int) -> np.ndarray:
+    """``alive`` with, in every group of ``m`` along ``axis``, only the ``n`` alive entries
+    of highest ``scores`` left (ties: the lower position); padding counts as pruned."""
     alive = np.asarray(alive, bool)
-    scores = np.where(alive, np.abs(np.asarray(weights, np.float64)), -np.inf)
-    keep = _keep_top(grouped(scores, axis, m, fill=-np.inf), n)
+    ranked = np.where(alive, np.asarray(scores, np.float64), -np.inf)
+    keep = _keep_top(grouped(ranked, axis, m, fill=-np.inf), n)
     return ungrouped(keep, axis, alive.shape) & alive
 
 
@@ -203,6 +209,21 @@ class NMPruning(Pruner):
         pruned = set(self.pruned(mask))
         return Masks({p: (nm_mask(weights[p], mask[p], self.layouts[p].group_axis, n, m) if p in pruned
                           else np.asarray(mask[p], bool)) for p in mask})
+
+    def from_scores(self, scores, level, alive=None, exponent=None) -> Masks:
+        """Level ``level``'s N:M pattern in one shot: in every group, the ``N`` highest
+        ``scores`` (of the ``alive`` entries); the variables left dense stay whole. A round
+        of SynFlow's schedule (``exponent`` e < 1) keeps ``max(N, round(M · (N/M)^e))``."""
+        self.check()
+        n, m = self.pattern(level)
+        if exponent is not None:
+            n = max(n, min(m, int(round(m * (n / m) ** exponent))))
+        pruned = set(self.pruned(scores))
+        out = {}
+        for p, s in scores.items():
+            a = np.ones(np.shape(s), bool) if alive is None else np.asarray(alive[p], bool)
+            out[p] = nm_top(s, a, self.layouts[p].group_axis, n, m) if p in pruned else a
+        return Masks(out)
 
     def random_like(self, mask, seed: int = 0) -> Masks:
         """Random N:M: in every group, as many survivors as ``mask`` has there, at random."""

@@ -41,7 +41,7 @@ import numpy as np
 from tflth.hparams import HparamError, PruningHparams, field
 from tflth.masking.masks import Masks
 from tflth.pruning import saliency
-from tflth.pruning.pruners import Pruner, register
+from tflth.pruning.pruners import Pruner, SaliencyError, register
 
 __all__ = ["OneShotPruner", "MagnitudeAtK", "SnipPruning", "GraspPruning", "SynflowPruning"]
 
@@ -66,20 +66,16 @@ class OneShotPruner(Pruner):
     def batch_count(self) -> int:
         return int(getattr(self.hparams, self.batches_field)) if self.batches_field else 0
 
-    def density(self, level: int) -> tuple[float, tuple[tuple[str, float], ...]]:
-        """Level ``level``'s density and per-variable pruned fractions: IMP's schedule,
-        ``(1 − fraction)^level`` and ``1 − (1 − rate)^level``."""
-        hp = self.hparams
-        rates = tuple((p, 1.0 - (1.0 - r) ** level) for p, r in hp.layer_rates)
-        return (1.0 - hp.fraction) ** level, rates
-
     def scores(self, model, batches: Sequence, paths: Sequence[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def mask_at(self, model, batches: Sequence, level: int, paths: Sequence[str]) -> Masks:
-        """Level ``level``'s mask of ``model`` as it is now (W_k, unpruned), over ``paths``."""
-        density, rates = self.density(level)
-        return saliency.one_shot_mask(self.scores(model, batches, paths), density, self.hparams.scope, rates)
+    def mask_at(self, model, batches: Sequence, level: int, paths: Sequence[str],
+                structure: Pruner | None = None) -> Masks:
+        """Level ``level``'s mask of ``model`` as it is now (W_k, unpruned), over ``paths``,
+        in the ``structure`` of a pruning strategy (its :meth:`~Pruner.from_scores`: the
+        experiment's unstructured, N:M or channel pruner), by default unstructured with
+        this method's own ``fraction``, ``scope`` and ``layer_rates``."""
+        return (structure or self).from_scores(self.scores(model, batches, paths), level)
 
 
 @register("magnitude_at_k")
@@ -157,10 +153,17 @@ class SynflowPruning(OneShotPruner):
             super().__post_init__()
             _positive("synflow_rounds", self.synflow_rounds)
 
-    def mask_at(self, model, batches, level, paths):
-        density, rates = self.density(level)
+    def check_model(self, model) -> None:
+        reason = saliency.synflow_refusal(model)
+        if reason:
+            raise SaliencyError(f"SynFlow cannot score this model: {reason}")
+
+    def mask_at(self, model, batches, level, paths, structure=None):
+        structure = structure or self
+        density, rates = structure.level_density(level)
         return saliency.synflow_mask(model, density, rounds=self.hparams.synflow_rounds, paths=paths,
-                                     scope=self.hparams.scope, layer_rates=rates)
+                                     scope=structure.hparams.scope, layer_rates=rates,
+                                     structure=lambda scores, alive, e: structure.from_scores(scores, level, alive, e))
 
 
 def _variables(model, paths) -> Mapping[str, object]:

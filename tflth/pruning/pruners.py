@@ -25,12 +25,14 @@ from typing import Mapping
 
 import numpy as np
 
+from tflth.errors import InputError
 from tflth.hparams import HparamError, PruningHparams
 from tflth.masking.masks import Masks, path_matches
 from tflth.pruning.layout import VariableLayout
 
 __all__ = ["Pruner", "REGISTRY", "register", "MagnitudePruning", "RandomPruning", "random_like",
-           "allocate", "check_layer_rates", "rate_for", "pruner_for", "pruned_count"]
+           "allocate", "check_layer_rates", "rate_for", "pruner_for", "pruned_count", "exact_allocation", "one_shot_names",
+           "SaliencyError"]
 
 
 #: Registered pruning strategies by name (``PruningHparams.strategy``).
@@ -145,6 +147,81 @@ def last_changing(counts) -> int:
     raise AssertionError("unreachable")
 
 
+class SaliencyError(InputError):
+    """A saliency score or a one-shot mask cannot be made for this model or these arguments."""
+
+
+def _check_allocation(density, scope, layer_rates, scores, alive):
+    if not (isinstance(density, (int, float, np.floating)) and 0 < density <= 1):
+        raise SaliencyError(f"density={density!r} is invalid: expected a number in (0, 1].")
+    if scope not in ("global", "layerwise"):
+        raise HparamError(f"scope={scope!r} is invalid: expected 'global' or 'layerwise'.")
+    for pattern, rate in layer_rates:
+        if not 0 <= float(rate) < 1:
+            raise HparamError(f"layer_rates: '{pattern}:{rate}' is invalid: expected rates in [0, 1).")
+    check_layer_rates(layer_rates, list(scores))
+    if alive is not None and set(alive) != set(scores):
+        raise SaliencyError(f"alive has the variables {sorted(alive)}; the scores {sorted(scores)}.")
+    for p, s in scores.items():
+        a = None if alive is None else np.asarray(alive[p], bool)
+        if a is not None and a.shape != np.shape(s):
+            raise SaliencyError(f"alive['{p}'] has shape {a.shape}; its scores {np.shape(s)}.")
+        live = np.asarray(s) if a is None else np.asarray(s)[a]
+        if not np.all(np.isfinite(live)):
+            raise SaliencyError(f"The scores of '{p}' are not all finite; a mask cannot rank them.")
+
+
+def _pools(paths, density, scope, layer_rates) -> list[tuple[list[str], float]]:
+    """``[(paths, density)]``: the variables ranked together and the density they keep."""
+    default = None if scope == "global" else density
+    pools, pooled = [], []
+    for p in paths:
+        rate = rate_for(p, layer_rates, None)
+        own = (1.0 - rate) if rate is not None else default
+        if own is None:
+            pooled.append(p)
+        else:
+            pools.append(([p], own))
+    if pooled:
+        pools.insert(0, (pooled, density))
+    return pools
+
+
+def exact_allocation(scores, density, scope, layer_rates, alive, exponent: float | None = None):
+    """The kept entries of each pool of ``scores`` (lower = pruned first): exactly
+    ``round(d × count)`` (``d`` the pool's density, or ``d^exponent`` for a round of
+    SynFlow's schedule, then at most what is ``alive``); the pools are
+    :func:`tflth.pruning.saliency.one_shot_mask`'s, which documents the rule. A one-shot
+    mask's allocation, for weights and (:mod:`tflth.pruning.channels`) for units."""
+    layer_rates = tuple((str(g), float(r)) for g, r in layer_rates)
+    _check_allocation(density, scope, layer_rates, scores, alive)
+    alive = {p: (np.ones(np.shape(s), bool) if alive is None else np.asarray(alive[p], bool))
+             for p, s in scores.items()}
+    kept = {}
+    for pool, pool_density in _pools(list(scores), density, scope, layer_rates):
+        count = sum(int(np.size(scores[p])) for p in pool)
+        live = sum(int(alive[p].sum()) for p in pool)
+        target = pool_density if exponent is None else pool_density ** exponent
+        keep = int(round(target * count))
+        if keep > live:
+            if exponent is None or exponent == 1:
+                raise SaliencyError(f"Keeping {keep} of {count} weights of {pool} (density {pool_density:g}) needs "
+                                    f"more than the {live} still alive; a one-shot mask never re-grows a weight.")
+            keep = live  # an early round of the schedule above the starting density keeps everything
+        if keep == live:
+            kept.update({p: alive[p].copy() for p in pool})
+        elif keep == 0:
+            kept.update({p: np.zeros_like(alive[p]) for p in pool})
+        else:
+            # allocate() prunes round(fraction × alive) of the alive entries; with this fraction
+            # that is exactly live − keep (the product is within an ulp of an integer).
+            hparams = PruningHparams(fraction=(live - keep) / live, scope="global")
+            kept.update(allocate(hparams, {p: scores[p] for p in pool}, {p: alive[p] for p in pool}))
+        assert sum(int(kept[p].sum()) for p in pool) == keep, pool
+    return {p: kept[p] for p in scores}
+
+
+
 class Pruner:
     """What IMP calls at each level: trained kernels + current mask → the next mask; the base
     of every strategy (its hparams, seed and the masked variables' layouts).
@@ -180,6 +257,7 @@ class Pruner:
 
     name = ""
     unit = "weights"
+    one_shot = False  # True: a one-shot method (tflth.pruning.one_shot), every level scored once at W_k
     levels_hint = ""  # why the level count is what it is, for the error on too many levels
 
     def __init__(self, hparams: PruningHparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None):
@@ -198,6 +276,9 @@ class Pruner:
         if self.layouts is not None:
             check_layer_rates(self.hparams.layer_rates, list(self.layouts))
 
+    def check_model(self, model) -> None:
+        """Refuse, in one line, a model this strategy cannot prune (SynFlow's undefined ``R``)."""
+
     def random_like(self, mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
         """A random mask of this strategy's structure with the per-variable counts of ``mask``."""
         return random_like(mask, seed)
@@ -213,6 +294,29 @@ class Pruner:
     def max_levels(self) -> int:
         """The last level that still prunes something: any level after it prunes nothing."""
         return last_changing(unit_counts(self.hparams, self.sizes()))
+
+    def level_density(self, level: int) -> tuple[float, tuple[tuple[str, float], ...]]:
+        """Level ``level``'s density in one shot, and the per-variable pruned fractions:
+        IMP's schedule, ``(1 − fraction)^level`` and ``1 − (1 − rate)^level``."""
+        hp = self.hparams
+        rates = tuple((p, 1.0 - (1.0 - r) ** level) for p, r in hp.layer_rates)
+        return (1.0 - hp.fraction) ** level, rates
+
+    def from_scores(self, scores: Mapping[str, np.ndarray], level: int,
+                    alive: Mapping[str, np.ndarray] | None = None, exponent: float | None = None) -> Masks:
+        """Level ``level``'s mask of this strategy's **structure**, made in one shot from
+        per-weight ``scores`` (``{path: array}``, lower = pruned first) instead of from a
+        previous level: what a one-shot method (:mod:`tflth.pruning.one_shot`) keeps when
+        it prunes with this strategy's structure and allocation.
+
+        Unstructured (here): exactly ``round(density × count)`` weights at the level's
+        :meth:`level_density`, ranked globally or per variable as ``scope`` and
+        ``layer_rates`` say (:func:`exact_allocation`). N:M and channels override it.
+        ``alive`` (default: every entry) limits what may survive; ``exponent`` in (0, 1]
+        is how far along the level's schedule a round of SynFlow is (``density^exponent``).
+        """
+        density, rates = self.level_density(level)
+        return Masks(exact_allocation(dict(scores), density, self.hparams.scope, rates, alive, exponent=exponent))
 
 
 class _FractionPruning(Pruner):
@@ -260,6 +364,11 @@ def random_like(mask: Mapping[str, np.ndarray], seed: int = 0) -> Masks:
         flat[rng.permutation(m.size)[: int(m.sum())]] = True
         out[p] = flat.reshape(m.shape)
     return Masks(out)
+
+
+def one_shot_names() -> list[str]:
+    """The registered one-shot methods (``LotteryHparams.one_shot``), in registration order."""
+    return [name for name, cls in REGISTRY.items() if cls.one_shot]
 
 
 def pruner_for(hparams: PruningHparams, seed: int = 0,

@@ -65,19 +65,13 @@ import numpy as np
 import tensorflow as tf
 
 from tflth import _keras
-from tflth.errors import InputError
-from tflth.hparams import HparamError, PruningHparams
 from tflth.masking.maskable import maskable_variables
 from tflth.masking.masks import Masks
 from tflth.masking.state import masks_of
-from tflth.pruning.pruners import allocate, check_layer_rates, rate_for
+from tflth.pruning.pruners import SaliencyError, exact_allocation
 
 __all__ = ["SaliencyError", "snip_scores", "grasp_scores", "synflow_scores", "synflow_mask", "one_shot_mask",
            "synflow_refusal"]
-
-
-class SaliencyError(InputError):
-    """A saliency score or a one-shot mask cannot be made for this model or these arguments."""
 
 
 Scores = dict[str, np.ndarray]
@@ -422,7 +416,8 @@ def synflow_scores(model, paths: Sequence[str] | None = None, input_shape=None,
 
 
 def synflow_mask(model, density: float, rounds: int = 100, paths: Sequence[str] | None = None,
-                 scope: str = "global", layer_rates=(), input_shape=None) -> Masks:
+                 scope: str = "global", layer_rates=(), input_shape=None,
+                 structure: Callable | None = None) -> Masks:
     """SynFlow's iterative mask: ``rounds`` rounds of scoring and pruning to ``density``.
 
     Round ``r = 1..rounds`` keeps the ``round(density^(r/rounds) × count)`` highest
@@ -436,6 +431,11 @@ def synflow_mask(model, density: float, rounds: int = 100, paths: Sequence[str] 
         density: the fraction of the scored weights kept, in ``(0, 1]``.
         rounds: how many rounds (the paper: 100).
         scope, layer_rates: as :func:`one_shot_mask`.
+        structure: ``structure(scores, alive, exponent) -> {path: bool array}``, a
+            pruning structure's mask at the fraction ``exponent`` of its schedule (a
+            :meth:`tflth.pruning.Pruner.from_scores`: N:M groups, whole channels);
+            default: the unstructured exact allocation to ``density`` (``density``,
+            ``scope`` and ``layer_rates`` are then the structure's business).
 
     Returns:
         A :class:`tflth.masking.Masks` over the scored variables.
@@ -445,80 +445,15 @@ def synflow_mask(model, density: float, rounds: int = 100, paths: Sequence[str] 
     with _Flow(model, paths, input_shape) as flow:
         current = _mask_for(model, flow.scored)
         alive = {p: (np.ones(np.shape(flow.base[p]), bool) if m is None else m) for p, m in current.items()}
-        _exact_allocation({p: np.zeros(np.shape(a)) for p, a in alive.items()}, density, scope, layer_rates, alive)
+        if structure is None:
+            def structure(scores, alive, exponent):
+                return exact_allocation(scores, density, scope, layer_rates, alive, exponent=exponent)
+
+            structure({p: np.zeros(np.shape(a)) for p, a in alive.items()}, alive, None)  # checks the arguments
         for r in range(1, rounds + 1):
             scores = flow.scores(alive, round_=r)
-            alive = dict(_exact_allocation(scores, density, scope, layer_rates, alive, exponent=r / rounds))
+            alive = {p: np.asarray(a, bool) for p, a in structure(scores, alive, r / rounds).items()}
     return Masks(alive)
-
-
-# --- the exact one-shot allocation --------------------------------------------------------------------------------
-
-def _check_allocation(density, scope, layer_rates, scores, alive):
-    if not (isinstance(density, (int, float, np.floating)) and 0 < density <= 1):
-        raise SaliencyError(f"density={density!r} is invalid: expected a number in (0, 1].")
-    if scope not in ("global", "layerwise"):
-        raise HparamError(f"scope={scope!r} is invalid: expected 'global' or 'layerwise'.")
-    for pattern, rate in layer_rates:
-        if not 0 <= float(rate) < 1:
-            raise HparamError(f"layer_rates: '{pattern}:{rate}' is invalid: expected rates in [0, 1).")
-    check_layer_rates(layer_rates, list(scores))
-    if alive is not None and set(alive) != set(scores):
-        raise SaliencyError(f"alive has the variables {sorted(alive)}; the scores {sorted(scores)}.")
-    for p, s in scores.items():
-        a = None if alive is None else np.asarray(alive[p], bool)
-        if a is not None and a.shape != np.shape(s):
-            raise SaliencyError(f"alive['{p}'] has shape {a.shape}; its scores {np.shape(s)}.")
-        live = np.asarray(s) if a is None else np.asarray(s)[a]
-        if not np.all(np.isfinite(live)):
-            raise SaliencyError(f"The scores of '{p}' are not all finite; a mask cannot rank them.")
-
-
-def _pools(paths, density, scope, layer_rates) -> list[tuple[list[str], float]]:
-    """``[(paths, density)]``: the variables ranked together and the density they keep."""
-    default = None if scope == "global" else density
-    pools, pooled = [], []
-    for p in paths:
-        rate = rate_for(p, layer_rates, None)
-        own = (1.0 - rate) if rate is not None else default
-        if own is None:
-            pooled.append(p)
-        else:
-            pools.append(([p], own))
-    if pooled:
-        pools.insert(0, (pooled, density))
-    return pools
-
-
-def _exact_allocation(scores, density, scope, layer_rates, alive, exponent: float | None = None):
-    """The kept entries of each pool: exactly ``round(d × count)`` (``d`` the pool's density,
-    or ``d^exponent`` for a round of SynFlow's schedule, then at most what is alive)."""
-    layer_rates = tuple((str(g), float(r)) for g, r in layer_rates)
-    _check_allocation(density, scope, layer_rates, scores, alive)
-    alive = {p: (np.ones(np.shape(s), bool) if alive is None else np.asarray(alive[p], bool))
-             for p, s in scores.items()}
-    kept = {}
-    for pool, pool_density in _pools(list(scores), density, scope, layer_rates):
-        count = sum(int(np.size(scores[p])) for p in pool)
-        live = sum(int(alive[p].sum()) for p in pool)
-        target = pool_density if exponent is None else pool_density ** exponent
-        keep = int(round(target * count))
-        if keep > live:
-            if exponent is None or exponent == 1:
-                raise SaliencyError(f"Keeping {keep} of {count} weights of {pool} (density {pool_density:g}) needs "
-                                    f"more than the {live} still alive; a one-shot mask never re-grows a weight.")
-            keep = live  # an early round of the schedule above the starting density keeps everything
-        if keep == live:
-            kept.update({p: alive[p].copy() for p in pool})
-        elif keep == 0:
-            kept.update({p: np.zeros_like(alive[p]) for p in pool})
-        else:
-            # allocate() prunes round(fraction × alive) of the alive entries; with this fraction
-            # that is exactly live − keep (the product is within an ulp of an integer).
-            hparams = PruningHparams(fraction=(live - keep) / live, scope="global")
-            kept.update(allocate(hparams, {p: scores[p] for p in pool}, {p: alive[p] for p in pool}))
-        assert sum(int(kept[p].sum()) for p in pool) == keep, pool
-    return {p: kept[p] for p in scores}
 
 
 def one_shot_mask(scores: Mapping[str, np.ndarray], density: float, scope: str = "global", layer_rates=(),
@@ -556,4 +491,4 @@ def one_shot_mask(scores: Mapping[str, np.ndarray], density: float, scope: str =
         SaliencyError: a density outside ``(0, 1]``, non-finite scores, or more to keep
             than ``alive`` holds. HparamError: a bad ``scope`` or ``layer_rates``.
     """
-    return Masks(_exact_allocation(dict(scores), density, scope, layer_rates, alive))
+    return Masks(exact_allocation(dict(scores), density, scope, layer_rates, alive))

@@ -47,7 +47,8 @@ def _density(level_dir: RunDir, level: int) -> float:
     raise ReportError(f"{level_dir.path} has results but no density.json")
 
 
-def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST_EVALS) -> list[dict]:
+def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST_EVALS,
+            one_shot: Iterable[str] = ()) -> list[dict]:
     """Read the result rows of one experiment directory.
 
     Layout: ``hparams.json`` (its ``"label"`` names the experiment; the directory's name is
@@ -57,7 +58,11 @@ def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST
     ``controls`` (the registered ones: ``tuple(tflth.lottery.starts.CONTROLS)``; ``()`` for
     IMP's networks alone); other directories under a level are ignored. A level without
     ``result.json`` is unfinished and yields no IMP row; a control whose ``result.json``
-    exists is collected regardless. Level 0 without ``density.json`` has density 1.0; any
+    exists is collected regardless. One-shot methods (``one_shot``: the registered names,
+    ``tflth.pruning.one_shot_names()``) trained beside IMP are read from
+    ``replicate_<r>/level_<L>/<method>/`` (method ``<method>``, at its own density) and
+    the controls on their masks from ``.../<method>/<control>/`` (method
+    ``<method>/<control>``). Level 0 without ``density.json`` has density 1.0; any
     other level with results but no ``density.json`` raises ``ValueError``. Rows are sorted
     by replicate, level, method.
     Each row's ``last_evals_range`` is the range of test accuracy over the run's last
@@ -68,7 +73,7 @@ def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST
     exp = Experiment(experiment_dir)
     if not os.path.isdir(experiment_dir) or not os.path.isfile(exp.hparams):
         raise ReportError(f"{experiment_dir} is not an experiment directory (no hparams.json)")
-    known = list(controls)
+    known, methods = list(controls), list(one_shot)
     hparams = fileio.read_json(exp.hparams)
     name = exp.name
     label = hparams.get("label", name) if isinstance(hparams, dict) else None
@@ -84,13 +89,23 @@ def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST
                 run = exp.control(replicate, level, control)
                 if run.finished():
                     found.append((control, run))
-            if not found:
-                continue
-            density = _density(level_dir, level)
-            for method, run in found:
-                rows.append({"experiment": name, "label": label, "method": method,
-                             "replicate": replicate, "level": level, "density": density,
-                             **_result_fields(run.result),
-                             "last_evals_range": last_evals_range(run, last_evals)})
+            arms = []
+            for method in exp.controls(replicate, level, methods):
+                run = exp.method(replicate, level, method)
+                found_here = [(method, run)] if run.finished() else []
+                for control in exp.controls(replicate, level, known, method=method):
+                    sub = exp.method(replicate, level, f"{method}/{control}")
+                    if sub.finished():
+                        found_here.append((f"{method}/{control}", sub))
+                if found_here:
+                    arms.append((_density(run, level), found_here))
+            if found:
+                arms.insert(0, (_density(level_dir, level), found))
+            for density, runs in arms:
+                for method, run in runs:
+                    rows.append({"experiment": name, "label": label, "method": method,
+                                 "replicate": replicate, "level": level, "density": density,
+                                 **_result_fields(run.result),
+                                 "last_evals_range": last_evals_range(run, last_evals)})
     rows.sort(key=lambda r: (r["replicate"], r["level"], method_key(r["method"])))
     return rows

@@ -31,7 +31,7 @@ from tflth import fileio
 from tflth.conventions import IMP, LAST_EVALS, MATCH_MARGIN, method_key
 from tflth.report import plots, stats, tables
 from tflth.report.experiments import collect
-from tflth.report.rows import SummaryRow, by_experiment, display_name, summarize, write_csv
+from tflth.report.rows import SummaryRow, base_method, by_experiment, display_name, summarize, write_csv
 
 __all__ = ["collect", "summarize", "markdown_table", "comparison_table", "text_table", "figure", "plot",
            "write_report", "SUMMARY_COLUMNS", "summary_csv_text"]
@@ -82,6 +82,14 @@ def _row_cells(s: SummaryRow) -> list[str]:
     return cells
 
 
+def _header(rows: Sequence[SummaryRow]) -> list[str]:
+    """The columns; "IMP − it" reads "base − it" where a row's base is not IMP (a control
+    on a one-shot method's mask: :func:`tflth.report.rows.base_method`)."""
+    if all(base_method(s.method) == IMP for s in rows):
+        return list(_HEADER)
+    return [c.replace("IMP", "base") for c in _HEADER]
+
+
 def _table_parts(rows: list[SummaryRow]):
     """Heading text, column names, alignment, cell strings and caption lines of one experiment's table."""
     n_max = max(s.n for s in rows)
@@ -95,13 +103,18 @@ def _table_parts(rows: list[SummaryRow]):
     reps = f"{n_max} replicate" + ("s" if n_max != 1 else "")
     heading = f"{first.label} ({first.experiment}): {dense}; {reps}{_last_evals_note(rows)}"
     body = [_row_cells(s) for s in rows]
-    return heading, list(_HEADER), _ALIGN, body, _caption(first.match_margin)
+    header = _header(rows)
+    return heading, header, _ALIGN, body, _caption(first.match_margin, header != _HEADER)
 
 
-def _caption(margin: float) -> list[str]:
+def _caption(margin: float, bases: bool = False) -> list[str]:
     """The rules the verdicts follow, in words (one line each)."""
-    return [f"{stats.matches_rule(margin)}.", f"{stats.beats_rule(margin)} (\"it\": the row's control).",
-            f"{stats.interval_note()}; p: two-sided Welch t test; rules: docs/statistics.md."]
+    lines = [f"{stats.matches_rule(margin)}.", f"{stats.beats_rule(margin)} (\"it\": the row's control).",
+             f"{stats.interval_note()}; p: two-sided Welch t test; rules: docs/statistics.md."]
+    if bases:
+        lines[1] = (f"{stats.beats_rule(margin)} (\"it\": the row's method; read \"base\" for IMP: the base is "
+                    "IMP, or for <method>/<control> the one-shot method whose mask the control takes).")
+    return lines
 
 
 def _last_evals_note(rows: list[SummaryRow]) -> str:

@@ -51,6 +51,8 @@ class ReportJob:
         stable_threshold: τ of "stable", a fraction of test error (sweeps only).
         controls: the registered control names (``tflth.lottery.starts.CONTROLS``): the
             report does not import the lottery package, its caller names them.
+        one_shot: the registered one-shot method names (``tflth.pruning.one_shot_names()``)
+            whose runs beside IMP an experiment may hold (experiments only).
 
     Example::
 
@@ -73,9 +75,10 @@ class ReportJob:
                                     "yes when the 95 % t interval of the mean instability lies below it "
                                     "(docs/statistics.md).", text=_points("stable_threshold"))
     controls: tuple[str, ...] = ()
+    one_shot: tuple[str, ...] = ()
 
     def __post_init__(self):
-        for name in ("experiments", "sweeps", "labels", "controls"):
+        for name in ("experiments", "sweeps", "labels", "controls", "one_shot"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if not self.experiments and not self.sweeps:
             raise HparamError(f"{_R}.experiments or {_R}.sweeps: give one or more experiment (lottery_<hash>) or "
@@ -134,10 +137,15 @@ class ReportJob:
                               "can be made.")
         names = self.names()
         rows = [dict(row, **{self.key: names[i]}, **({"label": self.labels[i]} if self.labels else {}))
-                for i, d in enumerate(self.directories) for row in self.kind.collect(d, self.controls)]
+                for i, d in enumerate(self.directories) for row in self._collect(d)]
         if not rows:
             raise HparamError(f"no finished runs in {list(self.directories)}")
         return rows
+
+    def _collect(self, directory: str) -> list[dict]:
+        if self.experiments:
+            return imp.collect(directory, self.controls, one_shot=self.one_shot)
+        return stability.collect(directory, self.controls)
 
     def run(self, rows: list[dict] | None = None) -> dict[str, str]:
         """Write the report of ``rows`` (default: :meth:`prepare`'s); returns ``{name: path}``."""

@@ -10,8 +10,9 @@ and optionally ``"last_evals_range"`` (:data:`OPTIONAL_COLUMNS`): how far the ru
 accuracy moved over its last :data:`tflth.conventions.LAST_EVALS` evaluations (max − min, a fraction;
 ``None`` when it has fewer), so a table can say how much the final number itself moves.
 
-``method`` is ``"imp"`` for the IMP subnetworks (level 0 is the dense network, density 1.0)
-and the control's name for the baselines (``"random_reinit"``, ``"random_prune"``, ...).
+``method`` is ``"imp"`` for the IMP subnetworks (level 0 is the dense network, density 1.0),
+the control's name for the baselines (``"random_reinit"``, ``"random_prune"``, ...), a
+one-shot method's name (``"snip"``) and ``"<method>/<control>"`` for a control on its mask.
 
 Conventions (the statistics and the decision rules are :mod:`tflth.report.stats`'s):
 
@@ -21,8 +22,10 @@ Conventions (the statistics and the decision rules are :mod:`tflth.report.stats`
   ``imp`` networks, and ``matches`` its verdict (:func:`tflth.report.stats.matches`, margin
   ``match_margin``, default :data:`tflth.conventions.MATCH_MARGIN`).
 * Methods are listed in :func:`tflth.conventions.method_key` order.
-* ``vs_imp`` (controls only): the Welch difference (IMP − this control) at the same level,
-  and ``imp_beats`` its verdict (:func:`tflth.report.stats.beats`).
+* ``vs_imp`` (every method but IMP): the Welch difference (base − this) at the same level,
+  and ``imp_beats`` its verdict (:func:`tflth.report.stats.beats`); the base
+  (:func:`base_method`) is IMP, except for a control on a one-shot method's mask
+  (``"snip/random_prune"``), whose base is that method.
 
 Standard library only (writes go through :mod:`tflth.fileio`).
 """
@@ -40,7 +43,7 @@ from tflth.report import stats
 from tflth.report.errors import ReportError
 
 __all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "SummaryRow", "summarize", "write_csv", "read_csv",
-           "normalize", "display_name", "by_experiment"]
+           "normalize", "display_name", "by_experiment", "base_method"]
 
 #: Column order of ``results.csv`` (and the keys every result row must have).
 COLUMNS = ("experiment", "label", "method", "replicate", "level", "density", "test_accuracy", "test_loss")
@@ -67,8 +70,8 @@ class SummaryRow:
     experiment has none). ``vs_dense`` is the Welch difference (this − dense) and
     ``matches`` its verdict (``"yes"`` / ``"no"`` / ``"undecided"``); both are ``None``
     without a dense reference and for the dense row itself. ``vs_imp`` is the Welch
-    difference (IMP − this) and ``imp_beats`` its verdict, for controls at a level with
-    IMP networks (else ``None``). ``match_margin`` is the δ the verdicts used (a fraction).
+    difference (base − this) and ``imp_beats`` its verdict, for every method but IMP at a
+    level with base networks (the base: :func:`base_method`; else ``None``). ``match_margin`` is the δ the verdicts used (a fraction).
     """
 
     experiment: str
@@ -173,8 +176,8 @@ def summarize(rows: Iterable[Mapping], match_margin: float = MATCH_MARGIN) -> li
         acc = samples[exp, method, level]
         dense = samples.get((exp, IMP, 0))
         vs_dense = None if dense is None or (method, level) == (IMP, 0) else stats.welch(acc, dense)
-        imp = samples.get((exp, IMP, level))
-        vs_imp = None if imp is None or method == IMP else stats.welch(imp, acc)
+        reference = samples.get((exp, base_method(method), level))
+        vs_imp = None if reference is None or method == IMP else stats.welch(reference, acc)
         moved = [m["last_evals_range"] for m in members if m["last_evals_range"] is not None]
         out.append(SummaryRow(
             experiment=exp, label=members[0]["label"], method=method, level=level,
@@ -187,6 +190,12 @@ def summarize(rows: Iterable[Mapping], match_margin: float = MATCH_MARGIN) -> li
     order = {e: i for i, e in enumerate(dict.fromkeys(r["experiment"] for r in rows))}
     out.sort(key=lambda s: (order[s.experiment], s.level, method_key(s.method)))
     return out
+
+
+def base_method(method: str) -> str:
+    """What a method is compared with at its level (``vs_imp``): the one-shot method for a
+    control on its mask (``"snip/random_prune"`` -> ``"snip"``), else IMP."""
+    return method.rsplit("/", 1)[0] if "/" in method else IMP
 
 
 def by_experiment(summary: Sequence[SummaryRow]) -> list[list[SummaryRow]]:

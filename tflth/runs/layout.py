@@ -10,6 +10,8 @@ determines its results (:func:`tflth.hparams.run_hash`)::
         hparams.json
         replicate_<r>/level_<L>/        IMP's network of level L (a RunDir, plus mask.npz, density.json)
         replicate_<r>/level_<L>/<control>/   a control on level L's mask (a RunDir)
+        replicate_<r>/level_<L>/<method>/    a one-shot method at level L's density (a RunDir, plus mask.npz)
+        replicate_<r>/level_<L>/<method>/<control>/   a control on that method's mask (a RunDir)
     stability_<hash>/                   a stability sweep (bin/stability.py)      Sweep
         hparams.json
         replicate_<r>/parent/           the dense network trained to the largest k (a RunDir)
@@ -161,15 +163,21 @@ class Experiment(_Group):
     def control(self, replicate: int, level: int, control: str) -> RunDir:
         return RunDir(os.path.join(self.level(replicate, level).path, control))
 
+    def method(self, replicate: int, level: int, method: str) -> RunDir:
+        """A one-shot method's network at level L (``method``), or a control on its mask
+        (``"<method>/<control>"``): the method name is the path under the level."""
+        return RunDir(os.path.join(self.level(replicate, level).path, *method.split("/")))
+
     def replicates(self) -> list[int]:
         return [r for r, _ in numbered(self.path, "replicate_")]
 
     def levels(self, replicate: int) -> list[int]:
         return [level for level, _ in numbered(self.replicate_dir(replicate), "level_")]
 
-    def controls(self, replicate: int, level: int, known: Iterable[str]) -> list[str]:
-        """The controls among ``known`` that have a directory at this level, sorted."""
-        base = self.level(replicate, level).path
+    def controls(self, replicate: int, level: int, known: Iterable[str], method: str | None = None) -> list[str]:
+        """The controls (or one-shot methods) among ``known`` that have a directory at this
+        level, or under the one-shot ``method``'s directory, sorted."""
+        base = (self.method(replicate, level, method) if method else self.level(replicate, level)).path
         return sorted(c for c in set(known) if os.path.isdir(os.path.join(base, c)))
 
 
