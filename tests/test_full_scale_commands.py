@@ -68,6 +68,7 @@ VIT_SECTION = "# Lottery tickets, rewinding and stability in a vision transforme
 STRUCTURED_SECTION = "# Structured tickets: N:M and channels (Fashion-MNIST, CPU)"
 HEADLINE_SECTION = "## Rewinding where its precondition holds: LeNet-300-100 at k = 100 (Fashion-MNIST, CPU)"
 QUICKSTART_SECTION = "## Quickstart: the command line"  # README.md
+ONE_SHOT_SECTION = "# One-shot pruning at k against IMP with rewinding (Fashion-MNIST, CPU)"
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -236,6 +237,7 @@ VIT_COMMANDS, VIT_PROBLEM = _commands_or_problem(VIT_SECTION)
 STRUCTURED_COMMANDS, STRUCTURED_PROBLEM = _commands_or_problem(STRUCTURED_SECTION)
 HEADLINE_COMMANDS, HEADLINE_PROBLEM = _commands_or_problem(HEADLINE_SECTION)
 QUICKSTART_COMMANDS, QUICKSTART_PROBLEM = _commands_or_problem(QUICKSTART_SECTION)
+ONE_SHOT_COMMANDS, ONE_SHOT_PROBLEM = _commands_or_problem(ONE_SHOT_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
@@ -306,7 +308,8 @@ def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
         return ",".join(dict.fromkeys("0" if v.strip() == "0" else "1" for v in value.split(",")))
 
     argv = cmd.argv({"output_dir": lambda v: _toy_path(root, v), "data_dir": lambda v: os.path.join(root, "tfds"),
-                     "experiment": experiment, "levels": levels, "save_steps": lambda v: "1it",
+                     "experiment": experiment, "levels": levels, "compare_levels": lambda v: "1",
+                     "save_steps": lambda v: "1it",
                      "strategy": lambda v: "default"})
     toy = {k: v for k, v in TOY.items() if k in own}
     if steps.parse(cmd.value("rewind_step") or "1it") == (0, 0):
@@ -340,8 +343,13 @@ def check_outputs(cmd: Command, job) -> None:
         for r in range(lot.replicates):
             for level in range(lot.levels + 1):
                 assert exp.level(r, level).finished(), (r, level)
-                for control in lot.controls if level else ():
+                if not level or not job.compared(level):
+                    continue
+                for control in lot.controls:
                     assert exp.control(r, level, control).finished(), (r, level, control)
+                for method in lot.one_shot:
+                    for run in [method] + [f"{method}/{c}" for c in lot.controls]:
+                        assert exp.method(r, level, run).finished(), (r, level, run)
         return
     sweep, st = job.sweep, job.stability
     for name in ("stability.csv", "stability.md", "instability.png"):
@@ -522,6 +530,17 @@ def test_headline_section_has_the_runs_of_its_tables():
     assert len(_glob_targets(sweep.value("experiment"))) == 2 and sweep.value("levels") == "8,15"  # per-k masks
 
 
+def test_one_shot_section_has_the_runs_of_its_tables():
+    assert ONE_SHOT_PROBLEM is None, ONE_SHOT_PROBLEM
+    prune = [c for c in ONE_SHOT_COMMANDS if c.binary == "prune"]
+    assert {(c.value("preset") or c.value("model"), c.value("rewind_step")) for c in prune} >= {
+        ("lenet_300_100_mnist", "0it"), ("lenet_300_100_mnist", "100it")}
+    for c in prune:
+        assert set(c.value("one_shot").split(",")) == {"magnitude_at_k", "snip", "grasp", "synflow"}, c.where
+        assert c.value("controls") == "random_prune" and c.value("replicates") == "3", c.where
+        assert c.value("compare_levels") and c.value("jit_compile") == "chunk", c.where
+
+
 def test_quickstart_section_trains_prunes_and_measures_stability():
     assert QUICKSTART_PROBLEM is None, QUICKSTART_PROBLEM
     assert [c.binary for c in QUICKSTART_COMMANDS] == ["train", "prune", "stability"], QUICKSTART_COMMANDS
@@ -536,9 +555,10 @@ def test_quickstart_section_trains_prunes_and_measures_stability():
 # The results sections' commands (the ViT's, the structured tickets', the headline's) and the
 # README quickstart's, each at toy size.
 SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS,
-                    HEADLINE_SECTION: HEADLINE_COMMANDS, QUICKSTART_SECTION: QUICKSTART_COMMANDS}
+                    HEADLINE_SECTION: HEADLINE_COMMANDS, QUICKSTART_SECTION: QUICKSTART_COMMANDS,
+                    ONE_SHOT_SECTION: ONE_SHOT_COMMANDS}
 _SECTION_IDS = {VIT_SECTION: "vit", STRUCTURED_SECTION: "structured", HEADLINE_SECTION: "headline",
-                QUICKSTART_SECTION: "quickstart"}
+                QUICKSTART_SECTION: "quickstart", ONE_SHOT_SECTION: "one_shot"}
 _SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() for cmd in cmds]
 
 

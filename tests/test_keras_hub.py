@@ -20,7 +20,8 @@ import keras  # noqa: E402
 
 import tflth  # noqa: E402
 from tflth import data as data_lib  # noqa: E402
-from tflth.hparams import DatasetHparams, ModelHparams, RunHparams, TrainingHparams  # noqa: E402
+from tflth import masking  # noqa: E402
+from tflth.hparams import DatasetHparams, ModelHparams, PruningHparams, RunHparams, TrainingHparams  # noqa: E402
 from tflth.masking import Masks  # noqa: E402
 from tflth.training import Trainer  # noqa: E402
 
@@ -374,3 +375,33 @@ def test_unmasked_copy_of_hub_classifier():
     weights = {v.path: v.numpy() for v in plain.weights}
     for p, m in masks.items():
         assert np.all(weights[p][~m] == 0.0), p
+
+
+# ----------------------------------------------------------------- one-shot scores (issue 30)
+
+@pytest.mark.parametrize("score", ["snip", "grasp"])
+def test_a_bert_classifier_from_config_is_scored_and_pruned_one_shot(score):
+    """SNIP and GraSP on dict inputs through a KerasHub backbone: exact global density, and
+    N:M 2:4 from the same scores (the checker passes); the pruned entries are zero."""
+    from tflth import pruning  # noqa: PLC0415
+
+    model = tflth.masked(_bert_classifier())
+    batches = [_bert_batch(4, 1), _bert_batch(4, 2)]
+    scores = (pruning.snip_scores if score == "snip" else pruning.grasp_scores)(model, batches)
+    assert any("attention" in p for p in scores) and any("head" in p for p in scores)
+    total = sum(np.size(s) for s in scores.values())
+    unstructured = pruning.one_shot_mask(scores, 0.3)
+    assert unstructured.density().survivors == round(0.3 * total)
+    layouts = pruning.layouts(model)
+    grouped = [p for p in scores if layouts[p].input_axes and layouts[p].shape[layouts[p].group_axis] % 4 == 0]
+    nm = pruning.pruner_for(PruningHparams(strategy="nm", nm=((2, 4),)), layouts={p: layouts[p] for p in grouped})
+    two_four = nm.from_scores({p: scores[p] for p in grouped}, level=1)
+    for p in grouped:
+        assert pruning.is_nm(two_four[p], layouts[p].group_axis, 2, 4), p
+        assert int(two_four[p].sum()) * 2 == two_four[p].size, p
+    masking.apply_masks(model, unstructured)
+    for v in model.weights:
+        if v.path in unstructured:
+            assert np.all(v.numpy()[~unstructured[v.path]] == 0), v.path
+    x, _ = _bert_batch(2, 3)
+    assert np.all(np.isfinite(model(x)))

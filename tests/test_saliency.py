@@ -282,6 +282,14 @@ def test_snip_and_grasp_on_a_masked_subclassed_model_with_attention():
     assert masking.masks_of(model) == masks_before
     with pytest.raises(saliency.SaliencyError, match="MultiHeadAttention"):
         pruning.synflow_scores(model, input_shape=(28, 28, 1))
+    # ... and pruned by them: exactly the count, never re-growing, the pruned entries zero
+    alive = masking.masks_of(model)
+    total = sum(int(np.size(m)) for m in alive.values())
+    mask = pruning.one_shot_mask(scores, 0.4, alive=alive)
+    assert mask.density().survivors == round(0.4 * total)
+    assert all(not np.any(mask[p] & ~alive[p]) for p in mask)
+    masking.apply_masks(model, mask)
+    assert all(np.all(v.numpy()[~mask[v.path]] == 0) for v in model.weights if v.path in mask)
 
 
 # --- the exact one-shot allocation ---

@@ -26,7 +26,7 @@ def job_from_flags() -> LotteryJob:
 
 
 def _progress(row: dict) -> None:
-    print(f"replicate {row['replicate']} level {row['level']:2d} {row['method']:<13} "
+    print(f"replicate {row['replicate']} level {row['level']:2d} {row['method']:<28} "
           f"density {100 * row['density']:6.2f}%  test accuracy {100 * row['test_accuracy']:.2f}%", flush=True)
 
 

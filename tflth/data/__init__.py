@@ -25,7 +25,7 @@ One concern per module, everything re-exported here:
 Every error is a :class:`DataError` (a ``ValueError``).
 """
 
-from tflth.data.datasets import ArrayDataset, StreamDataset
+from tflth.data.datasets import ArrayDataset, ExampleDataset, StreamDataset
 from tflth.data.errors import DataError
 from tflth.data.idx import IDX_FILES, read_idx, read_idx_dir
 from tflth.data.imagenet import IMAGENET_RESIZE, IMAGENET_SIZE, load_stream
@@ -41,6 +41,7 @@ __all__ = [
     "DataError",
     "ArrayDataset",
     "StreamDataset",
+    "ExampleDataset",
     "NORMALIZATION",
     "DEBIAN_FASHION_MNIST_DIR",
     "CROP_PADDING",

@@ -33,7 +33,7 @@ import weakref
 
 import tensorflow as tf
 
-from tflth.data.datasets import ArrayDataset, StreamDataset
+from tflth.data.datasets import ArrayDataset, ExampleDataset, StreamDataset
 from tflth.data.errors import DataError
 from tflth.data.imagenet import stream_eval_batches, stream_train_batches
 from tflth.data.ops import (
@@ -45,17 +45,26 @@ from tflth.data.registry import augments
 __all__ = ["train_batches", "eval_batches", "host_tensors"]
 
 
+def example_count_of(nest) -> int:
+    """The number of examples of a nest of tensors (their common first axis)."""
+    return int(tf.nest.flatten(nest)[0].shape[0])
+
+
 _HOST_TENSOR_CACHE: "weakref.WeakKeyDictionary[ArrayDataset, dict]" = weakref.WeakKeyDictionary()
 
 
-def host_tensors(ds: ArrayDataset, split: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(images, int32 labels)`` of a split as host tensors, converted once per dataset
-    (a trainer builds a new pipeline for every ``train`` call: every IMP level)."""
+def host_tensors(ds: ArrayDataset | ExampleDataset, split: str) -> tuple:
+    """``(images, int32 labels)`` of a split as host tensors (a task's ``(x, y)`` nests as
+    they are), converted once per dataset (a trainer builds a new pipeline for every
+    ``train`` call: every IMP level)."""
     cache = _HOST_TENSOR_CACHE.setdefault(ds, {})
     if split not in cache:
-        x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
         with tf.device("/cpu:0"):
-            cache[split] = (tf.convert_to_tensor(x), tf.convert_to_tensor(y, dtype=tf.int32))
+            if isinstance(ds, ExampleDataset):
+                cache[split] = tf.nest.map_structure(tf.convert_to_tensor, tuple(ds.split(split)))
+            else:
+                x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+                cache[split] = (tf.convert_to_tensor(x), tf.convert_to_tensor(y, dtype=tf.int32))
     return cache[split]
 
 
@@ -72,6 +81,10 @@ def train_batches(ds: ArrayDataset | StreamDataset, batch_size: int, data_order_
     start_step = operator.index(start_step)
     if start_step < 0:
         raise DataError(f"start_step must be >= 0, got {start_step}.")
+    if isinstance(ds, ExampleDataset):
+        if augment:
+            raise DataError(f"'{ds.name}' is a task's own examples: tflth does not augment them.")
+        return _example_train_batches(ds, batch_size, data_order_seed, start_step)
     augment = augments(ds.name) if augment is None else bool(augment)
     if isinstance(ds, StreamDataset):
         return stream_train_batches(ds, batch_size, data_order_seed, augment_seed, start_step, augment)
@@ -103,9 +116,41 @@ def _array_train_batches(ds: ArrayDataset, batch_size: int, data_order_seed: int
     return deterministic_prefetch(steps.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
 
-def eval_batches(ds: ArrayDataset | StreamDataset, split: str = "test", batch_size: int = 1000) -> tf.data.Dataset:
-    """One pass over ``split`` (``test`` or ``train``) in a fixed order, normalised, unaugmented."""
+def _example_train_batches(ds: ExampleDataset, batch_size: int, data_order_seed: int,
+                           start_step: int) -> tf.data.Dataset:
+    """A task's examples in the per-epoch seeded order of :func:`_array_train_batches`, as
+    they are (any nest of tensors, no normalisation)."""
+    n = ds.num_train
+    ipe = iterations_per_epoch(n, batch_size)
+    start_epoch, offset = divmod(start_step, ipe)
+    examples = host_tensors(ds, "train")
+    order_seed = tf.constant(data_order_seed, tf.int64)
+
+    def epoch_indices(epoch):
+        perm = epoch_permutation(n, order_seed, epoch)
+        return tf.data.Dataset.range(ipe).map(lambda b: perm[b * batch_size:(b + 1) * batch_size])
+
+    def make_batch(idx):
+        return tf.nest.map_structure(lambda t: tf.gather(t, idx), examples)
+
+    indices = tf.data.Dataset.counter(start_epoch).flat_map(epoch_indices).skip(offset)
+    return deterministic_prefetch(indices.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+
+def eval_batches(ds: ArrayDataset | StreamDataset | ExampleDataset, split: str = "test",
+                 batch_size: int = 1000) -> tf.data.Dataset:
+    """One pass over ``split`` (``test`` or ``train``; a task's evaluation sets by name) in
+    a fixed order, normalised (images), unaugmented."""
     batch_size = positive_int(batch_size, "batch_size")
+    if isinstance(ds, ExampleDataset):
+        if split != "train" and split not in ds.evals:
+            raise DataError(f"split must be 'train' or one of the task's evaluation sets {list(ds.evals)}, "
+                            f"got {split!r}.")
+        examples = host_tensors(ds, split)
+        count = iterations_per_epoch(example_count_of(examples), batch_size)
+        return deterministic_prefetch(tf.data.Dataset.range(count).map(
+            lambda b: tf.nest.map_structure(lambda t: t[b * batch_size:(b + 1) * batch_size], examples),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
     if split not in ("test", "train"):
         raise DataError(f"split must be 'test' or 'train', got {split!r}.")
     if isinstance(ds, StreamDataset):

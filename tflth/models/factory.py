@@ -123,8 +123,9 @@ class ModelFactory:
 
     Args:
         model: the :class:`ModelHparams` (zoo name or reference, width, options, prune globs).
-        input_shape: the dataset's example shape (no batch dimension).
-        num_classes: the dataset's class count.
+        input_shape: the dataset's example shape (no batch dimension); ``None`` for a task's
+            own examples (:class:`tflth.tasks.Task`), whose model is not checked against it.
+        num_classes: the dataset's class count (``None`` for a task).
         fn: a function to build with instead of resolving ``model.name`` (library use:
             ``fn(seed=, input_shape=, num_classes=)``; ``model.name`` then only labels runs).
 
@@ -137,8 +138,9 @@ class ModelFactory:
 
     def __init__(self, model: ModelHparams, input_shape: Sequence[int], num_classes: int, fn: Callable | None = None):
         self.hparams = model
-        self.input_shape = tuple(int(d) for d in input_shape)
-        self.num_classes = int(num_classes)
+        # None for a task's model (tflth.tasks.Task): its examples need not be images of classes
+        self.input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.user = fn is not None or is_reference(model.name) or not _is_zoo_name(model.name)
         self._fn = fn if fn is not None else (resolve(model.name) if is_reference(model.name) else None)
         self.exclude_output = self.user
@@ -175,7 +177,7 @@ class ModelFactory:
             model = self(0)
         if not isinstance(model, keras.Model):
             raise _error(name, f"it returned {type(model).__name__}, expected a keras.Model")
-        if self.user:
+        if self.user and self.input_shape is not None:
             batch = (2, *self.input_shape)
             declared = _declared_input_shape(model)
             if declared is not None and not _fits(declared, batch):

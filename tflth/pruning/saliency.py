@@ -143,6 +143,11 @@ def _checked_batches(batches) -> list:
     return out
 
 
+def _dense(gradient):
+    """A gradient as a dense tensor: an embedding's comes as ``tf.IndexedSlices`` (the rows looked up)."""
+    return tf.convert_to_tensor(gradient) if isinstance(gradient, tf.IndexedSlices) else gradient
+
+
 def _mean_gradient(model, variables, batches, loss, training, temperature=1.0) -> list[tf.Tensor]:
     """The gradient of the mean loss over every example of ``batches`` (float32 tensors)."""
     total, count = None, 0
@@ -151,7 +156,7 @@ def _mean_gradient(model, variables, batches, loss, training, temperature=1.0) -
         with tf.GradientTape() as tape:
             value = _forward_loss(model, loss, x, y, training, temperature)
         grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        grads = [tf.cast(g, tf.float32) * n for g in grads]
+        grads = [tf.cast(_dense(g), tf.float32) * n for g in grads]
         total = grads if total is None else [t + g for t, g in zip(total, grads)]
         count += n
     return [t / count for t in total]
@@ -231,9 +236,10 @@ def grasp_scores(model, batches, loss: Callable | None = None, paths: Sequence[s
                 with tf.GradientTape() as inner:
                     value = _forward_loss(model, loss, x, y, training, temperature)
                 inner_grads = inner.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                product = tf.add_n([tf.reduce_sum(tf.cast(ig, tf.float32) * g) for ig, g in zip(inner_grads, grads)])
+                product = tf.add_n([tf.reduce_sum(tf.cast(_dense(ig), tf.float32) * g)
+                                    for ig, g in zip(inner_grads, grads)])
             hg = outer.gradient(product, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            hg = [np.asarray(h, np.float64) * n for h in hg]
+            hg = [np.asarray(_dense(h), np.float64) * n for h in hg]
             total = hg if total is None else [t + h for t, h in zip(total, hg)]
             count += n
         weights = [v.numpy().astype(np.float64) for v in variables]

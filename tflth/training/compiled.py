@@ -41,7 +41,7 @@ import tensorflow as tf
 from absl import logging
 
 from tflth import _keras
-from tflth.data.datasets import ArrayDataset
+from tflth.data.datasets import ArrayDataset, ExampleDataset
 from tflth.hparams import field_error
 
 __all__ = ["check_mode", "warn_if_slow", "compile_step", "chunk_program"]
@@ -54,6 +54,10 @@ def check_mode(mode: str, dataset, strategy: tf.distribute.Strategy | None = Non
     ``strategy``): an :class:`~tflth.hparams.HparamError` naming ``TrainingHparams.jit_compile``."""
     if mode != "chunk":
         return
+    if isinstance(dataset, ExampleDataset):
+        raise field_error("TrainingHparams", "jit_compile", mode,
+                          f"holds a named image data set on the device; '{dataset.name}' is a task's own examples: "
+                          "use step (each step compiled, batches from tf.data).")
     if not isinstance(dataset, ArrayDataset):
         raise field_error("TrainingHparams", "jit_compile", mode,
                           f"needs a dataset held in memory; '{dataset.name}' is streamed: use step "

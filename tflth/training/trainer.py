@@ -32,7 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, masking, models, steps
+from tflth import fileio, masking, models, steps, tasks
 from tflth.errors import RunError
 from tflth.hparams import RunHparams
 from tflth.runs.layout import RunDir
@@ -63,15 +63,23 @@ class TrainingDiverged(RunError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
+    """A finished ``train`` call: the step, the reported evaluation's loss and accuracy and
+    the training ones since the last evaluation (``None`` where the task has no metric
+    named ``accuracy``), the seconds, and a task's other metrics (``others``:
+    ``{"test_<metric>": ..., "train_<metric>": ...}``, empty for image classification)."""
+
     step: int
     test_loss: float
-    test_accuracy: float
+    test_accuracy: float | None
     train_loss: float | None
     train_accuracy: float | None
     seconds: float
+    others: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out.update(out.pop("others"))
+        return out
 
 
 class Trainer:
@@ -94,6 +102,11 @@ class Trainer:
         model: an already built model to train (e.g. one made in this strategy's
             scope); it keeps its masks if it has some, else gets all-ones masks on the
             variables ``hparams.model.prune`` selects. Its variable paths must be unique.
+        task: what to train and measure, a :class:`tflth.tasks.Task` (your data, loss,
+            metrics); default: the image classification of ``hparams.dataset``
+            (:func:`tflth.tasks.classification`). A task's examples are ordered by the
+            engine (``data_order_seed``), never augmented; ``jit_compile="chunk"`` needs
+            a named image data set (``step`` compiles any task).
 
     Masks: the masked variables are fixed when the Trainer is built
     (:attr:`masked_paths`); assign masks with ``tflth.masking.apply_masks(trainer.model,
@@ -128,13 +141,18 @@ class Trainer:
 
     def __init__(self, hparams: RunHparams, dataset=None, data_dir: str | None = None,
                  strategy: tf.distribute.Strategy | None = None, model: keras.Model | None = None,
-                 model_fn=None):
+                 model_fn=None, task: tasks.Task | None = None):
         self.hparams = hparams
         th = hparams.training
         if th.deterministic:  # process-wide and one-way in TensorFlow
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or get_strategy("auto")
-        self.dataset = dataset if dataset is not None else data_lib.load(hparams.dataset.name, data_dir)
+        if task is not None:
+            self.dataset = task.data
+        else:
+            self.dataset = dataset if dataset is not None else data_lib.load(hparams.dataset.name, data_dir)
+            task = tasks.classification(self.dataset)
+        self.task = task
         self.iterations_per_epoch = data_lib.iterations_per_epoch(self.dataset.num_train, th.batch_size)
         self.end_step = self.to_iterations(th.training_steps)
         self.schedule = StepSchedule(
@@ -154,6 +172,7 @@ class Trainer:
             self._optimizer_masks = isinstance(self.optimizer, PrunedStayZero) and bool(self._masked)
             if self._optimizer_masks:
                 self.optimizer.track_masks([v for v, _ in self._masked])
+        self.task.check(self.model)
         compiled.warn_if_slow(th.jit_compile, self.model)
         self._model_vars = {v.path: v for v in self.model.variables}
         if len(self._model_vars) != len(self.model.variables):
@@ -193,7 +212,7 @@ class Trainer:
         strategy, model, optimizer = self.strategy, self.model, self.optimizer
         variables = model.trainable_variables
         decay = self._coupled_decay
-        xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        task = self.task
 
         batch_size = self.hparams.training.batch_size
         num_train, per_epoch = self.dataset.num_train, self.iterations_per_epoch
@@ -203,8 +222,8 @@ class Trainer:
         def replica_step(x, y, global_count):
             replicas = tf.distribute.get_replica_context().num_replicas_in_sync
             with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                per_example = xent(y, logits)
+                outputs = model(x, training=True)
+                per_example = task.example_losses(y, outputs)
                 loss = tf.reduce_sum(per_example) / global_count
                 if model.losses:
                     loss += tf.add_n(model.losses) / replicas
@@ -212,9 +231,7 @@ class Trainer:
             if decay:
                 grads = [g + (decay / replicas) * v.value for g, v in zip(grads, variables)]
             optimizer.apply(grads, variables)
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                                     tf.cast(y, tf.int32)), tf.float32))
-            return tf.stack([tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)])
+            return task.batch_sums(y, outputs, per_example)  # [Σ loss, Σ metric..., count]
 
         pruned_epsilon = optimizer.pruned_epsilon if self._optimizer_masks else None
         if mode == "chunk":
@@ -230,7 +247,7 @@ class Trainer:
             # without a collective to count them. ``epsilons``: Adam's per-entry epsilons
             # of the masked kernels (empty otherwise), arguments rather than variables.
             start = tf.identity(optimizer.iterations)
-            totals = tf.zeros([3], tf.float32)
+            totals = tf.zeros([task.sums], tf.float32)
             pruned_epsilon = (optimizer.pruned_epsilon(epsilons) if self._optimizer_masks
                               else contextlib.nullcontext())
             with pruned_epsilon:
@@ -246,18 +263,14 @@ class Trainer:
         return train_chunk
 
     def _make_eval_fn(self):
-        strategy, model = self.strategy, self.model
-        xent = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+        strategy, model, task = self.strategy, self.model, self.task
 
         def replica_eval(x, y):
-            logits = model(x, training=False)
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                                     tf.cast(y, tf.int32)), tf.float32))
-            return tf.stack([tf.reduce_sum(xent(y, logits)), correct, tf.cast(tf.shape(y)[0], tf.float32)])
+            return task.batch_sums(y, model(x, training=False))
 
         @tf.function
         def eval_fn(dist_ds):
-            totals = tf.zeros([3], tf.float32)
+            totals = tf.zeros([task.sums], tf.float32)
             for x, y in dist_ds:
                 totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
             return totals
@@ -354,15 +367,29 @@ class Trainer:
 
     def evaluate(self, split: str = "test", examples: int | None = None) -> tuple[float, float]:
         """``(mean loss, accuracy)`` over a split (``test`` or ``train``, never augmented):
-        all of it, or its first ``examples`` examples (a fixed subset, cached in memory)."""
+        all of it, or its first ``examples`` examples (a fixed subset, cached in memory).
+        For a task, its first metric stands where accuracy is; :meth:`evaluate_all` has them all."""
+        sums = self._eval_sums(split, examples)
+        return float(sums[0] / sums[-1]), float(sums[1] / sums[-1])
+
+    def evaluate_all(self, split: str | None = None, examples: int | None = None) -> dict[str, float]:
+        """``{"loss": ..., <metric>: ...}`` over ``split`` (default: the reported one,
+        ``test``; a task's evaluation sets by name, or ``train``)."""
+        return self.task.means(self._eval_sums(split or self.reported_split, examples))
+
+    @property
+    def reported_split(self) -> str:
+        """The evaluation set a run reports: ``test``, or a task's :attr:`~tflth.data.ExampleDataset.reported`."""
+        return getattr(self.dataset, "reported", "test")
+
+    def _eval_sums(self, split: str, examples: int | None) -> np.ndarray:
         key = (split, examples)
         if key not in self._eval_data:
             ds = data_lib.eval_batches(self.dataset, split=split, batch_size=EVAL_BATCH_SIZE)
             if examples is not None:
                 ds = ds.unbatch().take(int(examples)).batch(EVAL_BATCH_SIZE).cache()
             self._eval_data[key] = self._distribute(ds)
-        loss, correct, count = self._eval_fn(self._eval_data[key]).numpy()
-        return float(loss / count), float(correct / count)
+        return self._eval_fn(self._eval_data[key]).numpy()
 
     # ---------------------------------------------------------------- training
 
@@ -392,7 +419,7 @@ class Trainer:
         keep = {self.to_iterations(s) for s in save_steps}
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
-        running = np.zeros(3)  # training loss sum, correct count, examples since the last evaluation
+        running = np.zeros(self.task.sums)  # training loss sum, metric sums (correct count), examples since the last evaluation
         resumed_periodic = None  # a periodic checkpoint resumed from: removed like the run's own would be
         if ckpt_dir and (found := checkpoint.list_steps(ckpt_dir)):
             latest = found[-1]
@@ -422,7 +449,12 @@ class Trainer:
                 writer.close()  # every checkpoint the loop saved is on disk before we return or raise
             if metrics:
                 metrics.close()
-        result = TrainResult(*outcome, seconds=time.perf_counter() - t0)
+        test, train = outcome[1:]
+        named = lambda d, name: None if d is None else d.get(name)  # noqa: E731
+        others = {f"{split}_{m}": named(values, m) for split, values in (("test", test), ("train", train))
+                  for m in self.task.metric_names if m != tasks.ACCURACY}
+        result = TrainResult(outcome[0], test["loss"], named(test, tasks.ACCURACY), named(train, "loss"),
+                             named(train, tasks.ACCURACY), seconds=time.perf_counter() - t0, others=others)
         if run_dir and chief:
             fileio.write_json(RunDir(run_dir).result, result.to_dict())
         barrier(self.strategy)  # other workers read the chief's files only once they are written
@@ -448,7 +480,7 @@ class Trainer:
             augment=self._augment())))
 
     def _run_steps(self, iterator, step: int, n: int, seeds: tuple[int, int], epsilons) -> np.ndarray:
-        """Steps ``step .. step + n - 1``: the summed ``[loss, correct, examples]``."""
+        """Steps ``step .. step + n - 1``: the summed ``[loss, metric..., examples]`` (``correct`` for accuracy)."""
         if self._resident is None:
             return self._train_chunk(iterator, tf.constant(n, tf.int64), epsilons).numpy()
         plan = self._resident.plan(seeds[0], seeds[1], step, n, pad_to=MAX_STEPS_PER_CALL)
@@ -458,7 +490,8 @@ class Trainer:
                     progress_interval, label, running, last_periodic=None) -> tuple:
         """The steps of :meth:`train` from the training-metric sums ``running`` (updated in
         place) and the latest periodic checkpoint ``last_periodic`` (removed once the next
-        is saved); returns ``(step, test loss, test accuracy, train loss, train accuracy)``."""
+        is saved); returns ``(step, test means, train means)``: :meth:`tflth.tasks.Task.means`
+        of the reported evaluation and of training since the last evaluation (``None``: none)."""
         self._sync_masks()
         epsilons = self.optimizer.epsilon_values if self._optimizer_masks else ()
         if writer is not None:
@@ -473,7 +506,7 @@ class Trainer:
                 stops |= set(range((start // every + 1) * every, end, every))
         iterator = self._train_iterator(start, seeds) if self._resident is None else None
         progress = Progress(start, end, label, progress_interval)
-        train_loss = train_acc = None
+        train = test = None
         step = start
         for stop in sorted(stops):
             while step < stop:
@@ -494,15 +527,17 @@ class Trainer:
                 step += n
                 if step < end:  # the end has one line, below
                     progress.update(step, float(totals[0] / totals[2]))
-            if running[2]:
-                train_loss, train_acc = float(running[0] / running[2]), float(running[1] / running[2])
+            if running[-1]:
+                train = self.task.means(running)
             if step == end or (metrics and evaluate_every and step % evaluate_every == 0):
-                test_loss, test_acc = self.evaluate("test")
+                test = self.evaluate_all(self.reported_split)
                 if metrics:
-                    metrics.write({"step": step, "epoch": step / self.iterations_per_epoch,
-                                   "lr": self.schedule.value_at(max(step - 1, 0)),
-                                   "train_loss": train_loss, "train_accuracy": train_acc,
-                                   "test_loss": test_loss, "test_accuracy": test_acc})
+                    record = {"step": step, "epoch": step / self.iterations_per_epoch,
+                              "lr": self.schedule.value_at(max(step - 1, 0))}
+                    for split, values in (("train", train), ("test", test)):
+                        record.update({f"{split}_{name}": (None if values is None else values[name])
+                                       for name in ["loss"] + self.task.metric_names})
+                    metrics.write(record)
                 running[:] = 0
             if writer is not None and (step in keep or step == end or (periodic and step % periodic == 0)):
                 self.save_checkpoint(checkpoint.path_for(ckpt_dir, step), writer, {_TRAIN_SUMS: running.copy()})
@@ -510,6 +545,6 @@ class Trainer:
                     if last_periodic is not None and last_periodic not in keep:
                         writer.remove(checkpoint.path_for(ckpt_dir, last_periodic))  # after the new one is saved
                     last_periodic = step
-        progress.update(step, train_loss, force=True)
+        progress.update(step, None if train is None else train["loss"], force=True)
         self._stream = (step, seeds, iterator) if iterator is not None else None
-        return step, test_loss, test_acc, train_loss, train_acc
+        return step, test, train

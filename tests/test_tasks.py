@@ -1,0 +1,158 @@
+"""Any task through the engine (issue 31, items 1-2): a :class:`tflth.tasks.Task` with dict
+inputs, a custom loss and metrics trains, evaluates by hand-checkable numbers, checkpoints
+and resumes to the uninterrupted run's state; its data order is the engine's (seeded,
+step-exact); bad tasks are refused in one line naming the field."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tflth import data as data_lib
+from tflth import tasks
+from tflth.hparams import DatasetHparams, HparamError, ModelHparams, RunHparams, TrainingHparams
+from tflth.training import Trainer, checkpoint
+
+N, N_TEST = 40, 12
+
+
+def _arrays(n, seed):
+    rng = np.random.default_rng(seed)
+    x = {"a": rng.normal(size=(n, 4)).astype("float32"), "b": rng.normal(size=(n, 3)).astype("float32")}
+    y = (x["a"][:, :1] - 2 * x["b"][:, 1:2] + 0.1 * rng.normal(size=(n, 1))).astype("float32")
+    return x, y
+
+
+def _squared_error(y, outputs):  # [batch, 1]: one value per example once averaged over the last axis
+    return tf.square(y - outputs)
+
+
+def _task(**overrides):
+    fields = dict(name="toy_regression", train=_arrays(N, 0), evals={"test": _arrays(N_TEST, 1),
+                                                                      "shifted": _arrays(8, 2)},
+                  loss=_squared_error, metrics={"mae": keras.metrics.mean_absolute_error},
+                  barrier="mae", higher_is_better=False)
+    fields.update(overrides)
+    return tasks.Task(**fields)
+
+
+def _model(seed=0, input_shape=None, num_classes=None):
+    keras.utils.set_random_seed(seed)
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    h = keras.layers.Dense(8, activation="relu", name="hidden")(keras.layers.Concatenate()([a, b]))
+    return keras.Model({"a": a, "b": b}, keras.layers.Dense(1, name="output")(h), name="two_inputs")
+
+
+def _hparams(**training):
+    settings = dict(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=8, training_steps="12it", seed=0,
+                    data_order_seed=3)
+    settings.update(training)
+    return RunHparams(DatasetHparams("mnist"), ModelHparams("toy_regression"), TrainingHparams(**settings))
+
+
+def _trainer(**training):
+    return Trainer(_hparams(**training), task=_task(), model_fn=_model)
+
+
+def test_evaluation_equals_the_hand_computation_on_every_named_set():
+    trainer = _trainer()
+    for name in ("test", "shifted", "train"):
+        x, y = trainer.task.data.split(name)
+        predicted = np.asarray(trainer.model(x, training=False))
+        got = trainer.evaluate_all(name)
+        assert got["loss"] == pytest.approx(np.mean((y - predicted) ** 2), rel=1e-5)
+        assert got["mae"] == pytest.approx(np.mean(np.abs(y - predicted)), rel=1e-5)
+    assert trainer.reported_split == "test"
+
+
+def test_a_dict_input_task_trains_checkpoints_and_resumes_to_the_same_state(tmp_path):
+    whole = _trainer().train(run_dir=str(tmp_path / "whole"), checkpoint_every="4it", eval_every="4it")
+    first = _trainer()
+    first.train(run_dir=str(tmp_path / "killed"), end_step=6, checkpoint_every="4it", eval_every="4it")
+    os.unlink(os.path.join(tmp_path, "killed", "result.json"))  # killed after step 6's checkpoint
+    resumed = _trainer().train(run_dir=str(tmp_path / "killed"), checkpoint_every="4it", eval_every="4it")
+    assert resumed.step == whole.step == 12
+    _, a, _ = checkpoint.load(checkpoint.path_for(str(tmp_path / "whole" / "checkpoints"), 12))
+    _, b, _ = checkpoint.load(checkpoint.path_for(str(tmp_path / "killed" / "checkpoints"), 12))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    result = json.loads((tmp_path / "whole" / "result.json").read_text())
+    assert result["test_accuracy"] is None and result["test_mae"] == pytest.approx(whole.others["test_mae"])
+    assert set(result) >= {"test_loss", "train_loss", "test_mae", "train_mae"}
+    lines = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [4, 8, 12] and all("test_mae" in r and "train_mae" in r for r in lines)
+    assert resumed.test_loss == whole.test_loss  # the same evaluation of the same weights
+
+
+def test_the_engine_owns_the_data_order():
+    """Copies from the same start differ only through their data-order seed."""
+    def weights_after(seed):
+        t = _trainer()
+        t.train(end_step=10, data_order_seed=seed)
+        return t.get_weights()
+
+    same_a, same_b, other = weights_after(5), weights_after(5), weights_after(6)
+    assert all(np.array_equal(same_a[k], same_b[k]) for k in same_a)
+    assert any(not np.array_equal(same_a[k], other[k]) for k in same_a)
+    # the stream is step-exact: batch s of a stream started at s equals batch s of one started at 0
+    ds = _task().data
+    full = list(data_lib.train_batches(ds, 8, 5, 0).take(9))
+    later = list(data_lib.train_batches(ds, 8, 5, 0, start_step=7).take(2))
+    for got, want in zip(later, full[7:]):
+        assert all(np.array_equal(g, w) for g, w in zip(tf.nest.flatten(got), tf.nest.flatten(want)))
+    epoch = np.concatenate([np.asarray(b[0]["a"]) for b in full[:5]])  # one epoch visits every example once
+    assert sorted(map(tuple, epoch)) == sorted(map(tuple, ds.train[0]["a"]))
+
+
+def test_a_finite_tf_data_dataset_is_read_into_arrays():
+    x, y = _arrays(10, 4)
+    streamed = tf.data.Dataset.from_tensor_slices((x, y))
+    task = _task(train=streamed)
+    assert task.data.num_train == 10 and np.array_equal(task.data.train[0]["b"], x["b"])
+
+
+def test_the_step_mode_compiles_a_task_and_chunk_is_refused():
+    trainer = _trainer(jit_compile="step")
+    assert trainer.train(end_step=4).step == 4
+    with pytest.raises(HparamError, match="task's own examples: use step"):
+        _trainer(jit_compile="chunk")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(train=({"a": np.zeros((0, 4)), "b": np.zeros((0, 3))}, np.zeros((0, 1)))), "Task.train is empty"),
+    (dict(evals={}), "Task.evals"),
+    (dict(train=({"a": np.zeros((5, 4)), "b": np.zeros((4, 3))}, np.zeros((5, 1)))), "same first axis"),
+    (dict(barrier="accuracy"), "Task.barrier='accuracy' is invalid"),
+    (dict(barrier="loss", higher_is_better=True), "Task.higher_is_better=True is invalid"),
+    (dict(higher_is_better="down"), "Task.higher_is_better='down' is invalid"),
+    (dict(metrics={"mae": keras.metrics.MeanAbsoluteError()}), "stateful Keras metric"),
+    (dict(metrics={"bad name": keras.metrics.mean_absolute_error}), "'bad name' is invalid"),
+    (dict(train=tf.data.Dataset.from_tensors((np.zeros(4), np.zeros(1))).repeat()), "infinite"),
+])
+def test_bad_tasks_are_refused_naming_the_field(overrides, message):
+    with pytest.raises(tasks.TaskError, match=message) as error:
+        _task(**overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_a_loss_that_averages_the_batch_is_refused():
+    task = _task(loss=lambda y, outputs: tf.reduce_mean(tf.square(y - outputs)))
+    with pytest.raises(tasks.TaskError, match="one number for the whole batch"):
+        Trainer(_hparams(), task=task, model_fn=_model)
+
+
+def test_the_built_in_classification_task_is_the_engines_own():
+    x = np.random.default_rng(0).integers(0, 255, (32, 28, 28), dtype=np.uint8)
+    ds = data_lib.from_arrays("mnist", x, np.arange(32) % 10, x[:16], np.arange(16) % 10)
+    hp = RunHparams(DatasetHparams("mnist"), ModelHparams("lenet_16"),
+                    TrainingHparams(optimizer="adam", lr=1e-3, batch_size=8, training_steps="6it"))
+    default, explicit = Trainer(hp, dataset=ds), Trainer(hp, task=tasks.classification(ds))
+    a, b = default.train(), explicit.train()
+    assert a.to_dict().keys() == {"step", "test_loss", "test_accuracy", "train_loss", "train_accuracy", "seconds"}
+    assert (a.test_loss, a.test_accuracy, a.train_loss) == (b.test_loss, b.test_accuracy, b.train_loss)
+    wa, wb = default.get_weights(), explicit.get_weights()
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    task = tasks.classification(ds)
+    assert (task.metric_names, task.barrier, task.higher_is_better, task.sums) == (["accuracy"], "accuracy", True, 3)
