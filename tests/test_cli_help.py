@@ -29,7 +29,7 @@ FOREIGN = ["logtostderr", "alsologtostderr", "verbosity", "log_dir", "flagfile",
 
 def _training_flags():
     """bin/train.py's flags: one per TrainingHparams field, and these."""
-    return {f.name for f in dataclasses.fields(TrainingHparams)} | {"preset", "model", "dataset", "data_dir", "output_dir", "augment", "width", "prune",
+    return {f.name for f in dataclasses.fields(TrainingHparams)} | {"preset", "model", "dataset", "task", "data_dir", "output_dir", "augment", "width", "prune",
                                            "save_steps", "eval_every", "checkpoint_every", "strategy", "deterministic",
                                            "model_options"}
 

@@ -156,3 +156,120 @@ def test_the_built_in_classification_task_is_the_engines_own():
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
     task = tasks.classification(ds)
     assert (task.metric_names, task.barrier, task.higher_is_better, task.sums) == (["accuracy"], "accuracy", True, 3)
+
+
+# --- the jobs and binaries take a task by reference (issue 31, item 3)
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TASK_FILE = '''
+import keras, numpy as np, tensorflow as tf
+import tflth.tasks
+
+def _arrays(n, seed):
+    rng = np.random.default_rng(seed)
+    x = {"a": rng.normal(size=(n, 4)).astype("float32"), "b": rng.normal(size=(n, 3)).astype("float32")}
+    return x, (x["a"][:, :1] - 2 * x["b"][:, 1:2]).astype("float32")
+
+def task():
+    return tflth.tasks.Task(name="toy_regression", train=_arrays(48, 0), evals={"test": _arrays(16, 1)},
+                            loss=keras.losses.MeanSquaredError(), metrics={"mae": keras.metrics.mean_absolute_error},
+                            barrier="mae", higher_is_better=False)
+
+def not_a_task():
+    return 3
+
+def model(seed=0, input_shape=None, num_classes=None):
+    keras.utils.set_random_seed(seed)
+    a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
+    h = keras.layers.Dense(16, activation="relu", name="hidden")(keras.layers.Concatenate()([a, b]))
+    return keras.Model({"a": a, "b": b}, keras.layers.Dense(1, name="output")(h))
+'''
+
+TOY = ["--optimizer=adam", "--lr=0.01", "--batch_size=8", "--training_steps=12it", "--eval_every=6it",
+       "--checkpoint_every=6it"]
+
+
+def _bin(name, *flags, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", f"{name}.py"), *flags], capture_output=True,
+                          text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def task_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("task") / "toy_task.py"
+    path.write_text(TASK_FILE)
+    return str(path)
+
+
+def test_train_and_prune_take_a_task_by_reference(task_file, tmp_path):
+    out = tmp_path / "runs"
+    common = [f"--model={task_file}:model", f"--task={task_file}:task", f"--output_dir={out}", *TOY]
+    train = _bin("train", *common)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "test_mae=" in train.stdout and "test_loss=" in train.stdout
+    (run_dir,) = [p for p in out.iterdir() if p.name.startswith("train_")]
+    hparams = json.loads((run_dir / "hparams.json").read_text())
+    assert hparams["dataset"]["task"] == f"{task_file}:task"  # the reference names the run
+    prune = _bin("prune", *common, "--levels=2", "--pruning_fraction=0.5", "--controls=random_prune",
+                 "--replicates=2", "--rewind_step=2it")
+    assert prune.returncode == 0, prune.stderr[-3000:]
+    (experiment,) = [p for p in out.iterdir() if p.name.startswith("lottery_")]
+    assert json.loads((experiment / "hparams.json").read_text())["measure"] == {"name": "mae",
+                                                                               "higher_is_better": False}
+    report = (experiment / "results.md").read_text()
+    assert "mae mean ± std (lower is better)" in report and "test mae (lower is better) lies below" in report
+    header = (experiment / "results.csv").read_text().splitlines()[0]
+    assert "test_mae" in header and "test_accuracy" not in header and header.endswith("metric,higher_is_better")
+    # a second task report leaves the first unchanged (the measure comes back from the directory)
+    again = _bin("report", f"--experiments={experiment}", f"--report_dir={tmp_path / 'again'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert report.endswith((tmp_path / "again" / "results.md").read_text())  # the same tables (prune adds a title)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task=nowhere_module:task"], "--task='nowhere_module:task' is invalid: cannot import"),
+    (["--task={file}:not_a_task"], "returned int; expected a tflth.tasks.Task"),
+    (["--task={file}:task", "--dataset=mnist"], "--dataset=mnist and --task="),
+    (["--task=no_colon"], "--task='no_colon' is invalid"),
+])
+def test_bad_task_references_are_one_line_exit_2_nothing_written(task_file, tmp_path, flags, message):
+    out = tmp_path / "runs"
+    flags = [f.format(file=task_file) for f in flags]
+    proc = _bin("train", f"--model={task_file}:model", f"--output_dir={out}", *TOY, *flags)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not out.exists()
+
+
+def test_a_report_refuses_to_mix_measures():
+    from tflth import report  # noqa: PLC0415
+
+    rows = [{"experiment": "a", "label": "a", "method": "imp", "replicate": 0, "level": 0, "density": 1.0,
+             "test_accuracy": 0.9, "test_loss": 0.3},
+            {"experiment": "b", "label": "b", "method": "imp", "replicate": 0, "level": 0, "density": 1.0,
+             "test_mae": 0.2, "test_loss": 0.1, "metric": "mae", "higher_is_better": False}]
+    from tflth.report.errors import ReportError  # noqa: PLC0415
+
+    with pytest.raises(ReportError, match="different measures"):
+        report.summarize(rows)
+
+
+def test_verdicts_follow_a_lower_is_better_measure():
+    from tflth import report  # noqa: PLC0415
+
+    def rows(method, level, values):
+        return [{"experiment": "e", "label": "e", "method": method, "replicate": r, "level": level, "density": 0.5,
+                 "test_mse": v, "test_loss": v, "metric": "mse", "higher_is_better": False} for r, v in enumerate(values)]
+
+    summary = {(s.method, s.level): s for s in report.summarize(
+        rows("imp", 0, [1.0, 1.01, 0.99]) + rows("imp", 1, [0.50, 0.51, 0.49]) + rows("random_prune", 1, [2.0, 2.1, 1.9]),
+        match_margin=0.01)}
+    imp, control = summary["imp", 1], summary["random_prune", 1]
+    assert imp.vs_dense.diff == pytest.approx(-0.5) and imp.matches == "yes"  # lower than dense: matches
+    assert control.matches == "no"  # far higher (worse) than dense
+    assert control.vs_imp.diff == pytest.approx(0.5 - 2.0) and control.imp_beats == "yes"  # IMP's is lower: better

@@ -23,7 +23,9 @@ The decision rules that use τ and δ are :mod:`tflth.report.stats`'s (``docs/st
 
 from __future__ import annotations
 
-__all__ = ["POINTS_PER_FRACTION", "to_points", "from_points", "STABLE_THRESHOLD", "MATCH_MARGIN", "IMP",
+import dataclasses
+
+__all__ = ["Measure", "ACCURACY", "POINTS_PER_FRACTION", "to_points", "from_points", "STABLE_THRESHOLD", "MATCH_MARGIN", "IMP",
            "METHOD_ORDER", "method_key", "LAST_EVALS"]
 
 POINTS_PER_FRACTION = 100.0
@@ -76,3 +78,49 @@ LAST_EVALS = 2
 """Evaluations at the end of a run over which its ``last_evals_range`` (max − min of test
 accuracy, a fraction) is taken: what IMP's result rows record and the IMP report states
 ("the last 2 evaluations of a run differ by ... points")."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+    """The number the IMP report compares between networks: a metric by name and direction.
+
+    Image classification's is test accuracy (:data:`ACCURACY`, higher is better, shown in
+    percent with differences in points); a task's (:class:`tflth.tasks.Task`) is its barrier
+    metric (``Task.barrier``, ``Task.higher_is_better``), shown in its own units. A result
+    row holds it as ``test_<name>`` (:attr:`key`).
+    """
+
+    name: str = "accuracy"
+    higher_is_better: bool = True
+
+    @property
+    def key(self) -> str:
+        """The result row's and ``result.json``'s key: ``test_<name>``."""
+        return f"test_{self.name}"
+
+    @property
+    def percent(self) -> bool:
+        """Shown in percent (differences in points): accuracy only."""
+        return self.name == "accuracy"
+
+    @property
+    def scale(self) -> float:
+        """What a value is multiplied by for display."""
+        return POINTS_PER_FRACTION if self.percent else 1.0
+
+    @property
+    def unit(self) -> str:
+        """The unit of a displayed difference (``points``, or ``""`` for the metric's own units)."""
+        return "points" if self.percent else ""
+
+    @property
+    def sign(self) -> int:
+        """+1 where higher is better, −1 where lower is: a difference times it is "better by"."""
+        return 1 if self.higher_is_better else -1
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "higher_is_better": self.higher_is_better}
+
+
+ACCURACY = Measure()
+"""Image classification's measure: test accuracy, higher is better."""

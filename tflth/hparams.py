@@ -133,10 +133,20 @@ class DatasetHparams:
     name: str = field("mnist", "Dataset name (tflth.data.names()).", flag="dataset",
                       preset=" Default: the preset's, or the model's.")
     augment: bool | None = field(None, "Override the dataset's standard augmentation.", preset=True)
+    task: str = field("", "Your own task instead of a named dataset: package.module:function or "
+                          "path/to/file.py:function returning a tflth.tasks.Task (training and evaluation data, "
+                          "loss, metrics, the stability barrier's metric); its reference names the runs.")
 
     def __post_init__(self):
         if not self.name:
             _fail("DatasetHparams", "name", self.name, "a dataset name")
+        if self.task and (not isinstance(self.task, str) or ":" not in self.task):
+            _fail("DatasetHparams", "task", self.task, "package.module:function or path/to/file.py:function")
+
+    @property
+    def label(self) -> str:
+        """What the data is called in labels and logs: the task's reference, else the dataset's name."""
+        return self.task or self.name
 
 
 @dataclasses.dataclass(frozen=True)

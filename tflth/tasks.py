@@ -47,10 +47,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tflth.conventions import Measure
 from tflth.data.datasets import ArrayDataset, ExampleDataset, StreamDataset, example_count
 from tflth.errors import InputError
+from tflth.hparams import HparamError
+from tflth.references import resolve
 
-__all__ = ["Task", "TaskError", "classification", "ACCURACY"]
+__all__ = ["Task", "TaskError", "classification", "load", "measure_of", "ACCURACY"]
 
 ACCURACY = "accuracy"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -184,6 +187,11 @@ class Task:
     # --- what the engine calls
 
     @property
+    def measure(self) -> Measure:
+        """What reports compare between networks: the barrier's metric and its direction."""
+        return Measure(self.barrier, self.higher_is_better)
+
+    @property
     def metric_names(self) -> list[str]:
         return list(self.metrics)
 
@@ -256,3 +264,30 @@ class _Classification(Task):
         losses = self.example_losses(y, outputs) if losses is None else losses
         correct = tf.reduce_sum(self.example_metrics(y, outputs)[0])
         return tf.stack([tf.reduce_sum(losses), correct, tf.cast(tf.shape(y)[0], tf.float32)])
+
+
+_LOADED: dict[str, Task] = {}
+
+
+def load(reference: str) -> Task:
+    """The task a ``DatasetHparams.task`` reference names: its function called once per
+    process (without arguments), the :class:`Task` reused by every run after.
+
+    Raises:
+        HparamError: naming ``DatasetHparams.task``: the reference cannot be imported or
+            its function does not return a :class:`Task`.
+    """
+    if reference not in _LOADED:
+        made = resolve(reference, "DatasetHparams", "task")()
+        if not isinstance(made, Task):
+            raise HparamError(f"DatasetHparams.task={reference!r} is invalid: its function returned "
+                              f"{type(made).__name__}; expected a tflth.tasks.Task.", owner="DatasetHparams",
+                              field="task", value=reference)
+        _LOADED[reference] = made
+    return _LOADED[reference]
+
+
+def measure_of(run) -> Measure:
+    """What a run's reports compare (:class:`tflth.conventions.Measure`): its task's
+    (``run.dataset.task``), else test accuracy."""
+    return load(run.dataset.task).measure if run.dataset.task else Measure()

@@ -220,6 +220,15 @@ def run_hparams(flag_values=FLAGS) -> RunHparams:
     preset = base_preset(flag_values)
     base = preset.run if preset else RunHparams()
     model_name = flag_values.model or base.model.name
+    if flag_values.task:
+        if flag_values.dataset:
+            raise HparamError(f"--dataset={flag_values.dataset} and --task={flag_values.task}: give one (a task "
+                              "brings its own data).")
+        with hparam_errors_as_flags():
+            dataset = dataclasses.replace(base.dataset, **values(DatasetHparams, flag_values))
+            model = dataclasses.replace(base.model, **dict(values(ModelHparams, flag_values), name=model_name))
+            return RunHparams(dataset, model, dataclasses.replace(base.training, **values(TrainingHparams,
+                                                                                          flag_values)))
     if models.is_reference(model_name):
         if not (flag_values.dataset or preset):
             raise HparamError(f"--model={model_name} is your own model: give --dataset (one of {data_lib.names()}).")

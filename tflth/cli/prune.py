@@ -26,8 +26,11 @@ def job_from_flags() -> LotteryJob:
 
 
 def _progress(row: dict) -> None:
+    metric = row.get("metric", "accuracy")
+    value = row[f"test_{metric}"]
+    shown = f"test accuracy {100 * value:.2f}%" if metric == "accuracy" else f"test {metric} {value:.4f}"
     print(f"replicate {row['replicate']} level {row['level']:2d} {row['method']:<28} "
-          f"density {100 * row['density']:6.2f}%  test accuracy {100 * row['test_accuracy']:.2f}%", flush=True)
+          f"density {100 * row['density']:6.2f}%  {shown}", flush=True)
 
 
 def main(argv):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tflth.cli import flags as tflags
 from tflth.cli import harness
-from tflth.training.job import TrainJob
+from tflth.training.job import TrainJob, result_summary
 
 FLAGS = tflags.FLAGS
 tflags.define_training_flags()
@@ -25,8 +25,7 @@ def main(argv):
     job, dataset = harness.prepare_or_fail(job_from_flags)
     result = harness.exit_on_run_error(job.run, dataset)
     result = result if isinstance(result, dict) else result.to_dict()
-    print(f"run_dir={job.run_dir} step={result['step']} test_accuracy={result['test_accuracy']:.4f} "
-          f"test_loss={result['test_loss']:.4f}")
+    print(f"run_dir={job.run_dir} step={result['step']} {result_summary(result)}")
 
 
 def run():

@@ -24,7 +24,8 @@ import os
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, masking, pruning, seeds
+from tflth import fileio, masking, pruning, seeds, tasks
+from tflth.conventions import ACCURACY, Measure
 from tflth.hparams import (LotteryHparams, PruningHparams, RunHparams, defaults_dict, field_error, field_note,
                            to_dict)
 from tflth.lottery import starts
@@ -106,7 +107,14 @@ class LotteryJob(JobSettings):
         d = to_dict(self.key())
         if d["rewind_optimizer"] == ExperimentKey.rewind_optimizer:
             del d["rewind_optimizer"]
+        if self.measure != ACCURACY:  # a task's: what its report compares
+            d["measure"] = self.measure.to_dict()
         return d
+
+    @property
+    def measure(self) -> Measure:
+        """What the result rows and the report compare: test accuracy, or the task's metric."""
+        return tasks.measure_of(self.run)
 
     def identity(self) -> dict:
         """The non-default part of :meth:`key`: what names the experiment."""
@@ -126,7 +134,7 @@ class LotteryJob(JobSettings):
         how = (p.scope if p.strategy == "magnitude" else "nm " + ",".join(f"{n}:{m}" for n, m in p.nm)
                if p.strategy == "nm" else f"{p.strategy} {p.scope}")
         fresh = " fresh optimizer" if self.lottery.rewind_optimizer == "fresh" else ""
-        return (f"{self.run.model.name} {self.run.dataset.name} {how} {self.lottery.reset}@{self.lottery.rewind_step}"
+        return (f"{self.run.model.name} {self.run.dataset.label} {how} {self.lottery.reset}@{self.lottery.rewind_step}"
                 + fresh)
 
     def level_dir(self, replicate: int, level: int, control: str | None = None) -> str:
@@ -288,8 +296,12 @@ class _ImpTrajectory:
         if not finished and is_chief():
             self._tidy(run, keep=set(keep_steps), final=result["step"])
         density = fileio.read_json(run.density, required=("density",))["density"]
-        return {"test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],
-                "density": density, "step": result["step"], "last_evals_range": last_evals_range(run)}
+        measure = self.job.measure
+        out = {measure.key: result[measure.key], "test_loss": result["test_loss"],
+               "density": density, "step": result["step"], "last_evals_range": last_evals_range(run)}
+        if measure != ACCURACY:
+            out.update(metric=measure.name, higher_is_better=measure.higher_is_better)
+        return out
 
     @staticmethod
     def _tidy(run: layout.RunDir, keep: set[int], final: int) -> None:

@@ -19,10 +19,6 @@ so two builds name their variables alike and masks and checkpoints fit both.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
 from collections.abc import Callable, Sequence
 
 import keras
@@ -30,63 +26,13 @@ import numpy as np
 
 from tflth import _keras
 from tflth.hparams import HparamError, ModelHparams
+from tflth.references import is_reference, resolve
 
 __all__ = ["ModelFactory", "factory", "is_reference", "resolve"]
 
 
-def is_reference(name: str) -> bool:
-    """Whether ``name`` refers to a user's function (``module:function``), not a zoo name."""
-    return isinstance(name, str) and ":" in name
-
-
 def _error(name: str, why: str) -> HparamError:
     return HparamError(f"ModelHparams.name={name!r} is invalid: {why}.", owner="ModelHparams", field="name", value=name)
-
-
-def resolve(reference: str) -> Callable:
-    """The function a ``module:function`` or ``file.py:function`` reference names.
-
-    Raises:
-        HparamError: the module or file cannot be imported (no such module or file,
-            ``ImportError``, ``SyntaxError``), or has no such callable. Any other exception
-            the module's own code raises while it is imported is a bug in it and
-            propagates unchanged, with its traceback.
-    """
-    module_name, _, attr = reference.rpartition(":")
-    if not module_name or not attr:
-        raise _error(reference, "expected package.module:function or path/to/file.py:function")
-    try:
-        if module_name.endswith(".py") or os.sep in module_name:
-            path = os.path.abspath(module_name)
-            if not os.path.isfile(path):
-                raise _error(reference, f"there is no file {path}")
-            key = "tflth_user_model_" + str(abs(hash(path)))
-            module = sys.modules.get(key)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(key, path)
-                if spec is None or spec.loader is None:
-                    raise _error(reference, f"{path} cannot be imported as a Python module")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[key] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:  # any failure (even an interrupt): no half-imported module stays behind
-                    del sys.modules[key]
-                    raise
-        else:
-            if "" not in sys.path and os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise _error(reference, f"cannot import {module_name!r} ({e})") from None
-    except SyntaxError as e:
-        raise _error(reference, f"cannot import {module_name!r}: it is not valid Python ({e})") from None
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise _error(reference, f"module {module_name!r} has no attribute {attr!r}")
-    if not callable(fn):
-        raise _error(reference, f"{attr!r} in {module_name!r} is a {type(fn).__name__}, not a function")
-    return fn
 
 
 #: What Keras's input check (``keras/src/layers/input_spec.py``) says when a layer refuses the

@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterable
 
 from tflth import fileio
-from tflth.conventions import LAST_EVALS, method_key
+from tflth.conventions import ACCURACY, LAST_EVALS, Measure, method_key
 from tflth.runs.dirs import last_evals_range
 from tflth.runs.layout import Experiment, RunDir
 from tflth.report.errors import ReportError
@@ -27,12 +27,26 @@ from tflth.report.errors import ReportError
 __all__ = ["collect"]
 
 
-def _result_fields(path: str) -> dict:
+def _result_fields(path: str, measure: Measure = ACCURACY) -> dict:
     data = fileio.read_json(path)
     try:
-        return {"test_accuracy": float(data["test_accuracy"]), "test_loss": float(data["test_loss"])}
+        out = {measure.key: float(data[measure.key]), "test_loss": float(data["test_loss"])}
     except (KeyError, TypeError, ValueError):
-        raise ReportError(f"{path}: needs numeric test_accuracy and test_loss") from None
+        raise ReportError(f"{path}: needs numeric {measure.key} and test_loss") from None
+    if measure != ACCURACY:
+        out.update(metric=measure.name, higher_is_better=measure.higher_is_better)
+    return out
+
+
+def _measure(hparams, path: str) -> Measure:
+    """An experiment's measure: ``hparams.json``'s ``"measure"`` (a task's), else accuracy."""
+    found = hparams.get("measure") if isinstance(hparams, dict) else None
+    if found is None:
+        return ACCURACY
+    try:
+        return Measure(str(found["name"]), bool(found["higher_is_better"]))
+    except (KeyError, TypeError):
+        raise ReportError(f"{path}: 'measure' must be {{'name': ..., 'higher_is_better': ...}}, got {found!r}") from None
 
 
 def _density(level_dir: RunDir, level: int) -> float:
@@ -79,6 +93,7 @@ def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST
     label = hparams.get("label", name) if isinstance(hparams, dict) else None
     if not isinstance(label, str):
         raise ReportError(f"{exp.hparams}: 'label' must be a string, got {label!r}")
+    measure = _measure(hparams, exp.hparams)
 
     rows = []
     for replicate in exp.replicates():
@@ -105,7 +120,7 @@ def collect(experiment_dir: str, controls: Iterable[str], last_evals: int = LAST
                 for method, run in runs:
                     rows.append({"experiment": name, "label": label, "method": method,
                                  "replicate": replicate, "level": level, "density": density,
-                                 **_result_fields(run.result),
+                                 **_result_fields(run.result, measure),
                                  "last_evals_range": last_evals_range(run, last_evals)})
     rows.sort(key=lambda r: (r["replicate"], r["level"], method_key(r["method"])))
     return rows

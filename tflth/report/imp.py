@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
-from tflth.conventions import IMP, LAST_EVALS, MATCH_MARGIN, method_key
+from tflth.conventions import ACCURACY, IMP, LAST_EVALS, MATCH_MARGIN, method_key
 from tflth.report import plots, stats, tables
 from tflth.report.experiments import collect
 from tflth.report.rows import SummaryRow, base_method, by_experiment, display_name, summarize, write_csv
@@ -45,7 +45,7 @@ _OTHER_MARKERS = ("D", "v", "P", "X", "*", "<", ">")
 def _fmt_acc(s: SummaryRow | None, n_max: int) -> str:
     if s is None:
         return tables.fmt_mean_std(None)
-    return tables.fmt_mean_std(s.acc_mean, s.acc_std, scale=100, n=s.n, n_max=n_max)
+    return tables.fmt_mean_std(s.acc_mean, s.acc_std, scale=s.measure.scale, n=s.n, n_max=n_max)
 
 
 def _methods(rows: Iterable[SummaryRow]) -> list[str]:
@@ -70,14 +70,15 @@ def _verdict(value: str | None) -> str:
 
 def _row_cells(s: SummaryRow) -> list[str]:
     """One (level, method) row: statistics, the differences and the verdicts."""
-    acc = tables.fmt_mean_std(s.acc_mean, s.acc.std, scale=100, n=s.n)
+    scale = s.measure.scale
+    acc = tables.fmt_mean_std(s.acc_mean, s.acc.std, scale=scale, n=s.n)
     cells = [str(s.level), tables.fmt_percent(s.density), display_name(s.method), str(s.n), acc,
-             tables.fmt_interval(s.acc.low, s.acc.high, scale=100)]
+             tables.fmt_interval(s.acc.low, s.acc.high, scale=scale)]
     for d, verdict in ((s.vs_dense, s.matches), (s.vs_imp, s.imp_beats)):
         if d is None:
             cells += ["—", "—", "—"]
         else:
-            cells += [tables.fmt_difference(d.diff, d.low, d.high, scale=100, undefined=f"n/a ({d.why_undefined})"),
+            cells += [tables.fmt_difference(d.diff, d.low, d.high, scale=scale, undefined=f"n/a ({d.why_undefined})"),
                       tables.fmt_p(d.p), _verdict(verdict)]
     return cells
 
@@ -85,9 +86,16 @@ def _row_cells(s: SummaryRow) -> list[str]:
 def _header(rows: Sequence[SummaryRow]) -> list[str]:
     """The columns; "IMP − it" reads "base − it" where a row's base is not IMP (a control
     on a one-shot method's mask: :func:`tflth.report.rows.base_method`)."""
+    header = list(_HEADER)
+    measure = rows[0].measure
+    if measure != ACCURACY:  # a task's metric, in its own units
+        better = "higher" if measure.higher_is_better else "lower"
+        header[4:8] = [f"{measure.name} mean ± std ({better} is better)", f"{measure.name} 95 % CI",
+                       "− dense [95 % CI]", "p (− dense)"]
+        header[9] = "IMP − it [95 % CI]"
     if all(base_method(s.method) == IMP for s in rows):
-        return list(_HEADER)
-    return [c.replace("IMP", "base") for c in _HEADER]
+        return header
+    return [c.replace("IMP", "base") for c in header]
 
 
 def _table_parts(rows: list[SummaryRow]):
@@ -98,22 +106,25 @@ def _table_parts(rows: list[SummaryRow]):
     if not dense_rows:
         dense = "no dense (level 0) result"
     else:
-        acc = tables.fmt_mean_std(first.dense_acc_mean, first.dense_acc_std, scale=100, n=dense_rows[0].n)
-        dense = f"dense test accuracy {acc} %"
+        measure = first.measure
+        acc = tables.fmt_mean_std(first.dense_acc_mean, first.dense_acc_std, scale=measure.scale, n=dense_rows[0].n)
+        dense = f"dense test accuracy {acc} %" if measure.percent else f"dense test {measure.name} {acc}"
     reps = f"{n_max} replicate" + ("s" if n_max != 1 else "")
     heading = f"{first.label} ({first.experiment}): {dense}; {reps}{_last_evals_note(rows)}"
     body = [_row_cells(s) for s in rows]
     header = _header(rows)
-    return heading, header, _ALIGN, body, _caption(first.match_margin, header != _HEADER)
+    bases = any(base_method(s.method) != IMP for s in rows)
+    return heading, header, _ALIGN, body, _caption(first.match_margin, bases, first.measure)
 
 
-def _caption(margin: float, bases: bool = False) -> list[str]:
+def _caption(margin: float, bases: bool = False, measure=ACCURACY) -> list[str]:
     """The rules the verdicts follow, in words (one line each)."""
-    lines = [f"{stats.matches_rule(margin)}.", f"{stats.beats_rule(margin)} (\"it\": the row's control).",
+    lines = [f"{stats.matches_rule(margin, measure)}.",
+             f"{stats.beats_rule(margin, measure)} (\"it\": the row's control).",
              f"{stats.interval_note()}; p: two-sided Welch t test; rules: docs/statistics.md."]
     if bases:
-        lines[1] = (f"{stats.beats_rule(margin)} (\"it\": the row's method; read \"base\" for IMP: the base is "
-                    "IMP, or for <method>/<control> the one-shot method whose mask the control takes).")
+        lines[1] = (f"{stats.beats_rule(margin, measure)} (\"it\": the row's method; read \"base\" for IMP: the "
+                    "base is IMP, or for <method>/<control> the one-shot method whose mask the control takes).")
     return lines
 
 
@@ -177,7 +188,8 @@ def comparison_table(summary: Sequence[SummaryRow]) -> str:
                for rows in experiments for m in _methods(rows)]
     n_max = {rows[0].experiment: max(s.n for s in rows) for rows in experiments}
     cells = {(s.experiment, s.method, s.level): s for s in summary}
-    header = ["level", "density (%)"] + [f"{label}: {display_name(m)} acc (%)" for _, label, m in columns]
+    unit = "acc (%)" if summary[0].measure.percent else summary[0].measure.name
+    header = ["level", "density (%)"] + [f"{label}: {display_name(m)} {unit}" for _, label, m in columns]
     body = []
     for level in sorted({s.level for s in summary}):
         density = _level_density([s for s in summary if s.level == level])
@@ -225,11 +237,12 @@ def figure(summary: Sequence[SummaryRow], title: str | None = None):
         first = rows[0]
         if band is not None and band not in drawn:  # experiments that share their dense runs share one band
             drawn.add(band)
-            m, half = first.dense.mean * 100, (first.dense.half_width or 0.0) * 100
+            m, half = first.dense.mean * first.measure.scale, (first.dense.half_width or 0.0) * first.measure.scale
             shared = bands.count(band)
             prefix = "" if not multi else f"{first.label}: " if shared == 1 else f"{shared} experiments' "
-            interval = " " + tables.fmt_interval(first.dense.low, first.dense.high, scale=100) if half > 0 else ""
-            label = f"{prefix}dense {m:.2f}{interval} %"
+            interval = (" " + tables.fmt_interval(first.dense.low, first.dense.high, scale=first.measure.scale)
+                        if half > 0 else "")
+            label = f"{prefix}dense {m:.2f}{interval}" + (" %" if first.measure.percent else "")
             plots.reference_band(ax, m, half, color=plots.series_color(color_i) if shared == 1 else "0.5",
                                  label=label)
         for method in _methods(rows):
@@ -239,16 +252,20 @@ def figure(summary: Sequence[SummaryRow], title: str | None = None):
             marker = _MARKERS.get(method) or _OTHER_MARKERS[other_methods.index(method) % len(_OTHER_MARKERS)]
             n = max(s.n for s in pts)
             name = f"{first.label}: {display_name(method)}" if multi else display_name(method)
-            plots.errorbar_series(ax, x, [s.acc_mean for s in pts], [s.acc.half_width or 0.0 for s in pts], scale=100,
+            plots.errorbar_series(ax, x, [s.acc_mean for s in pts], [s.acc.half_width or 0.0 for s in pts],
+                                  scale=first.measure.scale,
                                   color=plots.series_color(color_i), marker=marker,
                                   linestyle="-" if method == IMP else "--", label=f"{name} (n={n})")
             color_i += 1
 
     plots.log_x_axis(ax, densities, fmt=lambda t: tables.fmt_percent(t / 100, trim=True), invert=True)
+    measure = summary[0].measure
+    what = "Test accuracy" if measure.percent else f"Test {measure.name}"
     if title is None:
-        title = experiments[0][0].label if not multi else "Test accuracy vs. density"
+        title = experiments[0][0].label if not multi else f"{what} vs. density"
     plots.style_axes(ax, xlabel="Density (% of prunable weights remaining, log scale)",
-                     ylabel="Test accuracy (%)", title=title)
+                     ylabel="Test accuracy (%)" if measure.percent else
+                     f"{what} ({'higher' if measure.higher_is_better else 'lower'} is better)", title=title)
     plots.place_legend(ax, title="error bars: 95 % t interval\nof the mean over replicates")
     return fig
 
@@ -266,13 +283,17 @@ intervals, Welch df and two-sided p, the verdicts; empty where undefined or not 
 def summary_csv_text(summary: Sequence[SummaryRow]) -> str:
     """``results_summary.csv`` as text: one row per (experiment, level, method), :data:`SUMMARY_COLUMNS`."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    task = bool(summary) and summary[0].measure != ACCURACY  # acc_* hold the task's metric, named at the end
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS + (("metric", "higher_is_better") if task else ()),
+                            lineterminator="\n")
     writer.writeheader()
     for s in summary:
         row = {"experiment": s.experiment, "label": s.label, "method": s.method, "level": s.level,
                "density": s.density, "n": s.n, "acc_mean": s.acc.mean, "acc_std": s.acc.std, "acc_low": s.acc.low,
                "acc_high": s.acc.high, "matches_dense": s.matches, "imp_beats": s.imp_beats,
                "match_margin": s.match_margin}
+        if task:
+            row.update(metric=s.measure.name, higher_is_better=s.measure.higher_is_better)
         for prefix, d in (("minus_dense", s.vs_dense), ("imp_minus", s.vs_imp)):
             if d is not None:
                 row.update({prefix: d.diff, f"{prefix}_low": d.low, f"{prefix}_high": d.high, f"{prefix}_df": d.df,

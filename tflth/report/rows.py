@@ -10,6 +10,11 @@ and optionally ``"last_evals_range"`` (:data:`OPTIONAL_COLUMNS`): how far the ru
 accuracy moved over its last :data:`tflth.conventions.LAST_EVALS` evaluations (max − min, a fraction;
 ``None`` when it has fewer), so a table can say how much the final number itself moves.
 
+A task's rows (:class:`tflth.tasks.Task`) compare its metric instead of accuracy: they hold
+``"metric"`` and ``"higher_is_better"`` (its :class:`tflth.conventions.Measure`) and the value
+as ``"test_<metric>"`` in place of ``"test_accuracy"``; the statistics are the same, the
+verdicts follow the direction. One report compares one measure.
+
 ``method`` is ``"imp"`` for the IMP subnetworks (level 0 is the dense network, density 1.0),
 the control's name for the baselines (``"random_reinit"``, ``"random_prune"``, ...), a
 one-shot method's name (``"snip"``) and ``"<method>/<control>"`` for a control on its mask.
@@ -38,12 +43,12 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
-from tflth.conventions import IMP, MATCH_MARGIN, method_key
+from tflth.conventions import ACCURACY, IMP, MATCH_MARGIN, Measure, method_key
 from tflth.report import stats
 from tflth.report.errors import ReportError
 
 __all__ = ["COLUMNS", "OPTIONAL_COLUMNS", "SummaryRow", "summarize", "write_csv", "read_csv",
-           "normalize", "display_name", "by_experiment", "base_method"]
+           "normalize", "display_name", "by_experiment", "base_method", "measure_of", "columns"]
 
 #: Column order of ``results.csv`` (and the keys every result row must have).
 COLUMNS = ("experiment", "label", "method", "replicate", "level", "density", "test_accuracy", "test_loss")
@@ -88,6 +93,7 @@ class SummaryRow:
     imp_beats: str | None
     match_margin: float
     last_evals_ranges: tuple[float, ...] = ()  # of the members that have one
+    measure: Measure = ACCURACY  # what ``acc`` holds: test accuracy, or a task's metric
 
     @property
     def n(self) -> int:
@@ -119,18 +125,41 @@ class SummaryRow:
         return None if self.dense is None else (0.0 if self.dense.std is None else self.dense.std)
 
 
+def measure_of(row: Mapping) -> Measure:
+    """The :class:`Measure` a row compares: its ``metric`` and ``higher_is_better``, else accuracy."""
+    name = row.get("metric") or ACCURACY.name
+    higher = row.get("higher_is_better", True)
+    if isinstance(higher, str):
+        higher = higher.strip().lower() not in ("false", "0", "")
+    return Measure(str(name), bool(higher))
+
+
+def columns(measure: Measure) -> tuple[str, ...]:
+    """The required columns of a row comparing ``measure``: :data:`COLUMNS` with its key
+    (``test_<metric>``) for ``test_accuracy``."""
+    return tuple(dict.fromkeys(measure.key if c == "test_accuracy" else c for c in COLUMNS))
+
+
 def normalize(row: Mapping, index: int) -> dict:
-    """``row`` reduced to :data:`COLUMNS` and :data:`OPTIONAL_COLUMNS` with their types
-    (an absent or empty optional value is ``None``); ``ValueError`` naming row ``index``."""
-    missing = [c for c in COLUMNS if c not in row]
+    """``row`` reduced to its columns (:func:`columns`) and :data:`OPTIONAL_COLUMNS` with
+    their types (an absent or empty optional value is ``None``), plus ``metric`` and
+    ``higher_is_better`` for a task's row; ``ValueError`` naming row ``index``."""
+    measure = measure_of(row)
+    wanted = columns(measure)
+    missing = [c for c in wanted if c not in row]
     if missing:
         raise ReportError(f"result row {index} lacks {', '.join(missing)}: {dict(row)!r}")
     out = {}
-    for c in COLUMNS:
+    for typed in COLUMNS:
+        c = measure.key if typed == "test_accuracy" else typed
+        if c in out:
+            continue  # a task whose measure is its loss
         try:
-            out[c] = _TYPES[c](row[c])
+            out[c] = _TYPES[typed](row[c])
         except (TypeError, ValueError):
-            raise ReportError(f"result row {index}: {c}={row[c]!r} is not a {_TYPES[c].__name__}") from None
+            raise ReportError(f"result row {index}: {c}={row[c]!r} is not a {_TYPES[typed].__name__}") from None
+    if measure != ACCURACY:
+        out.update(metric=measure.name, higher_is_better=measure.higher_is_better)
     for c in OPTIONAL_COLUMNS:
         value = row.get(c)
         try:
@@ -160,6 +189,11 @@ def summarize(rows: Iterable[Mapping], match_margin: float = MATCH_MARGIN) -> li
     """
     stats.matches_rule(match_margin)  # checks the margin before any work
     rows = [normalize(r, i) for i, r in enumerate(rows)]
+    measures = {measure_of(r) for r in rows}
+    if len(measures) > 1:
+        raise ReportError(f"the rows compare different measures ({sorted(m.name for m in measures)}): one report "
+                          "compares one (report each task's experiments on their own)")
+    measure = measures.pop() if measures else ACCURACY
     groups: dict[tuple, list[dict]] = {}
     seen = set()
     for r in rows:
@@ -170,7 +204,7 @@ def summarize(rows: Iterable[Mapping], match_margin: float = MATCH_MARGIN) -> li
         seen.add(key + (r["replicate"],))
         groups.setdefault(key, []).append(r)
 
-    samples = {key: stats.describe(m["test_accuracy"] for m in members) for key, members in groups.items()}
+    samples = {key: stats.describe(m[measure.key] for m in members) for key, members in groups.items()}
     out = []
     for (exp, method, level), members in groups.items():
         acc = samples[exp, method, level]
@@ -183,9 +217,11 @@ def summarize(rows: Iterable[Mapping], match_margin: float = MATCH_MARGIN) -> li
             experiment=exp, label=members[0]["label"], method=method, level=level,
             density=statistics.fmean(m["density"] for m in members), acc=acc,
             loss_mean=statistics.fmean(m["test_loss"] for m in members), dense=dense,
-            vs_dense=vs_dense, matches=None if vs_dense is None else stats.matches(vs_dense, match_margin),
-            vs_imp=vs_imp, imp_beats=None if vs_imp is None else stats.beats(vs_imp, match_margin),
-            match_margin=match_margin, last_evals_ranges=tuple(moved),
+            vs_dense=vs_dense,
+            matches=None if vs_dense is None else stats.matches(stats.oriented(vs_dense, measure), match_margin),
+            vs_imp=vs_imp,
+            imp_beats=None if vs_imp is None else stats.beats(stats.oriented(vs_imp, measure), match_margin),
+            match_margin=match_margin, last_evals_ranges=tuple(moved), measure=measure,
         ))
     order = {e: i for i, e in enumerate(dict.fromkeys(r["experiment"] for r in rows))}
     out.sort(key=lambda s: (order[s.experiment], s.level, method_key(s.method)))
@@ -213,9 +249,11 @@ def write_csv(path: str, rows: Iterable[Mapping]) -> str:
     Atomic (:func:`tflth.fileio.atomic_write`): a bad row leaves any previous file intact.
     """
     rows = [normalize(r, i) for i, r in enumerate(rows)]
+    measure = measure_of(rows[0]) if rows else ACCURACY
+    fields = columns(measure) + OPTIONAL_COLUMNS + (() if measure == ACCURACY else ("metric", "higher_is_better"))
 
     def write(f):
-        w = csv.DictWriter(f, fieldnames=COLUMNS + OPTIONAL_COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         # floats are written with repr(): they read back exactly; None (unknown) is an empty cell
         w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
@@ -228,6 +266,8 @@ def read_csv(path: str) -> list[dict]:
     before :data:`OPTIONAL_COLUMNS` existed, with :data:`COLUMNS` only)."""
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
+        names = tuple(reader.fieldnames or ())
+        task = names[-2:] == ("metric", "higher_is_better")
+        if not task and names not in (COLUMNS, COLUMNS + OPTIONAL_COLUMNS):
             raise ReportError(f"{path}: columns {reader.fieldnames} are not {list(COLUMNS + OPTIONAL_COLUMNS)}")
         return [normalize(r, i) for i, r in enumerate(reader)]

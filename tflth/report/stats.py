@@ -83,11 +83,11 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 
-from tflth.conventions import MATCH_MARGIN, to_points
+from tflth.conventions import ACCURACY, MATCH_MARGIN, Measure, to_points
 
 __all__ = ["CONFIDENCE", "YES", "NO", "UNDECIDED", "VERDICTS", "regularized_beta", "t_cdf", "t_sf",
            "t_quantile", "Sample", "describe", "Difference", "welch", "matches", "beats", "stable", "pairs_over",
-           "FirstStable", "first_stable", "matches_rule", "beats_rule", "stable_rule", "interval_note"]
+           "FirstStable", "first_stable", "matches_rule", "beats_rule", "stable_rule", "interval_note", "oriented"]
 
 CONFIDENCE = 0.95
 """Confidence of every interval in the reports."""
@@ -490,18 +490,40 @@ def first_stable(verdicts: Mapping[int, str] | Iterable[tuple[int, str]]) -> Fir
 
 # ----------------------------------------------------------------------------- the rules in words
 
-def matches_rule(margin: float = MATCH_MARGIN) -> str:
-    """The "matches dense" rule in one sentence, with ``margin`` (a fraction) in points."""
-    m = f"{to_points(_check_margin(margin)):g}"
-    return (f"matches dense: yes if the 95 % Welch interval of (method − dense) lies above −{m} points, "
+def _margin_text(margin: float, measure: Measure) -> str:
+    m = _check_margin(margin) * measure.scale
+    return f"{m:g} {measure.unit}".rstrip()
+
+
+def matches_rule(margin: float = MATCH_MARGIN, measure: Measure = ACCURACY) -> str:
+    """The "matches dense" rule in one sentence, with ``margin`` (a fraction of accuracy,
+    or in a task's metric's units) as the report shows it."""
+    m = _margin_text(margin, measure)
+    if not measure.higher_is_better:
+        return (f"matches dense: yes if the 95 % Welch interval of (method − dense) in test {measure.name} (lower is "
+                f"better) lies below +{m}, no if above, else undecided")
+    return (f"matches dense: yes if the 95 % Welch interval of (method − dense) lies above −{m}, "
             f"no if below, else undecided")
 
 
-def beats_rule(margin: float = MATCH_MARGIN) -> str:
-    """The "IMP beats <control>" rule in one sentence, with ``margin`` (a fraction) in points."""
-    m = f"{to_points(_check_margin(margin)):g}"
+def beats_rule(margin: float = MATCH_MARGIN, measure: Measure = ACCURACY) -> str:
+    """The "IMP beats <control>" rule in one sentence, with ``margin`` as :func:`matches_rule`'s."""
+    m = _margin_text(margin, measure)
+    if not measure.higher_is_better:
+        return (f"IMP beats <control>: yes if the 95 % Welch interval of (IMP − control) in test {measure.name} lies "
+                f"below 0, no if above 0 or within ±{m}, else undecided")
     return (f"IMP beats <control>: yes if the 95 % Welch interval of (IMP − control) lies above 0, "
-            f"no if below 0 or within ±{m} points, else undecided")
+            f"no if below 0 or within ±{m}, else undecided")
+
+
+def oriented(d: Difference, measure: Measure = ACCURACY) -> Difference:
+    """``d`` as "better by": itself where higher is better, negated (interval flipped) where
+    lower is, so that :func:`matches` and :func:`beats` decide either direction."""
+    if measure.higher_is_better:
+        return d
+    flip = None if d.low is None else (-d.high, -d.low)
+    return dataclasses.replace(d, diff=-d.diff, low=None if flip is None else flip[0],
+                               high=None if flip is None else flip[1])
 
 
 def stable_rule(threshold: float) -> str:

@@ -170,7 +170,7 @@ class StabilityJob(JobSettings):
         mode = self.mask_mode
         what = ("dense" if mode == "dense" else "IMP per-k masks" if mode == "per_k"
                 else f"IMP {layout.Experiment(self.experiment).name}")
-        return f"{self.run.model.name} {self.run.dataset.name} {what} ({self.stability.noise} noise)"
+        return f"{self.run.model.name} {self.run.dataset.label} {what} ({self.stability.noise} noise)"
 
     # ---------------------------------------------------------- validation
 

@@ -24,7 +24,7 @@ from tflth.training.kit import JobSettings, check_step_in_run, checked_model
 from tflth.training.strategy import get_strategy, is_chief
 from tflth.training.trainer import Trainer
 
-__all__ = ["TrainJob", "train_or_resume"]
+__all__ = ["TrainJob", "train_or_resume", "result_summary"]
 
 
 def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], None] | None = None,
@@ -50,6 +50,13 @@ def train_or_resume(trainer: Trainer, run_dir: str, start: Callable[[Trainer], N
             masks.save(run.mask)
         masking.apply_masks(trainer.model, masks)
     return trainer.train(run.path, **train_kwargs).to_dict()  # every worker's own (only the chief writes)
+
+
+def result_summary(result: dict) -> str:
+    """``test_accuracy=0.8912 test_loss=0.3100`` (a task's: each of its reported metrics)
+    from a ``result.json``: the numbers a finished run reports, for logs and the binaries."""
+    return " ".join(f"{k}={v:.4f}" for k, v in result.items()
+                    if k.startswith("test_") and isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +104,11 @@ class TrainJob(JobSettings):
         run_dir = self.run_dir
         done = self.finished_result()
         if done is not None:
-            logging.info("Run %s already finished: test accuracy %.4f", run_dir, done["test_accuracy"])
+            logging.info("Run %s already finished: %s", run_dir, result_summary(done))
             return done
         open_run_dir(run_dir, self.hparams.to_dict(), defaults_dict(RunHparams))
         trainer = Trainer(self.hparams, dataset=dataset, strategy=get_strategy(self.strategy), model_fn=self.model_fn)
-        logging.info("Training %s on %s (%s) in %s", self.hparams.model.name, dataset.name, dataset.source, run_dir)
+        logging.info("Training %s on %s (%s) in %s", self.hparams.model.name, self.hparams.dataset.label,
+                     dataset.source, run_dir)
         return train_or_resume(trainer, run_dir, save_steps=self.save_steps, eval_every=self.eval_every,
                                checkpoint_every=self.checkpoint_every)

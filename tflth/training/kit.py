@@ -18,7 +18,7 @@ from typing import Callable
 from absl import logging
 
 from tflth import data as data_lib
-from tflth import fileio, masking, models, steps
+from tflth import fileio, masking, models, steps, tasks
 from tflth.hparams import DISTRIBUTION_STRATEGIES, HparamError, ModelHparams, RunHparams, field, field_error, field_note
 from tflth.runs.dirs import check_output_dir
 from tflth.training import compiled
@@ -116,6 +116,8 @@ def checked_model(hparams: RunHparams, dataset, model_fn=None, zoo_unchecked: bo
         return factory, None
     model = factory.check()
     factory.prunable(model)
+    if hparams.dataset.task:
+        tasks.load(hparams.dataset.task).check(model)  # its loss and metrics give one value per example
     return factory, model
 
 
@@ -125,7 +127,10 @@ def load_for_run(hparams: RunHparams, data_dir: str | None):
     check_model(hparams.model)
     if data_dir and not os.path.exists(data_dir):
         raise field_error("JobSettings", "data_dir", data_dir, "does not exist.")
-    dataset = data_lib.load(hparams.dataset.name, data_dir or None)
+    if hparams.dataset.task:
+        dataset = tasks.load(hparams.dataset.task).data
+    else:
+        dataset = data_lib.load(hparams.dataset.name, data_dir or None)
     compiled.check_mode(hparams.training.jit_compile, dataset)
     ipe = data_lib.iterations_per_epoch(dataset.num_train, hparams.training.batch_size)
     return dataset, ipe, steps.to_iterations(hparams.training.training_steps, ipe)

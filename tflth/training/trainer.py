@@ -103,8 +103,8 @@ class Trainer:
             scope); it keeps its masks if it has some, else gets all-ones masks on the
             variables ``hparams.model.prune`` selects. Its variable paths must be unique.
         task: what to train and measure, a :class:`tflth.tasks.Task` (your data, loss,
-            metrics); default: the image classification of ``hparams.dataset``
-            (:func:`tflth.tasks.classification`). A task's examples are ordered by the
+            metrics); default: ``hparams.dataset.task``'s (a reference, :func:`tflth.tasks.load`),
+            else the image classification of ``hparams.dataset`` (:func:`tflth.tasks.classification`). A task's examples are ordered by the
             engine (``data_order_seed``), never augmented; ``jit_compile="chunk"`` needs
             a named image data set (``step`` compiles any task).
 
@@ -147,6 +147,8 @@ class Trainer:
         if th.deterministic:  # process-wide and one-way in TensorFlow
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or get_strategy("auto")
+        if task is None and hparams.dataset.task:
+            task = tasks.load(hparams.dataset.task)
         if task is not None:
             self.dataset = task.data
         else:
