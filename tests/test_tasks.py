@@ -246,6 +246,16 @@ def test_bad_task_references_are_one_line_exit_2_nothing_written(task_file, tmp_
     assert not out.exists()
 
 
+def test_a_stability_sweep_of_a_task_is_refused_in_one_line_for_now(task_file, tmp_path):
+    out = tmp_path / "runs"
+    proc = _bin("stability", f"--model={task_file}:model", f"--task={task_file}:task", f"--output_dir={out}", *TOY,
+                "--rewind_steps=0it,2it")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "linear_path" in lines[0] and "error: --task=" in lines[0], proc.stderr
+    assert not out.exists()
+
+
 def test_a_report_refuses_to_mix_measures():
     from tflth import report  # noqa: PLC0415
 

@@ -177,6 +177,11 @@ class StabilityJob(JobSettings):
     def prepare(self):
         """Load data and validate every setting against it and the experiments. Writes nothing."""
         st = self.stability
+        if self.run.dataset.task:
+            raise field_error("DatasetHparams", "task", self.run.dataset.task,
+                              "is a task of your own: stability sweeps measure classification error so far; the "
+                              "barrier on a task's metric is tflth.stability.linear_path's (docs/library.md); "
+                              "expected a named dataset.")
         dataset, ipe, end = self.load_checked(self.run, "StabilityJob")
         if not st.rewind_steps and self.mask_mode != "per_k":
             raise field_error(_S, "rewind_steps", "", "is invalid: expected one or more steps such as 0it,100it,500it "
