@@ -93,6 +93,11 @@ def test_arms_train_beside_imp_at_the_compared_levels_and_report_with_their_base
     assert summary["snip", 1].vs_imp.diff == pytest.approx(summary["imp", 1].acc_mean - summary["snip", 1].acc_mean)
     text = report.markdown_table(report.summarize(collected))
     assert "base − it (pts) [95 % CI]" in text and "| snip/random_prune |" in text
+    arms = report.imp.one_shot_table(report.summarize(collected))
+    header = [line for line in arms.splitlines() if line.startswith("| level")][0]
+    assert header.split(" | ")[2:] == ["IMP", "magnitude_at_k", "IMP − magnitude_at_k", "magnitude_at_k − shuffle",
+                                       "snip", "IMP − snip", "snip − shuffle |"]
+    assert len([line for line in arms.splitlines() if line.startswith(("| 1 ", "| 3 "))]) == 2
     written = ReportJob(experiments=(job.experiment_dir,), report_dir=str(tmp_path / "r"), controls=CONTROLS,
                         one_shot=tuple(pruning.one_shot_names())).run()
     assert os.path.isfile(written["plot"])

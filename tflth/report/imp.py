@@ -28,12 +28,13 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
-from tflth.conventions import ACCURACY, IMP, LAST_EVALS, MATCH_MARGIN, method_key
+from tflth.conventions import ACCURACY, IMP, LAST_EVALS, MATCH_MARGIN, METHOD_ORDER, method_key
 from tflth.report import plots, stats, tables
 from tflth.report.experiments import collect
 from tflth.report.rows import SummaryRow, base_method, by_experiment, display_name, summarize, write_csv
 
-__all__ = ["collect", "summarize", "markdown_table", "comparison_table", "text_table", "figure", "plot",
+__all__ = ["collect", "summarize", "markdown_table", "comparison_table", "one_shot_table", "text_table", "figure",
+           "plot",
            "write_report", "SUMMARY_COLUMNS", "summary_csv_text"]
 
 _MARKERS = {IMP: "o", "random_reinit": "s", "random_prune": "^"}
@@ -199,6 +200,45 @@ def comparison_table(summary: Sequence[SummaryRow]) -> str:
                                   title="All experiments by level (mean ± std over replicates)")
 
 
+def one_shot_table(summary: Sequence[SummaryRow]) -> str:
+    """Markdown: per experiment with one-shot methods beside IMP (``--one_shot``), one row
+    per compared level and one column per method: its accuracy ``mean ± std``, ``IMP − it``
+    and, where the method's shuffle (``<method>/random_prune``) ran, ``it − shuffle``, each
+    with its 95 % Welch interval and verdict (:func:`tflth.report.stats.beats`: "yes" means
+    the first does better); ``""`` when no experiment has one-shot methods."""
+    parts = []
+    for rows in by_experiment(summary):
+        # a one-shot method: neither IMP nor one of IMP's controls, nor a control on a method's mask
+        arms = [m for m in _methods(rows) if m not in METHOD_ORDER and "/" not in m]
+        if not arms:
+            continue
+        cells = {(s.method, s.level): s for s in rows}
+        scale = rows[0].measure.scale
+        levels = sorted({s.level for s in rows if s.method in arms})
+        header = ["level", "density (%)", "IMP"] + [c for m in arms for c in
+                                                     (f"{m}", f"IMP − {m}", f"{m} − shuffle")]
+        body = []
+        for level in levels:
+            imp = cells.get((IMP, level))
+            line = [str(level), tables.fmt_percent(_level_density([s for s in rows if s.level == level])),
+                    _fmt_acc(imp, max(s.n for s in rows)) if imp else "—"]
+            for m in arms:
+                arm, shuffle = cells.get((m, level)), cells.get((f"{m}/random_prune", level))
+                line.append(_fmt_acc(arm, max(s.n for s in rows)) if arm else "—")
+                for d, verdict in ((arm.vs_imp, arm.imp_beats) if arm else (None, None),
+                                   (shuffle.vs_imp, shuffle.imp_beats) if shuffle else (None, None)):
+                    line.append("—" if d is None else
+                                tables.fmt_difference(d.diff, d.low, d.high, scale=scale,
+                                                      undefined=f"n/a ({d.why_undefined})") + f" {verdict}")
+            body.append(line)
+        unit = "accuracy (%)" if rows[0].measure.percent else rows[0].measure.name
+        parts.append(tables.render_markdown(
+            header, body, align="r" * len(header),
+            title=f"{rows[0].label} ({rows[0].experiment}): one-shot methods at k against IMP, test {unit} "
+                  "(mean ± std; differences with their 95 % Welch interval and whether the first does better)"))
+    return "\n".join(parts)
+
+
 # ----------------------------------------------------------------------------- figure
 
 def plot(path: str, summary: Sequence[SummaryRow], title: str | None = None) -> str:
@@ -329,6 +369,9 @@ def write_report(output_dir: str, rows: Iterable[Mapping], title: str | None = N
     both = comparison_table(summary)
     if both:
         md.write("\n" + both)
+    arms = one_shot_table(summary)
+    if arms:
+        md.write("\n" + arms)
     md.write("\n![test accuracy vs density (error bars: 95 % intervals)](results.png)\n")
     fileio.write_text(paths["markdown"], md.getvalue())
     plot(paths["plot"], summary, title=title)
