@@ -246,14 +246,36 @@ def test_bad_task_references_are_one_line_exit_2_nothing_written(task_file, tmp_
     assert not out.exists()
 
 
-def test_a_stability_sweep_of_a_task_is_refused_in_one_line_for_now(task_file, tmp_path):
+def test_a_stability_sweep_takes_the_barrier_on_the_tasks_metric(task_file, tmp_path):
     out = tmp_path / "runs"
     proc = _bin("stability", f"--model={task_file}:model", f"--task={task_file}:task", f"--output_dir={out}", *TOY,
-                "--rewind_steps=0it,2it")
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "linear_path" in lines[0] and "error: --task=" in lines[0], proc.stderr
-    assert not out.exists()
+                "--rewind_steps=0it,6it", "--pairs=2", "--interpolation_points=5", "--train_examples=16")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = [p for p in out.iterdir() if p.name.startswith("stability_")]
+    assert json.loads((sweep / "hparams.json").read_text())["measure"] == {"name": "mae", "higher_is_better": False}
+    pairs = [json.loads(p.read_text()) for p in sweep.rglob("pair.json")]
+    assert len(pairs) == 4
+    for pair in pairs:
+        points = pair["curve"]["points"]
+        assert [p["alpha"] for p in points] == [0.0, 0.25, 0.5, 0.75, 1.0]
+        for split in ("test", "train"):
+            mae = [p[f"{split}_mae"] for p in points]  # the barrier on MAE (lower is better), by hand
+            assert [p[f"{split}_error"] for p in points] == mae
+            assert pair["curve"][split]["instability"] == pytest.approx(max(mae) - (mae[0] + mae[-1]) / 2, abs=1e-12)
+        assert pair["disagreement"] is None if "disagreement" in pair else pair["curve"]["disagreement"] is None
+        assert pair["measure"] == {"name": "mae", "higher_is_better": False}
+    report = (sweep / "report" / "stability.md").read_text()
+    assert "test barrier (mae)" in report and "test mae" in report
+
+
+def test_the_barrier_on_a_higher_is_better_metric_is_that_of_one_minus_it():
+    task = _task(metrics={"r": lambda y, o: -tf.abs(y - o)}, barrier="r", higher_is_better=True)
+    assert task.badness({"loss": 1.0, "r": -0.25}) == 1.25 and task.measure.higher_is_better
+    two = [0.1, 0.3]  # a two-point path: the barrier is half the endpoints' difference
+    from tflth.stability import curve  # noqa: PLC0415
+
+    bad = [task.badness({"r": v}) for v in two]
+    assert curve.barrier([0.0, 1.0], bad) == pytest.approx(abs(two[0] - two[1]) / 2)
 
 
 def test_a_report_refuses_to_mix_measures():

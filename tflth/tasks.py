@@ -175,6 +175,17 @@ class Task:
             examples.update({k: _examples(v, f"evals[{k!r}]") for k, v in self.evals.items()})
             object.__setattr__(self, "data", ExampleDataset(self.name, examples.pop("train"), examples))
 
+    #: Whether this is the built-in image classification (its curves keep their historical
+    #: form: error and loss, prediction disagreement).
+    is_classification = False
+
+    def badness(self, values: Mapping[str, float]) -> float:
+        """What the stability barrier is taken on, from :meth:`means` or ``evaluate_all``
+        values: the barrier metric where lower is better, ``1 − metric`` where higher is
+        (the error for accuracy; the barrier of any affine image of a metric is the same)."""
+        value = values[self.barrier]
+        return value if not self.higher_is_better else 1.0 - value
+
     def check(self, model) -> None:
         """Run ``model`` on two training examples and the loss and metrics on its outputs,
         eagerly, so that a loss or metric without one value per example is refused in one
@@ -250,6 +261,8 @@ class _Classification(Task):
         object.__setattr__(self, "data", dataset)
         object.__setattr__(self, "loss", keras.losses.SparseCategoricalCrossentropy(from_logits=True,
                                                                                    reduction=None))
+
+    is_classification = True
 
     def check(self, model) -> None:
         """Nothing to check: the zoo's and a user's classifier are checked by the model factory."""

@@ -50,7 +50,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
 from tflth import fileio
-from tflth.conventions import IMP, MATCH_MARGIN, STABLE_THRESHOLD, method_key, to_points
+from tflth.conventions import ACCURACY, IMP, MATCH_MARGIN, STABLE_THRESHOLD, Measure, method_key
 from tflth.report import plots, stats, tables
 from tflth.runs.layout import Sweep
 from tflth.report.errors import ReportError
@@ -76,8 +76,19 @@ _METRICS = {  # CSV column -> how to read it from a pair.json
     "cosine": lambda p: p["distances"]["total"]["cosine"],
     "pruning_l2_relative": lambda p: (p.get("pruning_stability") or {}).get("relative"),
     "disagreement": lambda p: p["curve"]["disagreement"],
-    "accuracy": lambda p: statistics.fmean([p["copies"]["a"]["test_accuracy"], p["copies"]["b"]["test_accuracy"]]),
+    "accuracy": lambda p: statistics.fmean([p["copies"][c][measure_of(p).key] for c in "ab"]),
 }
+
+
+def measure_of(p: Mapping) -> Measure:
+    """What a pair's barrier and accuracies are of: its ``measure`` (a task's), else test accuracy
+    (the ``accuracy`` columns then hold the task's metric, the instabilities its barrier)."""
+    found = p.get("measure")
+    return ACCURACY if not found else Measure(str(found["name"]), bool(found["higher_is_better"]))
+
+
+def _dense_value(p: Mapping):
+    return p.get("dense_accuracy") if measure_of(p) == ACCURACY else p.get("dense_measure")
 
 
 def collect(sweep_dir: str, controls: Iterable[str]) -> list[dict]:
@@ -147,12 +158,18 @@ def summarize(pairs: Iterable[Mapping], stable_threshold: float = STABLE_THRESHO
     ``alpha_range``, ``train_examples``, ``bn``, ``bn_batches``) are never averaged together."""
     stats.stable_rule(stable_threshold), stats.matches_rule(match_margin)  # check both before any work
     groups: dict[tuple, list[Mapping]] = {}
+    pairs = list(pairs)
+    measures = {measure_of(p) for p in pairs}
+    if len(measures) > 1:
+        raise ReportError(f"the pairs measure different things ({sorted(m.name for m in measures)}): one report "
+                          "measures one (report each task's sweeps on their own)")
+    measure = measures.pop() if measures else ACCURACY
     for p in pairs:
         groups.setdefault(_setting(p), []).append(p)
     dense = {}  # (sweep, experiment) -> dense accuracies (that experiment's level 0, per replicate; per-k: each k's)
     for p in (p for members in groups.values() for p in members):
-        if p.get("dense_accuracy") is not None:
-            dense.setdefault((p["sweep"], p.get("experiment")), {})[p["replicate"]] = p["dense_accuracy"]
+        if _dense_value(p) is not None:
+            dense.setdefault((p["sweep"], p.get("experiment")), {})[p["replicate"]] = _dense_value(p)
     order = {sweep: i for i, sweep in enumerate(dict.fromkeys(key[0] for key in groups))}  # sweeps as given
     out = []
     for key in sorted(groups, key=lambda key: (order[key[0]],) + key[1:]):
@@ -176,7 +193,8 @@ def summarize(pairs: Iterable[Mapping], stable_threshold: float = STABLE_THRESHO
                    accuracy_minus_dense_high=None if diff is None else diff.high,
                    accuracy_minus_dense_p=None if diff is None else diff.p,
                    accuracy_minus_dense_n=None if diff is None else (diff.a.n, diff.b.n),
-                   matching=None if diff is None else stats.matches(diff, match_margin))
+                   matching=None if diff is None else stats.matches(stats.oriented(diff, measure), match_margin),
+                   measure=measure)
         out.append(row)
     return out
 
@@ -217,17 +235,19 @@ def _pair_row(p: Mapping, threshold: float) -> dict:
 
 def _csv_text(pairs: Sequence[Mapping], summary: Sequence[Mapping], threshold: float) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    measure = measure_of(pairs[0]) if pairs else ACCURACY
+    task = {} if measure == ACCURACY else {"metric": measure.name, "higher_is_better": measure.higher_is_better}
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS + tuple(task), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for p in sorted(pairs, key=lambda p: _setting(p) + (p["replicate"], p["pair"])):
-        writer.writerow(_pair_row(p, threshold))
+        writer.writerow(dict(_pair_row(p, threshold), **task))
     for s in summary:
-        writer.writerow(dict(s, row="summary"))
+        writer.writerow(dict(s, row="summary", **task))
     return buf.getvalue()
 
 
-def _points(fraction: float) -> str:
-    return f"{to_points(fraction):g}"
+def _points(fraction: float, measure: Measure = ACCURACY) -> str:
+    return f"{fraction * measure.scale:g}"
 
 
 def _verdict(value: str | None) -> str:
@@ -239,33 +259,42 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
     dense reference, and an ``analysis`` column when its rows were analysed differently."""
     mixed = len({s["analysis"] for s in summary}) > 1
     with_dense = any(s["matching"] is not None for s in summary)
-    tau = _points(summary[0]["stable_threshold"])
-    header = (["level", "density (%)", "method", "k", "k (% of T)", "n", "test instability (pts)",
-               "instability 95 % CI", f"pairs ≥ {tau} pts", "stable", "train instability (pts)", "L2",
-               "L2 / mean norm", "disagreement (%)", "test acc (%)"]
-              + (["acc − dense (pts) [95 % CI]", "p (− dense)", "matches dense"] if with_dense else [])
-              + (["analysis"] if mixed else []))
+    measure = summary[0].get("measure", ACCURACY)
+    scale = measure.scale
+    tau = _points(summary[0]["stable_threshold"], measure)
+    if measure.percent:
+        header = (["level", "density (%)", "method", "k", "k (% of T)", "n", "test instability (pts)",
+                   "instability 95 % CI", f"pairs ≥ {tau} pts", "stable", "train instability (pts)", "L2",
+                   "L2 / mean norm", "disagreement (%)", "test acc (%)"]
+                  + (["acc − dense (pts) [95 % CI]", "p (− dense)", "matches dense"] if with_dense else []))
+    else:  # a task's barrier metric, in its own units
+        name = measure.name
+        header = (["level", "density (%)", "method", "k", "k (% of T)", "n", f"test barrier ({name})",
+                   "barrier 95 % CI", f"pairs ≥ {tau}", "stable", f"train barrier ({name})", "L2",
+                   "L2 / mean norm", "disagreement (%)", f"test {name}"]
+                  + ([f"{name} − dense [95 % CI]", "p (− dense)", "matches dense"] if with_dense else []))
+    header += ["analysis"] if mixed else []
     rows = []
     for s in summary:
         over = "—" if s["pairs_over"] is None else f"{s['pairs_over']}/{s['pairs_measured']}"
         row = [
             str(s["level"]), tables.fmt_percent(s["density"]), s["method"], f"{s['k']}it", f"{s['k_percent']:.2g}",
             str(s["n"]),
-            tables.fmt_mean_std(s["test_instability"], s["test_instability_std"], scale=100, n=s["n"]),
+            tables.fmt_mean_std(s["test_instability"], s["test_instability_std"], scale=scale, n=s["n"]),
             "—" if s["test_instability"] is None else
-            tables.fmt_interval(s["test_instability_low"], s["test_instability_high"], scale=100),
+            tables.fmt_interval(s["test_instability_low"], s["test_instability_high"], scale=scale),
             over, _verdict(s["stable"]),
-            tables.fmt_mean_std(s["train_instability"], s["train_instability_std"], scale=100, n=s["n"]),
+            tables.fmt_mean_std(s["train_instability"], s["train_instability_std"], scale=scale, n=s["n"]),
             tables.fmt_mean_std(s["l2"], s["l2_std"], digits=3, n=s["n"]),
             tables.fmt_mean_std(s["l2_relative"], s["l2_relative_std"], digits=3, n=s["n"]),
             tables.fmt_mean_std(s["disagreement"], s["disagreement_std"], scale=100, digits=1, n=s["n"]),
-            tables.fmt_mean_std(s["accuracy"], s["accuracy_std"], scale=100, n=s["n"]),
+            tables.fmt_mean_std(s["accuracy"], s["accuracy_std"], scale=scale, n=s["n"]),
         ]
         if with_dense:
             n = s["accuracy_minus_dense_n"]
             undefined = "n/a" if n is None else f"n/a (n={min(n)})"
             row += [tables.fmt_difference(s["accuracy_minus_dense"], s["accuracy_minus_dense_low"],
-                                          s["accuracy_minus_dense_high"], scale=100, undefined=undefined),
+                                          s["accuracy_minus_dense_high"], scale=scale, undefined=undefined),
                     "—" if s["matching"] is None else tables.fmt_p(s["accuracy_minus_dense_p"]),
                     _verdict(s["matching"])]
         rows.append(row + ([s["analysis"]] if mixed else []))
@@ -276,11 +305,20 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
 def _first_stable_lines(summary: Sequence[Mapping]) -> list[str]:
     lines = [f"level {level} {method}: first stable k = {first.text()}"
              for (_, level, method), first in first_stable_k(summary).items()]
-    lines += [f"{stats.stable_rule(summary[0]['stable_threshold'])}.",
+    measure = summary[0].get("measure", ACCURACY)
+    if measure.percent:
+        lines.append(f"{stats.stable_rule(summary[0]['stable_threshold'])}.")
+    else:
+        lines.append(f"barrier: on test {measure.name} ({'higher' if measure.higher_is_better else 'lower'} is "
+                     f"better; the barrier of 1 − {measure.name} where higher is better), in its units; "
+                     f"stable: as for error, with the threshold {_points(summary[0]['stable_threshold'], measure)} "
+                     f"in those units.")
+    lines += [
               "first stable k: the smallest k that is stable with every larger k stable too; "
               "(.. undecided): earlier k that could still make it earlier."]
     if any(s["matching"] is not None for s in summary):
-        lines.append(f"{stats.matches_rule(summary[0]['match_margin'])} (per-pair accuracy vs the dense replicates).")
+        lines.append(f"{stats.matches_rule(summary[0]['match_margin'], measure)} (per-pair {measure.name} vs the "
+                     "dense replicates).")
     lines.append(f"{stats.interval_note()}; rules: docs/statistics.md.")
     settings = sorted({s["analysis"] for s in summary})
     if len(settings) > 1:
@@ -334,6 +372,7 @@ def _render(summary: Sequence[Mapping], render, bullet: str) -> str:
 
 def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) -> str:
     fig, ax = plots.new_figure()
+    measure = summary[0].get("measure", ACCURACY)
     series: dict[tuple, list[Mapping]] = {}
     for s in summary:
         series.setdefault((s["sweep"], s["level"], method_key(s["method"]), s["method"]), []).append(s)
@@ -349,15 +388,17 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
         half = [0.0 if s["test_instability_high"] is None else s["test_instability_high"] - s["test_instability"]
                 for s in rows]
         plots.errorbar_series(ax, [s["k"] for s in rows], [s["test_instability"] or 0.0 for s in rows],
-                              half, label=label, scale=100,
+                              half, label=label, scale=measure.scale,
                               marker=plots.MARKERS[methods.index(method) % len(plots.MARKERS)],
                               color=plots.series_color(groups.index((sweep, level))),
                               linestyle="-" if method == IMP else "--")
     tau = summary[0]["stable_threshold"]
-    ax.axhline(to_points(tau), color="0.3", lw=1.0, ls="--", label=f"{_points(tau)} points (threshold)", zorder=1)
+    ax.axhline(tau * measure.scale, color="0.3", lw=1.0, ls="--",
+               label=f"{_points(tau, measure)} {measure.unit or measure.name} (threshold)", zorder=1)
     plots.log_x_axis(ax, sorted({s["k"] for s in summary}), fmt=lambda v: f"{v:g}")
-    plots.style_axes(ax, xlabel="Rewind step k (iterations)", ylabel="Test instability (error barrier, points)",
-                     title=title or "Instability vs rewind step")
+    plots.style_axes(ax, xlabel="Rewind step k (iterations)",
+                     ylabel="Test instability (error barrier, points)" if measure.percent else
+                     f"Test barrier on {measure.name}", title=title or "Instability vs rewind step")
     plots.place_legend(ax, title="mean over pairs; error bars:\n95 % t interval (none for n=1)")
     return plots.save_figure(path, fig)
 
@@ -370,17 +411,20 @@ def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> dict[str, str]:
     written = {}
     for (sweep, level, method), by_k in sorted(groups.items()):
         fig, ax = plots.new_figure()
+        measure = measure_of(next(iter(by_k.values()))[0])
+        what_y = ("Test error (%)" if measure.percent else f"Test {measure.name}" if not measure.higher_is_better
+                  else f"Test 1 − {measure.name}")
         for i, k in enumerate(sorted(by_k)):
             members = by_k[k]
             alphas = members[0]["curve"]["test"]["alphas"]
             curves = [m["curve"]["test"]["errors"] for m in members if m["curve"]["test"]["alphas"] == alphas]
             at = [stats.describe(c[j] for c in curves) for j in range(len(alphas))]
             plots.errorbar_series(ax, alphas, [a.mean for a in at], [a.half_width or 0.0 for a in at],
-                                  label=f"k = {k}it", scale=100, marker=None,
+                                  label=f"k = {k}it", scale=measure.scale, marker=None,
                                   color=plots.series_color(i), band=True)
         what = "dense" if level == 0 and method == IMP else f"level {level} {method}"
-        plots.style_axes(ax, xlabel="Interpolation α (0: copy a, 1: copy b)", ylabel="Test error (%)",
-                         title=f"Test error along the line between the copies: {what}")
+        plots.style_axes(ax, xlabel="Interpolation α (0: copy a, 1: copy b)", ylabel=what_y,
+                         title=f"{what_y.split(' (')[0]} along the line between the copies: {what}")
         plots.place_legend(ax, title="mean over pairs; band:\n95 % t interval (none for n=1)")
         name = sweep.strip("/").replace(os.sep, "_").replace(".", "_")  # a sweep named by its path
         stem = f"curves_{name}_level{level}_{method}"

@@ -82,15 +82,28 @@ class CurveEvaluator:
 
     def point(self, weights: Mapping[str, np.ndarray], full: bool = True) -> dict[str, float]:
         """Assign ``weights`` (BN treated per ``bn``) and evaluate: test and train error/loss.
-        ``full=False`` allows ``weights`` to hold only some variables."""
+        ``full=False`` allows ``weights`` to hold only some variables. For a task
+        (:class:`tflth.tasks.Task`) the "error" is :meth:`~tflth.tasks.Task.badness` of its
+        barrier metric, and every metric is recorded too (``<split>_<metric>``)."""
         self._assign(weights, full)
         t0 = time.perf_counter()
         out = {}
+        task = self.trainer.task
         for split in self.splits:
-            loss, acc = self.trainer.evaluate(split, examples=self.train_examples if split == "train" else None)
-            out.update({f"{split}_error": 1.0 - acc, f"{split}_loss": loss})
+            examples = self.train_examples if split == "train" else None
+            if task.is_classification:
+                loss, acc = self.trainer.evaluate(split, examples=examples)
+                out.update({f"{split}_error": 1.0 - acc, f"{split}_loss": loss})
+                continue
+            values = self.trainer.evaluate_all(self._split(split), examples=examples)
+            out.update({f"{split}_error": task.badness(values), f"{split}_loss": values["loss"]})
+            out.update({f"{split}_{name}": values[name] for name in task.metric_names})
         self.seconds["evaluate"] += time.perf_counter() - t0
         return out
+
+    def _split(self, split: str) -> str:
+        """The trainer's name of the curve's ``test`` set: a task's reported evaluation set."""
+        return self.trainer.reported_split if split == "test" else split
 
     def predictions(self) -> np.ndarray:
         """Predicted test labels of the weights assigned now."""
@@ -113,10 +126,10 @@ class CurveEvaluator:
         for i, a in enumerate(alphas):
             weights = curve_lib.interpolate(w1, w2, a)
             points.append(dict(alpha=a, **self.point(weights, full=i == 0)))
-            if a in (0.0, 1.0):
+            if a in (0.0, 1.0) and self.trainer.task.is_classification:
                 ends[a] = self.predictions()
         out = {"bn": self.bn, "has_batchnorm": self.has_bn, "alphas": alphas, "points": points,
-               "disagreement": curve_lib.disagreement(ends[0.0], ends[1.0])}
+               "disagreement": curve_lib.disagreement(ends[0.0], ends[1.0]) if ends else None}
         for split in self.splits:
             out[split] = curve_lib.summarize_curve(alphas, [p[f"{split}_error"] for p in points],
                                                    [p[f"{split}_loss"] for p in points]).to_dict()

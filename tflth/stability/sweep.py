@@ -45,8 +45,8 @@ import os
 import time
 
 from tflth import data as data_lib
-from tflth import fileio, masking, pruning, seeds, steps
-from tflth.conventions import IMP
+from tflth import fileio, masking, pruning, seeds, steps, tasks
+from tflth.conventions import ACCURACY, IMP, Measure
 from tflth.hparams import (NOISES, HparamError, PruningHparams, RunHparams, StabilityHparams, defaults_dict, field,
                            field_error, from_dict, to_dict)
 from tflth.lottery import starts
@@ -166,6 +166,12 @@ class StabilityJob(JobSettings):
         return sweep_dir(self.output_dir, self.key())
 
     @property
+    def measure(self) -> Measure:
+        """What the barrier is taken on and the copies compared by: test error (accuracy), or
+        the task's barrier metric (:meth:`tflth.tasks.Task.badness`)."""
+        return tasks.measure_of(self.run)
+
+    @property
     def label(self) -> str:
         mode = self.mask_mode
         what = ("dense" if mode == "dense" else "IMP per-k masks" if mode == "per_k"
@@ -177,11 +183,6 @@ class StabilityJob(JobSettings):
     def prepare(self):
         """Load data and validate every setting against it and the experiments. Writes nothing."""
         st = self.stability
-        if self.run.dataset.task:
-            raise field_error("DatasetHparams", "task", self.run.dataset.task,
-                              "is a task of your own: stability sweeps measure classification error so far; the "
-                              "barrier on a task's metric is tflth.stability.linear_path's (docs/library.md); "
-                              "expected a named dataset.")
         dataset, ipe, end = self.load_checked(self.run, "StabilityJob")
         if not st.rewind_steps and self.mask_mode != "per_k":
             raise field_error(_S, "rewind_steps", "", "is invalid: expected one or more steps such as 0it,100it,500it "
@@ -306,6 +307,8 @@ class StabilityJob(JobSettings):
         dataset = dataset if dataset is not None else self.prepare()
         sweep = self.sweep
         hparams = dict(to_dict(self.key()), label=self.label)
+        if self.measure != ACCURACY:  # a task's: what the barrier is taken on
+            hparams["measure"] = self.measure.to_dict()
         open_run_dir(sweep.path, hparams, defaults_dict(SweepKey))
         strategy = get_strategy(self.strategy)
         results = []
@@ -515,6 +518,11 @@ class _SweepReplicate:
             "dense_accuracy": (read_result(experiment.level(self.r, 0).path)["test_accuracy"]
                                if experiment is not None else None),
         }
+        measure = self.job.measure
+        if measure != ACCURACY:  # a task's: its measure, and the dense networks' value of it
+            out["measure"] = measure.to_dict()
+            out["dense_measure"] = (read_result(experiment.level(self.r, 0).path)[measure.key]
+                                    if experiment is not None else None)
         out["curve"] = self._curve(w_a, w_b)
         out["seconds"] = {"copies": result_a["seconds"] + result_b["seconds"],
                           "analysis": time.perf_counter() - t0}
