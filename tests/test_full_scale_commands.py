@@ -69,6 +69,7 @@ STRUCTURED_SECTION = "# Structured tickets: N:M and channels (Fashion-MNIST, CPU
 HEADLINE_SECTION = "## Rewinding where its precondition holds: LeNet-300-100 at k = 100 (Fashion-MNIST, CPU)"
 QUICKSTART_SECTION = "## Quickstart: the command line"  # README.md
 ONE_SHOT_SECTION = "# One-shot pruning at k against IMP with rewinding (Fashion-MNIST, CPU)"
+TASKS_SECTION = "# Tickets beyond image classification: a language model and a regression (CPU)"
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -238,6 +239,7 @@ STRUCTURED_COMMANDS, STRUCTURED_PROBLEM = _commands_or_problem(STRUCTURED_SECTIO
 HEADLINE_COMMANDS, HEADLINE_PROBLEM = _commands_or_problem(HEADLINE_SECTION)
 QUICKSTART_COMMANDS, QUICKSTART_PROBLEM = _commands_or_problem(QUICKSTART_SECTION)
 ONE_SHOT_COMMANDS, ONE_SHOT_PROBLEM = _commands_or_problem(ONE_SHOT_SECTION)
+TASKS_COMMANDS, TASKS_PROBLEM = _commands_or_problem(TASKS_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
@@ -556,9 +558,9 @@ def test_quickstart_section_trains_prunes_and_measures_stability():
 # README quickstart's, each at toy size.
 SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS,
                     HEADLINE_SECTION: HEADLINE_COMMANDS, QUICKSTART_SECTION: QUICKSTART_COMMANDS,
-                    ONE_SHOT_SECTION: ONE_SHOT_COMMANDS}
+                    ONE_SHOT_SECTION: ONE_SHOT_COMMANDS, TASKS_SECTION: TASKS_COMMANDS}
 _SECTION_IDS = {VIT_SECTION: "vit", STRUCTURED_SECTION: "structured", HEADLINE_SECTION: "headline",
-                QUICKSTART_SECTION: "quickstart", ONE_SHOT_SECTION: "one_shot"}
+                QUICKSTART_SECTION: "quickstart", ONE_SHOT_SECTION: "one_shot", TASKS_SECTION: "tasks"}
 _SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() for cmd in cmds]
 
 

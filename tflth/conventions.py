@@ -109,6 +109,11 @@ class Measure:
         return POINTS_PER_FRACTION if self.percent else 1.0
 
     @property
+    def digits(self) -> int:
+        """Decimals shown: 2 for percent, 3 for a metric in its own units."""
+        return 2 if self.percent else 3
+
+    @property
     def unit(self) -> str:
         """The unit of a displayed difference (``points``, or ``""`` for the metric's own units)."""
         return "points" if self.percent else ""

@@ -46,7 +46,8 @@ _OTHER_MARKERS = ("D", "v", "P", "X", "*", "<", ">")
 def _fmt_acc(s: SummaryRow | None, n_max: int) -> str:
     if s is None:
         return tables.fmt_mean_std(None)
-    return tables.fmt_mean_std(s.acc_mean, s.acc_std, scale=s.measure.scale, n=s.n, n_max=n_max)
+    return tables.fmt_mean_std(s.acc_mean, s.acc_std, scale=s.measure.scale, digits=s.measure.digits, n=s.n,
+                               n_max=n_max)
 
 
 def _methods(rows: Iterable[SummaryRow]) -> list[str]:
@@ -71,15 +72,16 @@ def _verdict(value: str | None) -> str:
 
 def _row_cells(s: SummaryRow) -> list[str]:
     """One (level, method) row: statistics, the differences and the verdicts."""
-    scale = s.measure.scale
-    acc = tables.fmt_mean_std(s.acc_mean, s.acc.std, scale=scale, n=s.n)
+    scale, digits = s.measure.scale, s.measure.digits
+    acc = tables.fmt_mean_std(s.acc_mean, s.acc.std, scale=scale, digits=digits, n=s.n)
     cells = [str(s.level), tables.fmt_percent(s.density), display_name(s.method), str(s.n), acc,
-             tables.fmt_interval(s.acc.low, s.acc.high, scale=scale)]
+             tables.fmt_interval(s.acc.low, s.acc.high, scale=scale, digits=digits)]
     for d, verdict in ((s.vs_dense, s.matches), (s.vs_imp, s.imp_beats)):
         if d is None:
             cells += ["—", "—", "—"]
         else:
-            cells += [tables.fmt_difference(d.diff, d.low, d.high, scale=scale, undefined=f"n/a ({d.why_undefined})"),
+            cells += [tables.fmt_difference(d.diff, d.low, d.high, scale=scale, digits=digits,
+                                            undefined=f"n/a ({d.why_undefined})"),
                       tables.fmt_p(d.p), _verdict(verdict)]
     return cells
 
@@ -108,7 +110,8 @@ def _table_parts(rows: list[SummaryRow]):
         dense = "no dense (level 0) result"
     else:
         measure = first.measure
-        acc = tables.fmt_mean_std(first.dense_acc_mean, first.dense_acc_std, scale=measure.scale, n=dense_rows[0].n)
+        acc = tables.fmt_mean_std(first.dense_acc_mean, first.dense_acc_std, scale=measure.scale,
+                                  digits=measure.digits, n=dense_rows[0].n)
         dense = f"dense test accuracy {acc} %" if measure.percent else f"dense test {measure.name} {acc}"
     reps = f"{n_max} replicate" + ("s" if n_max != 1 else "")
     heading = f"{first.label} ({first.experiment}): {dense}; {reps}{_last_evals_note(rows)}"
@@ -229,6 +232,7 @@ def one_shot_table(summary: Sequence[SummaryRow]) -> str:
                                    (shuffle.vs_imp, shuffle.imp_beats) if shuffle else (None, None)):
                     line.append("—" if d is None else
                                 tables.fmt_difference(d.diff, d.low, d.high, scale=scale,
+                                                      digits=rows[0].measure.digits,
                                                       undefined=f"n/a ({d.why_undefined})") + f" {verdict}")
             body.append(line)
         unit = "accuracy (%)" if rows[0].measure.percent else rows[0].measure.name

@@ -260,7 +260,7 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
     mixed = len({s["analysis"] for s in summary}) > 1
     with_dense = any(s["matching"] is not None for s in summary)
     measure = summary[0].get("measure", ACCURACY)
-    scale = measure.scale
+    scale, digits = measure.scale, measure.digits
     tau = _points(summary[0]["stable_threshold"], measure)
     if measure.percent:
         header = (["level", "density (%)", "method", "k", "k (% of T)", "n", "test instability (pts)",
@@ -280,21 +280,22 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
         row = [
             str(s["level"]), tables.fmt_percent(s["density"]), s["method"], f"{s['k']}it", f"{s['k_percent']:.2g}",
             str(s["n"]),
-            tables.fmt_mean_std(s["test_instability"], s["test_instability_std"], scale=scale, n=s["n"]),
+            tables.fmt_mean_std(s["test_instability"], s["test_instability_std"], scale=scale, digits=digits, n=s["n"]),
             "—" if s["test_instability"] is None else
-            tables.fmt_interval(s["test_instability_low"], s["test_instability_high"], scale=scale),
+            tables.fmt_interval(s["test_instability_low"], s["test_instability_high"], scale=scale, digits=digits),
             over, _verdict(s["stable"]),
-            tables.fmt_mean_std(s["train_instability"], s["train_instability_std"], scale=scale, n=s["n"]),
+            tables.fmt_mean_std(s["train_instability"], s["train_instability_std"], scale=scale, digits=digits, n=s["n"]),
             tables.fmt_mean_std(s["l2"], s["l2_std"], digits=3, n=s["n"]),
             tables.fmt_mean_std(s["l2_relative"], s["l2_relative_std"], digits=3, n=s["n"]),
             tables.fmt_mean_std(s["disagreement"], s["disagreement_std"], scale=100, digits=1, n=s["n"]),
-            tables.fmt_mean_std(s["accuracy"], s["accuracy_std"], scale=scale, n=s["n"]),
+            tables.fmt_mean_std(s["accuracy"], s["accuracy_std"], scale=scale, digits=digits, n=s["n"]),
         ]
         if with_dense:
             n = s["accuracy_minus_dense_n"]
             undefined = "n/a" if n is None else f"n/a (n={min(n)})"
             row += [tables.fmt_difference(s["accuracy_minus_dense"], s["accuracy_minus_dense_low"],
-                                          s["accuracy_minus_dense_high"], scale=scale, undefined=undefined),
+                                          s["accuracy_minus_dense_high"], scale=scale, digits=digits,
+                                          undefined=undefined),
                     "—" if s["matching"] is None else tables.fmt_p(s["accuracy_minus_dense_p"]),
                     _verdict(s["matching"])]
         rows.append(row + ([s["analysis"]] if mixed else []))
@@ -309,10 +310,10 @@ def _first_stable_lines(summary: Sequence[Mapping]) -> list[str]:
     if measure.percent:
         lines.append(f"{stats.stable_rule(summary[0]['stable_threshold'])}.")
     else:
-        lines.append(f"barrier: on test {measure.name} ({'higher' if measure.higher_is_better else 'lower'} is "
-                     f"better; the barrier of 1 − {measure.name} where higher is better), in its units; "
-                     f"stable: as for error, with the threshold {_points(summary[0]['stable_threshold'], measure)} "
-                     f"in those units.")
+        on = (f"1 − {measure.name} ({measure.name}: higher is better)" if measure.higher_is_better
+              else f"{measure.name} (lower is better)")
+        lines.append(f"barrier: the error barrier's definition on test {on}, in its units; stable: as for error, "
+                     f"with the threshold {_points(summary[0]['stable_threshold'], measure)} in those units.")
     lines += [
               "first stable k: the smallest k that is stable with every larger k stable too; "
               "(.. undecided): earlier k that could still make it earlier."]
