@@ -38,6 +38,7 @@ import contextlib
 
 __all__ = [
     "sublayers",
+    "call_site",
     "own_variables",
     "attach_untracked",
     "fresh_names",
@@ -192,6 +193,17 @@ def adam_bias_correction_from(optimizer, start_step):
         yield
     finally:
         object.__setattr__(optimizer, "_iterations", counter)
+
+
+def call_site(tensor):
+    """``(args, kwargs, tensor_index)`` of the call that produced the symbolic ``tensor``:
+    the arguments as the layer was called (``MultiHeadAttention``'s named ``query``,
+    ``value``, ``key``) and which of its outputs ``tensor`` is. Relies on the private
+    ``KerasTensor._keras_history`` and ``Operation._inbound_nodes[node_index].arguments``,
+    Keras 3.0 onwards, as :func:`graph_producer` does."""
+    history = tensor._keras_history
+    node = history.operation._inbound_nodes[history.node_index]
+    return node.arguments.args, node.arguments.kwargs, history.tensor_index
 
 
 def graph_producer(tensor):

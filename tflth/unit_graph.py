@@ -337,17 +337,6 @@ class _Slot:
     atoms: np.ndarray  # index of the variable axis -> atom
 
 
-def _call_site(tensor):
-    """Keras internal: ``(args, kwargs, tensor_index)`` of the call that produced the
-    symbolic ``tensor``. Reads ``KerasTensor._keras_history`` and the call's ``Node``
-    (``Operation._inbound_nodes[node_index].arguments``), Keras 3.0 onwards, as
-    :func:`tflth._keras.graph_producer` does; needed for the named arguments of
-    ``MultiHeadAttention`` (query, value, key) and for layers with several outputs."""
-    history = tensor._keras_history
-    node = history.operation._inbound_nodes[history.node_index]
-    return node.arguments.args, node.arguments.kwargs, history.tensor_index
-
-
 def _graph_outputs(model):
     """The symbolic outputs of a Sequential or functional ``model``, or ``None`` when Keras
     recorded no graph for it (a subclassed model)."""
@@ -769,7 +758,7 @@ class _Reader:
 
     def attention(self, call):
         layer = call.layer
-        args, kwargs, _ = _call_site(call.tensor)
+        args, kwargs, _ = _keras.call_site(call.tensor)
         query = args[0] if len(args) > 0 else kwargs["query"]
         value = args[1] if len(args) > 1 else kwargs["value"]
         key = args[2] if len(args) > 2 else kwargs.get("key")
@@ -818,7 +807,7 @@ class _Call:
 
     @property
     def index(self) -> int:
-        return _call_site(self.tensor)[2]
+        return _keras.call_site(self.tensor)[2]
 
     def values_of(self, tensor):
         return self.all_values[id(tensor)]
@@ -846,7 +835,9 @@ _HANDLERS = {
 
 
 def _blocks(roots: Sequence[int], gn_blocks: dict) -> tuple[dict, int, str]:
-    """``({root: block}, granularity, problem)`` for a group's units under GroupNormalization."""
+    """``({root: block}, granularity, text)`` for a group's units under GroupNormalization:
+    ``text`` is the GroupNormalization's path, or, when ``{root: block}`` is empty, why the
+    units cannot be put in blocks (``""`` when no GroupNormalization normalises them)."""
     norms = sorted({gn for r in roots for gn in gn_blocks.get(r, {})})
     if not norms:
         return {}, 1, ""
