@@ -182,6 +182,15 @@ def task():
 def not_a_task():
     return 3
 
+def empty_task():
+    x, y = _arrays(0, 0)
+    return tflth.tasks.Task(name="empty", train=(x, y), evals={"test": _arrays(4, 1)},
+                            loss=keras.losses.MeanSquaredError())
+
+def wrong_direction():
+    return tflth.tasks.Task(name="wrong", train=_arrays(8, 0), evals={"test": _arrays(4, 1)},
+                            loss=keras.losses.MeanSquaredError(), barrier="loss", higher_is_better=True)
+
 def model(seed=0, input_shape=None, num_classes=None):
     keras.utils.set_random_seed(seed)
     a, b = keras.Input((4,), name="a"), keras.Input((3,), name="b")
@@ -235,6 +244,8 @@ def test_train_and_prune_take_a_task_by_reference(task_file, tmp_path):
     (["--task={file}:not_a_task"], "returned int; expected a tflth.tasks.Task"),
     (["--task={file}:task", "--dataset=mnist"], "--dataset=mnist and --task="),
     (["--task=no_colon"], "--task='no_colon' is invalid"),
+    (["--task={file}:empty_task"], "Task.train is empty"),
+    (["--task={file}:wrong_direction"], "Task.higher_is_better=True is invalid"),
 ])
 def test_bad_task_references_are_one_line_exit_2_nothing_written(task_file, tmp_path, flags, message):
     out = tmp_path / "runs"
@@ -305,3 +316,26 @@ def test_verdicts_follow_a_lower_is_better_measure():
     assert imp.vs_dense.diff == pytest.approx(-0.5) and imp.matches == "yes"  # lower than dense: matches
     assert control.matches == "no"  # far higher (worse) than dense
     assert control.vs_imp.diff == pytest.approx(0.5 - 2.0) and control.imp_beats == "yes"  # IMP's is lower: better
+
+
+def test_a_task_run_killed_mid_way_resumes_to_the_uninterrupted_runs_files(task_file, tmp_path):
+    from helpers import assert_same_run_files, kill_when  # noqa: PLC0415
+
+    def cmd(out):
+        return [sys.executable, os.path.join(ROOT, "bin", "train.py"), f"--model={task_file}:model",
+                f"--task={task_file}:task", f"--output_dir={out}", "--optimizer=adam", "--lr=1e-3", "--batch_size=8",
+                "--training_steps=6000it", "--checkpoint_every=100it", "--eval_every=1000it", "--deterministic"]
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    def past_step_300():
+        found = [r for r, _, _ in os.walk(tmp_path / "killed") if r.endswith("checkpoints")]
+        return found[0] if found and any(s >= 300 for s in checkpoint.list_steps(found[0])) else None
+
+    ckpt_dir = kill_when(cmd(tmp_path / "killed"), env, past_step_300, timeout=300)
+    assert ckpt_dir is not None and checkpoint.latest(ckpt_dir) < 6000, "the run was not caught mid-way"
+    resumed = subprocess.run(cmd(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0 and "resuming from the checkpoint at step" in resumed.stderr, resumed.stderr[-2000:]
+    assert_same_run_files(tmp_path / "full", tmp_path / "killed")  # weights, optimizer, metrics with test_mae, result
