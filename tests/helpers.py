@@ -136,3 +136,21 @@ def assert_refused(main, argv, capsys, pattern, *untouched):
     assert info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(pattern, err), err
     assert [snapshot(d) for d in untouched] == before
+
+
+def randomize_weights(model, seed=0):
+    """Random values for every weight of ``model`` (BN statistics, biases, norms included),
+    so that no symmetry of the initial values hides a unit moved or grouped wrongly."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        shape = tuple(v.shape)
+        if "moving_variance" in v.path:
+            value = rng.uniform(0.5, 2.0, shape)
+        elif len(shape) <= 1:
+            value = rng.normal(0.0, 0.5, shape)
+        else:
+            value = rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape)) // shape[-1])), shape)
+        v.assign(value.astype(v.dtype))
+    return model

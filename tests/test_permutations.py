@@ -12,21 +12,11 @@ from tflth import masking, models, permutations
 from tflth.permutations import PermutationError
 from tflth.unit_graph import unit_groups
 
+from helpers import randomize_weights
+
 
 def _randomize(model, seed=0):
-    """Random values for every weight, BN statistics and biases included, so that no
-    symmetry of the initial values hides a unit moved wrongly."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        shape = tuple(v.shape)
-        if "moving_variance" in v.path:
-            value = rng.uniform(0.5, 2.0, shape)
-        elif len(shape) <= 1:
-            value = rng.normal(0.0, 0.5, shape)
-        else:
-            value = rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape)) // shape[-1])), shape)
-        v.assign(value.astype(v.dtype))
-    return model
+    return randomize_weights(model, seed)
 
 
 def _residual_cnn():

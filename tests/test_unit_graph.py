@@ -14,6 +14,8 @@ from tflth import unit_graph
 from tflth.errors import InputError
 from tflth.unit_graph import STREAM_REASON, UnitGraphError, unit_groups
 
+from helpers import randomize_weights
+
 ATOL = 1e-5
 
 
@@ -21,19 +23,7 @@ ATOL = 1e-5
 
 
 def _randomize(model, seed=0):
-    """Random values for every weight (BN statistics, biases, norms included), so that no
-    symmetry of the initial values hides a wrong group."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        shape = tuple(v.shape)
-        if "moving_variance" in v.path:
-            value = rng.uniform(0.5, 2.0, shape)
-        elif len(shape) <= 1:
-            value = rng.normal(0.0, 0.5, shape)
-        else:
-            fan_in = max(1, int(np.prod(shape)) // shape[-1])
-            value = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
-        v.assign(value.astype(v.dtype))
+    return randomize_weights(model, seed)
 
 
 def _input(model, seed=1):
