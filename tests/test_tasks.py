@@ -339,3 +339,9 @@ def test_a_task_run_killed_mid_way_resumes_to_the_uninterrupted_runs_files(task_
     resumed = subprocess.run(cmd(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0 and "resuming from the checkpoint at step" in resumed.stderr, resumed.stderr[-2000:]
     assert_same_run_files(tmp_path / "full", tmp_path / "killed")  # weights, optimizer, metrics with test_mae, result
+
+
+def test_evaluate_of_a_task_without_metrics_has_no_accuracy():
+    trainer = Trainer(_hparams(), task=_task(metrics={}, barrier="loss"), model_fn=_model)
+    loss, accuracy = trainer.evaluate("test")
+    assert accuracy is None and loss == pytest.approx(trainer.evaluate_all("test")["loss"])

@@ -126,6 +126,12 @@ class Measure:
     def to_dict(self) -> dict:
         return {"name": self.name, "higher_is_better": self.higher_is_better}
 
+    @classmethod
+    def from_dict(cls, data) -> Measure:
+        """The inverse of :meth:`to_dict` (as ``hparams.json`` and ``pair.json`` hold it);
+        ``KeyError`` / ``TypeError`` on another shape."""
+        return cls(str(data["name"]), bool(data["higher_is_better"]))
+
 
 ACCURACY = Measure()
 """Image classification's measure: test accuracy, higher is better."""

@@ -273,11 +273,6 @@ class _Classification(Task):
     def example_metrics(self, y, outputs):
         return [tf.cast(tf.equal(tf.argmax(outputs, -1, output_type=tf.int32), tf.cast(y, tf.int32)), tf.float32)]
 
-    def batch_sums(self, y, outputs, losses=None):
-        losses = self.example_losses(y, outputs) if losses is None else losses
-        correct = tf.reduce_sum(self.example_metrics(y, outputs)[0])
-        return tf.stack([tf.reduce_sum(losses), correct, tf.cast(tf.shape(y)[0], tf.float32)])
-
 
 _LOADED: dict[str, Task] = {}
 

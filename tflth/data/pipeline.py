@@ -33,7 +33,7 @@ import weakref
 
 import tensorflow as tf
 
-from tflth.data.datasets import ArrayDataset, ExampleDataset, StreamDataset
+from tflth.data.datasets import ArrayDataset, ExampleDataset, StreamDataset, example_count
 from tflth.data.errors import DataError
 from tflth.data.imagenet import stream_eval_batches, stream_train_batches
 from tflth.data.ops import (
@@ -43,11 +43,6 @@ from tflth.data.ops import (
 from tflth.data.registry import augments
 
 __all__ = ["train_batches", "eval_batches", "host_tensors"]
-
-
-def example_count_of(nest) -> int:
-    """The number of examples of a nest of tensors (their common first axis)."""
-    return int(tf.nest.flatten(nest)[0].shape[0])
 
 
 _HOST_TENSOR_CACHE: "weakref.WeakKeyDictionary[ArrayDataset, dict]" = weakref.WeakKeyDictionary()
@@ -147,7 +142,7 @@ def eval_batches(ds: ArrayDataset | StreamDataset | ExampleDataset, split: str =
             raise DataError(f"split must be 'train' or one of the task's evaluation sets {list(ds.evals)}, "
                             f"got {split!r}.")
         examples = host_tensors(ds, split)
-        count = iterations_per_epoch(example_count_of(examples), batch_size)
+        count = iterations_per_epoch(example_count(ds.split(split)[0]), batch_size)
         return deterministic_prefetch(tf.data.Dataset.range(count).map(
             lambda b: tf.nest.map_structure(lambda t: t[b * batch_size:(b + 1) * batch_size], examples),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))

@@ -44,7 +44,7 @@ def _measure(hparams, path: str) -> Measure:
     if found is None:
         return ACCURACY
     try:
-        return Measure(str(found["name"]), bool(found["higher_is_better"]))
+        return Measure.from_dict(found)
     except (KeyError, TypeError):
         raise ReportError(f"{path}: 'measure' must be {{'name': ..., 'higher_is_better': ...}}, got {found!r}") from None
 

@@ -84,7 +84,7 @@ def measure_of(p: Mapping) -> Measure:
     """What a pair's barrier and accuracies are of: its ``measure`` (a task's), else test accuracy
     (the ``accuracy`` columns then hold the task's metric, the instabilities its barrier)."""
     found = p.get("measure")
-    return ACCURACY if not found else Measure(str(found["name"]), bool(found["higher_is_better"]))
+    return ACCURACY if not found else Measure.from_dict(found)
 
 
 def _dense_value(p: Mapping):

@@ -370,9 +370,11 @@ class Trainer:
     def evaluate(self, split: str = "test", examples: int | None = None) -> tuple[float, float]:
         """``(mean loss, accuracy)`` over a split (``test`` or ``train``, never augmented):
         all of it, or its first ``examples`` examples (a fixed subset, cached in memory).
-        For a task, its first metric stands where accuracy is; :meth:`evaluate_all` has them all."""
-        sums = self._eval_sums(split, examples)
-        return float(sums[0] / sums[-1]), float(sums[1] / sums[-1])
+        For a task, its first metric stands where accuracy is (``None`` when it has none);
+        :meth:`evaluate_all` has them all."""
+        values = self.evaluate_all(split, examples)
+        names = self.task.metric_names
+        return values["loss"], (values[names[0]] if names else None)
 
     def evaluate_all(self, split: str | None = None, examples: int | None = None) -> dict[str, float]:
         """``{"loss": ..., <metric>: ...}`` over ``split`` (default: the reported one,
