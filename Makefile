@@ -53,6 +53,7 @@ bench: setup data
 	$(PY) benchmarks/scaling.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/export_speed.py $(BENCH_FLAGS) || status=1; \
 	$(PY) benchmarks/saliency_speed.py $(BENCH_FLAGS) || status=1; \
+	$(PY) benchmarks/align_speed.py $(BENCH_FLAGS) || status=1; \
 	exit $$status
 
 # tflth vs TensorFlow Model Optimization. tfmot flips tf.keras to tf_keras on import, so it

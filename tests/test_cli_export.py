@@ -124,7 +124,7 @@ def _one_line_exit_2(code, err, pattern):
 def residual_keras(tmp_path):
     inputs = keras.Input((6,))
     h = keras.layers.Dense(6, activation="relu", name="first")(inputs)
-    y = keras.layers.Add(name="add")([h, keras.layers.Dense(6, name="branch")(h)])
+    y = keras.layers.Flatten(name="flat")(keras.layers.Permute((2, 1), name="swap")(keras.layers.Reshape((3, 2))(h)))
     model = tflth.masked(keras.Model(inputs, keras.layers.Dense(2, name="out")(y), name="res"))
     path = tmp_path / "keras_files" / "res.keras"
     os.makedirs(path.parent)
@@ -148,7 +148,8 @@ def _bad_cases(experiment, residual_keras, tmp_path):
         "export_dir_a_file": (dict(source=level, export_dir=str(tmp_path / "a_file")),
                               r"--export_dir=.*a_file is a file, not a directory"),
         "shrunk_non_chain": (dict(source=residual_keras, formats=["baked", "shrunk"]),
-                             r"Cannot shrink model 'res': layer 'first' feeds 2 places"),
+                             r"Cannot shrink: Cannot read the unit groups of model 'res': cannot place 2 layers: "
+                             r"'res/reshape.*' \(Reshape\).*'res/swap' \(Permute\)"),
         "no_mask": (dict(source=str(no_mask)), r"copy_of_level has no mask.npz"),
         "step_missing": (dict(source=level, step="7"),
                          r"--step=7: .* has no checkpoint of that step; expected one of \[0, 16\]"),
@@ -185,3 +186,13 @@ def test_in_a_real_process_missing_source_and_litert_without_its_package(experim
     _one_line_exit_2(out.returncode, out.stderr, r"LiteRT export needs the LiteRT interpreter .*pip install "
                                                  r"'tflth\[litert\]'")
     assert _snapshot(os.path.dirname(residual_keras)) == before
+
+
+def test_without_formats_every_default_that_applies_is_written_and_the_rest_named(residual_keras):
+    out = _export(f"--source={residual_keras}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(_rows(out.stdout)) == ["baked", "compressed"]
+    assert re.search(r"^skipped shrunk: Cannot shrink: .*cannot place 2 layers: .*\(Reshape\).*\(Permute\)", out.stdout,
+                     re.M), out.stdout
+    directory = os.path.dirname(residual_keras)
+    assert sorted(f for f in os.listdir(directory) if f != "res.keras") == ["res.baked.keras", "res.compressed.npz"]

@@ -19,7 +19,7 @@ PRUNING = EXPERIMENT | {"pruning_fraction", "pruning_scope", "pruning_strategy",
                         "rewind_optimizer", "nm", "nm_pad", "channel_norm", "snip_batches", "grasp_batches",
                         "synflow_rounds", "one_shot", "compare_levels"}
 STABILITY = EXPERIMENT | {"rewind_steps", "pairs", "experiment", "noise", "bn", "interpolation_points", "alpha_range",
-                          "train_examples", "bn_batches", "shard"}
+                          "train_examples", "bn_batches", "shard", "align", "align_examples"}
 REPORT = {"experiments", "sweeps", "labels", "report_dir", "title", "match_margin", "stable_threshold"}
 EXPORT = {"source", "formats", "export_dir", "step"}
 # Flags absl and TensorFlow define for themselves (all listed by --helpfull).
@@ -61,12 +61,14 @@ def test_help_lists_the_binary_s_own_flags(binary):
     if binary == "stability":
         assert re.search(r"--rewind_steps: .*\n.*\n\s+\(default: '0it'\)", out.stdout), out.stdout
         assert re.search(r"--bn: <recompute\|interpolate>:", out.stdout)
+        assert re.search(r"--align: <none\|weights\|activations>: Before comparing the two copies", out.stdout)
     if binary == "report":
         assert re.search(r"--match_margin: δ in accuracy points(.*\n)*?\s+\(default: '0\.5'\)", out.stdout), out.stdout
         assert re.search(r"--stable_threshold: (.*\n)*?\s+\(default: '2\.0'\)", out.stdout), out.stdout
     if binary == "export":
-        assert re.search(r"--formats: Export formats, some of baked, shrunk, compressed, litert,\s+litert_sparse.\n"
-                         r"\s+\(default: 'baked,shrunk,compressed'\)", out.stdout), out.stdout
+        assert re.search(r"--formats: Export formats, some of baked, shrunk, compressed, litert,\s+litert_sparse. "
+                         r"Default: each of baked, shrunk, compressed that applies(.*\n)*?\s+\(default: ''\)",
+                         out.stdout), out.stdout
     if binary == "train":
         assert re.search(r"--strategy: <auto\|default\|mirrored\|multi_worker\|tpu>:", out.stdout)
         assert re.search(r"--output_dir: (.*\n)*?\s+\(default: 'runs'\)", out.stdout)

@@ -12,7 +12,6 @@ from absl.testing import flagsaver
 from tflth import masking
 from tflth.cli import prune as prune_cli
 from tflth.cli import stability as stability_cli
-from tflth.pruning import channels as channels_lib
 from tflth.pruning import nm as nm_lib
 
 from helpers import assert_refused, write_synthetic_npz
@@ -77,7 +76,7 @@ def test_channel_imp_prunes_whole_filters_with_the_next_layers_inputs(data_path,
     survivors = {"conv1/kernel": 1, "conv2/kernel": 1, "fc1/kernel": 2, "fc2/kernel": 2}  # 4→2→1, 8→4→2
     for control in (None, "random_prune"):
         mask = _mask(experiment, 2, control)
-        conv = channels_lib.unit_view(mask["conv1/kernel"], _layout((3, 3, 1, 4), (3,)))
+        conv = np.moveaxis(mask["conv1/kernel"], 3, 0).reshape(4, -1)  # (units, fan-in)
         assert conv.any(axis=1).sum() == survivors["conv1/kernel"] and (conv.all(axis=1) | ~conv.any(axis=1)).all()
         assert mask["conv2/kernel"].any(axis=(0, 1, 3)).sum() == 1  # inputs: conv1's one channel
         assert mask["conv2/kernel"].any(axis=(0, 1, 2)).sum() == survivors["conv2/kernel"]
@@ -86,11 +85,6 @@ def test_channel_imp_prunes_whole_filters_with_the_next_layers_inputs(data_path,
         assert mask["output/kernel"].any(axis=0).all()  # the logits stay
         assert mask["output/kernel"].any(axis=1).sum() == survivors["fc2/kernel"]
 
-
-def _layout(shape, output_axes):
-    from tflth.pruning.layout import VariableLayout
-
-    return VariableLayout("x", shape, "Conv2D.kernel", (len(shape) - 2,), output_axes)
 
 
 BAD = [
@@ -101,8 +95,10 @@ BAD = [
     (dict(nm=["2:4"]), r"--nm=2:4 has no effect with strategy 'magnitude'"),
     (dict(pruning_strategy="nm"), r"--nm=\(\) is invalid for strategy 'nm'"),
     (dict(pruning_strategy="nm", nm=["2:4"], levels="2"), r"--levels=2 is past the last level .*one level per N:M"),
-    (dict(pruning_strategy="channels", pruning_fraction=0.5, model="resnet8"),
-     r"Channel pruning cannot remove the units of 'conv1/kernel': the output of 'conv1' goes to 2 layers"),
+    (dict(pruning_strategy="channels", pruning_fraction=0.5, model="vit_tiny", model_options=["depth=1"],
+          layer_rates=["patch_embed:0.5"]),
+     r"layer_rates=patch_embed:0.5 asks to prune the units of 'vit_tiny/patch_embed', which cannot be pruned: "
+     r"normalised together by LayerNormalization"),
 ]
 
 

@@ -16,7 +16,6 @@ from tflth.hparams import DatasetHparams, HparamError, ModelHparams, PruningHpar
 from tflth.lottery import LotteryHparams, LotteryJob
 from tflth.masking import Masks
 from tflth.pruning import nm as nm_lib
-from tflth.pruning.channels import alive_units
 from tflth.report.job import ReportJob
 from tflth.training import checkpoint
 
@@ -135,21 +134,21 @@ def test_arms_keep_the_experiments_channel_structure(data_path, dataset, tmp_pat
     job = _job(data_path, tmp_path, hp, levels=1, one_shot=("snip", "synflow"), compare_levels=(),
                controls=("random_prune",))
     job.run_all(dataset)
-    layouts = pruning.layouts(_model(job))
+    model = _model(job)
+    groups = pruning.for_model(hp, model).groups
     imp = Masks.load(job.experiment.level(0, 1).mask)
+    assert sorted(groups) and all(g.blocks > 1 for g in groups.values())
     for method in ("snip", "synflow", "snip/random_prune"):
         mask = _mask(job, 1, method)
-        for p, lay in layouts.items():
-            if lay.head:
-                continue
-            units = alive_units(mask[p], lay)
-            assert units.sum() == alive_units(imp[p], lay).sum() == lay.units // 2, (method, p)  # layerwise, exact
-            rows = mask[p].reshape(-1, lay.units)
-            alive = rows[:, units]  # whole units: every alive unit keeps the same (alive) inputs
-            assert not np.any(rows[:, ~units]) and np.all(alive == alive[:, :1]) and alive.any(), (method, p)
-            consumer = mask[lay.feeds]
-            dead = np.flatnonzero(~units)
-            assert not np.any(np.take(consumer, dead, axis=layouts[lay.feeds].group_axis)), (method, p)  # fan-out
+        for name, group in groups.items():
+            units = group.alive(mask)
+            assert units.sum() == group.alive(imp).sum() == group.blocks // 2, (method, name)  # layerwise, exact
+            for m in group.members:  # whole units: a dead unit is gone from every member, producers and readers
+                dead = np.take(mask[m.path], group.positions(m, ~units), axis=m.axis)
+                assert not dead.any(), (method, name, m.path)
+            producer = next(m for m in group.members if m.role == "out")
+            alive = np.take(mask[producer.path], group.positions(producer, units), axis=producer.axis)
+            assert alive.any(), (method, name)
 
 
 def test_bad_one_shot_settings_are_refused(data_path, tmp_path):

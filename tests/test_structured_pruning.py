@@ -1,6 +1,6 @@
-"""Structured pruning: N:M (checker, every layer type, hand counts, padding, nesting) and
-channels (norms by hand, the next layer's input slices, refusals), with their random
-controls keeping the structure and the per-layer counts."""
+"""Structured pruning, N:M: the checker, every layer type, hand counts, padding, nesting,
+and the random control keeping the structure and the per-group counts. Channels:
+tests/test_channel_tickets.py."""
 
 import dataclasses
 
@@ -10,7 +10,6 @@ import pytest
 
 from tflth import masking, pruning
 from tflth.hparams import HparamError, PruningHparams
-from tflth.pruning import channels as channels_lib
 from tflth.pruning import layout as layout_lib
 from tflth.pruning import nm as nm_lib
 
@@ -152,97 +151,3 @@ def test_random_nm_control_keeps_every_group_count():
         assert (nm_lib.grouped(control[p], 0, 4).sum(-1) == nm_lib.grouped(level[p], 0, 4).sum(-1)).all()
         assert not np.array_equal(control[p], level[p])
     assert strategy.random_like(level, seed=5) == control
-
-
-# ------------------------------------------------------------------- channels
-
-
-def _chain(first_rows=6):
-    model = keras.Sequential([keras.Input((first_rows,)), keras.layers.Dense(4, activation="relu", name="fc1"),
-                              keras.layers.Dense(3, activation="relu", name="fc2"), keras.layers.Dense(2, name="out")],
-                             name="net")
-    masking.masked(model)
-    return model
-
-
-def test_channels_prune_units_by_l1_norm_and_the_next_layers_rows():
-    model = _chain()
-    fc1 = np.array([[1, 0, 3, 0], [1, 2, 0, 0], [0, 0, 0, 5], [0, 0, 0, 0], [0, -4, 0, 0], [0, 0, 0, 0]], float)
-    fc2 = np.array([[1, 1, 1], [2, 0, 0], [0, 3, 0], [9, 9, 9.]])  # L1 per unit: 12, 13, 10
-    out = np.ones((3, 2))
-    weights = {"net/fc1/kernel": fc1, "net/fc2/kernel": fc2, "net/out/kernel": out}
-    strategy = pruning.pruner_for(PruningHparams(0.5, "layerwise", strategy="channels"),
-                                    layouts=pruning.layouts(model))
-    strategy.check()
-    mask = strategy(weights, masking.masks_of(model))
-    # fc1 unit norms 2, 6, 3, 5 -> units 1 and 3 stay; fc2 rows 0 and 2 go with them
-    assert mask["net/fc1/kernel"].any(axis=0).tolist() == [False, True, False, True]
-    assert mask["net/fc2/kernel"].any(axis=1).tolist() == [False, True, False, True]
-    # every layer is ranked on the level's start mask: fc2 norms 12, 13, 10 -> round(1.5) = 2 go
-    assert mask["net/fc2/kernel"].any(axis=0).tolist() == [False, True, False]
-    assert mask["net/fc2/kernel"].sum() == 2  # unit 1, rows 1 and 3
-    assert mask["net/out/kernel"].tolist() == [[False, False], [True, True], [False, False]]  # logits all kept
-    assert strategy.survivor_counts(2) == [7, 3, 2]  # units of fc1 + fc2: 4+3, 2+1, 1+1
-    l2 = pruning.pruner_for(PruningHparams(0.5, "layerwise", strategy="channels", channel_norm="l2"),
-                              layouts=pruning.layouts(model))(weights, masking.masks_of(model))
-    assert l2["net/fc1/kernel"].any(axis=0).tolist() == [False, True, False, True]  # norms √2, √20, 3, 5
-
-
-def test_a_conv_channel_takes_its_flattened_positions_in_the_next_dense_layer():
-    inputs = keras.Input((4, 4, 1))
-    x = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(inputs)
-    x = keras.layers.MaxPooling2D(2, name="pool")(x)
-    x = keras.layers.Flatten(name="flat")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    masking.masked(model)
-    layouts = pruning.layouts(model)
-    assert layouts["conv/kernel"].feeds == "out/kernel" and layouts["conv/kernel"].feed_repeat == 4
-    units = {"conv/kernel": np.array([True, False, True])}
-    mask = channels_lib.channel_mask(masking.masks_of(model), units, layouts)
-    assert mask["conv/kernel"][..., 1].sum() == 0 and mask["conv/kernel"][..., [0, 2]].all()
-    assert mask["out/kernel"].any(axis=1).tolist() == [i % 3 != 1 for i in range(12)]  # rows 1, 4, 7, 10
-
-
-def test_channels_refuse_residual_additions_by_name_and_accept_them_excluded():
-    inputs = keras.Input((4,))
-    a = keras.layers.Dense(4, name="a")(inputs)
-    b = keras.layers.Dense(4, name="b")(a)
-    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Add(name="add")([a, b])))
-    masking.masked(model)
-    hp = PruningHparams(0.5, "layerwise", strategy="channels")
-    with pytest.raises(HparamError, match=r"'a/kernel': the output of 'a' goes to 2 layers \(b, add\).*a:0"):
-        pruning.pruner_for(hp, layouts=pruning.layouts(model)).check()
-    ok = pruning.pruner_for(PruningHparams(0.5, "layerwise", (("a", 0), ("b", 0)), strategy="channels"),
-                              layouts=pruning.layouts(model))
-    ok.check()
-    assert ok.max_levels() == 0
-
-
-def test_random_channels_keep_unit_and_weight_counts_per_layer():
-    model = _chain(first_rows=10)
-    rng = np.random.default_rng(1)
-    weights = {p: rng.normal(size=w.shape) for p, w in masking.masked_weights(model).items()}
-    strategy = pruning.pruner_for(PruningHparams(0.5, "layerwise", strategy="channels"),
-                                    layouts=pruning.layouts(model))
-    level = strategy(weights, masking.masks_of(model))
-    counts = {p: int(m.sum()) for p, m in level.items()}
-    for seed in range(5):
-        control = strategy.random_like(level, seed=seed)
-        assert {p: int(m.sum()) for p, m in control.items()} == counts
-        for p in ("net/fc1/kernel", "net/fc2/kernel"):
-            lay = strategy.layouts[p]
-            alive = channels_lib.alive_units(control[p], lay)
-            assert alive.sum() == channels_lib.alive_units(level[p], lay).sum()
-        view = channels_lib.unit_view(control["net/fc1/kernel"], strategy.layouts["net/fc1/kernel"])
-        assert (view.all(axis=1) | ~view.any(axis=1)).all()  # a unit of the first layer: all or nothing
-
-
-def test_every_layer_keeps_a_unit():
-    model = _chain()
-    strategy = pruning.pruner_for(PruningHparams(0.9, "layerwise", strategy="channels"),
-                                    layouts=pruning.layouts(model))
-    mask = masking.masks_of(model)
-    for _ in range(3):
-        mask = strategy(masking.masked_weights(model), mask)
-    assert [int(channels_lib.alive_units(mask[p], strategy.layouts[p]).sum())
-            for p in ("net/fc1/kernel", "net/fc2/kernel")] == [1, 1]

@@ -30,6 +30,7 @@ __all__ = [
     "DISTRIBUTION_STRATEGIES",
     "REWIND_OPTIMIZERS",
     "NOISES",
+    "ALIGNS",
     "BN_MODES",
     "LotteryHparams",
     "StabilityHparams",
@@ -49,7 +50,8 @@ REWIND_OPTIMIZERS = {
              "step k, Adam's bias correction counting from k (open_lth's lottery runner)",
 }
 #: What differs between a stability pair's two copies (StabilityHparams.noise).
-NOISES = ("data_order_and_augment", "data_order", "augment", "none")
+NOISES = ("data_order_and_augment", "data_order", "augment", "none", "init")
+ALIGNS = ("none", "weights", "activations")
 #: BatchNorm along an interpolation path (StabilityHparams.bn): see tflth.stability.evaluate.
 BN_MODES = ("recompute", "interpolate")
 #: The LMC paper evaluates 30 evenly spaced α in [0, 1] (StabilityHparams.interpolation_points).
@@ -568,7 +570,14 @@ class StabilityHparams:
                                     "(0: the dense network).", text=(parse_levels, lambda v: ",".join(map(str, v))))
     controls: tuple[str, ...] = field((), "Controls on each level's mask.", registry="controls")
     noise: str = field("data_order_and_augment", "What differs between the two copies (none: identical copies, a "
-                       "check of the instrument).", choices=NOISES)
+                       "check of the instrument; init: two networks from different initialisations, with different "
+                       "data orders and augmentation too, from step 0).", choices=NOISES)
+    align: str = field("none", "Before comparing the two copies, reorder copy b's hidden units to match copy a "
+                       "(weights: Git Re-Basin's weight matching; activations: correlation of unit activations on "
+                       "--align_examples training examples); the pair is measured before and after. Needs SciPy "
+                       "(pip install 'tflth[align]').", choices=ALIGNS)
+    align_examples: int = field(1000, "--align=activations: training examples (unaugmented, the first ones) the "
+                                "activations are read on.")
     bn: str = field("recompute", "BatchNorm along the line: recompute the statistics exactly at every point, or "
                     "interpolate them with the weights.", choices=BN_MODES)
     interpolation_points: int = field(PAPER_POINTS, "Evenly spaced α in --alpha_range (endpoints included).")
@@ -603,6 +612,10 @@ class StabilityHparams:
             _invalid(c, "noise", self.noise, f"one of {list(NOISES)}")
         if self.bn not in BN_MODES:
             _invalid(c, "bn", self.bn, f"one of {list(BN_MODES)}")
+        if self.align not in ALIGNS:
+            _invalid(c, "align", self.align, f"one of {list(ALIGNS)}")
+        if int(self.align_examples) != self.align_examples or self.align_examples < 1:
+            _invalid(c, "align_examples", self.align_examples, "an integer >= 1")
         low, high = self.alpha_range if len(self.alpha_range) == 2 else (None, None)
         if low is None or not (math.isfinite(low) and math.isfinite(high) and low <= 0.0 < 1.0 <= high):
             _invalid(c, "alpha_range", ",".join(map(str, self.alpha_range)),
@@ -613,9 +626,14 @@ class StabilityHparams:
 
     def analysis(self) -> dict:
         """The settings a pair's analysis depends on (a pair analysed otherwise is redone)."""
-        return {"bn": self.bn, "interpolation_points": self.interpolation_points,
-                "alpha_range": list(self.alpha_range), "train_examples": self.train_examples,
-                "bn_batches": self.bn_batches}
+        out = {"bn": self.bn, "interpolation_points": self.interpolation_points,
+               "alpha_range": list(self.alpha_range), "train_examples": self.train_examples,
+               "bn_batches": self.bn_batches}
+        if self.align != "none":  # absent otherwise: pairs analysed before alignment existed stay valid
+            out["align"] = self.align
+            if self.align == "activations":
+                out["align_examples"] = self.align_examples
+        return out
 
 
 def _invalid(owner, name, value, expected):

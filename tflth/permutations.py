@@ -6,7 +6,7 @@ their normalisation parameters and statistics, the rows of every kernel that rea
 and the network computes the same function. :func:`permute` does that to a built model
 (its masks too: a permuted ticket keeps each layer's density); :func:`permute_arrays` to
 any ``{variable path: array}`` (weights, masks, checkpoints). Alignment of two networks
-(Git Re-Basin's weight matching, :mod:`tflth.stability.align`) searches these
+(Git Re-Basin's weight matching, :mod:`tflth.stability.alignment`) searches these
 permutations.
 
 A permutation of a group is an integer array ``perm`` of its ``units``: unit ``u`` of the

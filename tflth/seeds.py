@@ -17,7 +17,7 @@ import dataclasses
 
 from tflth.hparams import NOISES, RunHparams, TrainingHparams
 
-__all__ = ["CONTROL_SEED_OFFSET", "COPY_SEED_OFFSET", "replicate", "control_seed", "copy_seeds"]
+__all__ = ["CONTROL_SEED_OFFSET", "COPY_SEED_OFFSET", "replicate", "control_seed", "copy_seeds", "copy_init_seed"]
 
 CONTROL_SEED_OFFSET = 100_003  # a control's seed = training seed + offset + level
 COPY_SEED_OFFSET = 7919  # copy j of a pair draws seeds = replicate seeds + offset * j
@@ -43,8 +43,15 @@ def copy_seeds(training: TrainingHparams, pair: int, which: str, noise: str) -> 
         raise ValueError(f"noise={noise!r} is invalid: expected one of {list(NOISES)}.")
     j = 1 + 2 * pair + (0 if which == "a" else 1)
     d, a = training.data_order_seed, training.augment_seed
-    if noise in ("data_order_and_augment", "data_order"):
+    if noise in ("data_order_and_augment", "data_order", "init"):
         d += COPY_SEED_OFFSET * j
-    if noise in ("data_order_and_augment", "augment"):
+    if noise in ("data_order_and_augment", "augment", "init"):
         a += COPY_SEED_OFFSET * j
     return d, a
+
+
+def copy_init_seed(training: TrainingHparams, pair: int) -> int:
+    """The initialisation seed of copy b of ``pair`` under ``noise="init"`` (copy a starts
+    from the replicate's own initialisation): the replicate's seed + offset × j, j as in
+    :func:`copy_seeds`."""
+    return int(training.seed) + COPY_SEED_OFFSET * (2 + 2 * pair)

@@ -184,7 +184,16 @@ _LN_NOTE = "LayerNormalization:"  # + path; the notes of several LayerNormalizat
 
 class UnitGraphError(InputError):
     """A model whose unit groups cannot be read: a subclassed model, or (``strict=True``)
-    layers that cannot be placed."""
+    layers that cannot be placed. ``what``: the message without the library-level hint
+    (``strict=False``), for tools that cannot offer it."""
+
+    @property
+    def what(self) -> str:
+        return self.__dict__.get("_what", str(self))
+
+    @what.setter
+    def what(self, value: str) -> None:
+        self._what = value
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -219,7 +228,10 @@ class UnitGroup:
     units that must move together: every valid permutation maps each block of
     ``granularity`` consecutive units onto a block (a GroupNormalization's channel blocks;
     1 otherwise); ``permutable``: whether the units may be reordered at all (not the
-    model's inputs or outputs, nor units reaching an unplaced layer).
+    model's inputs or outputs, nor units reaching an unplaced layer); ``blocks_prunable``:
+    whether whole blocks of ``granularity`` units may be removed (``prunable`` when
+    ``granularity`` is 1; a GroupNormalization's blocks otherwise: removing every unit of
+    a block leaves the other blocks' statistics as they were).
     """
 
     name: str
@@ -229,6 +241,12 @@ class UnitGroup:
     reason: str = ""
     granularity: int = 1
     permutable: bool = True
+    blocks_prunable: bool = True
+
+    @property
+    def blocks(self) -> int:
+        """The blocks of ``granularity`` units (``units`` when ``granularity`` is 1)."""
+        return self.units // self.granularity
 
     def member(self, path: str, axis: int) -> Member:
         """The member on ``axis`` (non-negative) of variable ``path``."""
@@ -890,9 +908,10 @@ def _groups(reader: _Reader) -> list[UnitGroup]:
             reasons.append(f"normalised together by LayerNormalization {', '.join(norms)} (its mean and variance "
                            "read every unit)")
         permutable = all(notes.values())
+        in_blocks = not reasons
         if gn and not block:
             reasons.append(gn)
-            permutable = False
+            permutable = in_blocks = False
         elif granularity > 1:
             reasons.append(f"GroupNormalization '{gn}' normalises its units in blocks of {granularity}: "
                            "prune or permute whole blocks")
@@ -903,7 +922,7 @@ def _groups(reader: _Reader) -> list[UnitGroup]:
         if names[name] > 1:
             name = f"{name} #{names[name]}"
         groups.append(UnitGroup(name, len(roots), members, prunable=not reasons, reason="; ".join(reasons),
-                                granularity=granularity, permutable=permutable))
+                                granularity=granularity, permutable=permutable, blocks_prunable=in_blocks))
     return groups
 
 
@@ -956,8 +975,10 @@ def unit_groups(model, strict: bool = True, streams_prunable: bool = False) -> U
     unplaced = tuple((path, kind, why) for path, (kind, why) in reader.unplaced.items())
     if strict and unplaced:
         listed = "; ".join(f"'{path}' ({kind}): {why}" for path, kind, why in unplaced)
-        raise UnitGraphError(f"Cannot read the unit groups of model '{model.name}': cannot place {len(unplaced)} "
-                             f"layer{'s' if len(unplaced) > 1 else ''}: {listed}. Pass strict=False to get the "
-                             "groups of the other layers.")
+        what = (f"Cannot read the unit groups of model '{model.name}': cannot place {len(unplaced)} "
+                f"layer{'s' if len(unplaced) > 1 else ''}: {listed}.")
+        error = UnitGraphError(f"{what} Pass strict=False to get the groups of the other layers.")
+        error.what = what
+        raise error
     weight_paths = tuple(dict.fromkeys(v.path for v in model.weights))
     return UnitGraph(model.name, tuple(_groups(reader)), unplaced, weight_paths, dict(reader.ranks))

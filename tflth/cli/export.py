@@ -5,8 +5,10 @@ checkpoint, or --step) or a .keras file saved with masks. --formats: baked (plai
 .keras, zeros stored), shrunk (a smaller dense .keras computing the same function),
 compressed (survivors and packed masks, restored bit for bit by
 tflth.export.load_compressed), litert and litert_sparse (float32 .tflite; need
-pip install 'tflth[litert]'). Files go to --export_dir (default <source>/export, or
-beside a .keras file); a table of what was written is printed.
+pip install 'tflth[litert]'); without --formats, each of baked, shrunk and
+compressed that applies to the model, naming the others and why. Files go to
+--export_dir (default <source>/export, or beside a .keras file); a table of what
+was written is printed.
 
 Example: bin/export.py --source=runs/lottery_<hash>/replicate_0/level_3 --formats=baked,shrunk,compressed,litert
 """
@@ -68,6 +70,8 @@ def main(argv):
     step = "" if plan.step is None else f" (step {plan.step})"
     print(f"exported {job.source}{step} to {job.directory} (dense .keras: {plan.dense_bytes:,} bytes)")
     print(_table(rows))
+    for name, why in plan.skipped:
+        print(f"skipped {name}: {why}")
     for artifact in plan.artifacts:
         if artifact.report is not None:
             print("shrunk:\n" + artifact.report.table())

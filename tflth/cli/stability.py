@@ -41,7 +41,16 @@ def _progress(pair: dict) -> None:
     print(f"replicate {pair['replicate']} level {pair['level']} {pair['method']:<13} k={pair['k']}it "
           f"pair {pair['pair']}: test instability {100 * curve['test']['instability']:.2f} pts"
           + (f", train {100 * train['instability']:.2f} pts" if train else "")
-          + f", L2 {pair['distances']['total']['l2']:.4g}", flush=True)
+          + f", L2 {pair['distances']['total']['l2']:.4g}"
+          + (_aligned_text(pair["aligned"]) if pair.get("aligned") else ""), flush=True)
+
+
+def _aligned_text(aligned: dict) -> str:
+    train = aligned["curve"].get("train") or {}
+    return (f"; aligned by {aligned['method']} ({aligned['groups_permuted']} groups permuted): test instability "
+            f"{100 * aligned['curve']['test']['instability']:.2f} pts"
+            + (f", train {100 * train['instability']:.2f} pts" if train else "")
+            + f", L2 {aligned['distances']['total']['l2']:.4g}")
 
 
 def main(argv):

@@ -18,7 +18,7 @@ A ticket (a network with tflth masks) from a run directory or a ``.keras`` file
 every error is an :class:`ExportError` (a ``ValueError``) naming the bad value.
 
 Modules: :mod:`~tflth.export.source` (loading), :mod:`~tflth.export.baked`,
-:mod:`~tflth.export.graph` (reading a model as a chain), :mod:`~tflth.export.shrinking`,
+:mod:`~tflth.export.shrinking` (it reads the unit groups of :mod:`tflth.unit_graph`),
 :mod:`~tflth.export.compressed`, :mod:`~tflth.export.litert`,
 :mod:`~tflth.export.formats` (the formats by name), :mod:`~tflth.export.job`.
 """

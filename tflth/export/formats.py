@@ -91,6 +91,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("litert", "litert.tflite", _litert(False), litert.require_interpreter),
     Format("litert_sparse", "litert_sparse.tflite", _litert(True), litert.require_interpreter),
 )}
+#: What an export without named formats makes, each where it applies (LiteRT only on request:
+#: an optional dependency and a conversion that takes far longer than the others).
 DEFAULT_FORMATS = ("baked", "shrunk", "compressed")
 
 
@@ -107,16 +109,27 @@ def check_formats(names: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def render(model, names: Sequence[str]) -> list[Artifact]:
-    """The :class:`Artifact` of each format in ``names`` for masked ``model``, in order;
-    every format's ``requires`` is checked first. Writes nothing."""
+def render(model, names: Sequence[str], skip: bool = False) -> tuple[list[Artifact], list[tuple[str, str]]]:
+    """``(artifacts, skipped)``: the :class:`Artifact` of each format in ``names`` for
+    masked ``model``, in order; every format's ``requires`` is checked first. A format that
+    cannot be made raises its :class:`ExportError`, or with ``skip=True`` is left out and
+    listed in ``skipped`` as ``(format, why)``; when nothing at all can be made the first
+    reason is raised. Writes nothing."""
     names = check_formats(names)
-    for n in names:
-        if FORMATS[n].requires is not None:
-            FORMATS[n].requires()
+    made, skipped = {}, []
     order = sorted(names, key=lambda n: n != "shrunk")  # the one that refuses models goes first
-    made = {n: Artifact(n, FORMATS[n].filename, *FORMATS[n].render(model)) for n in order}
-    return [made[n] for n in names]
+    for n in order:
+        try:
+            if FORMATS[n].requires is not None:
+                FORMATS[n].requires()
+            made[n] = Artifact(n, FORMATS[n].filename, *FORMATS[n].render(model))
+        except ExportError as e:
+            if not skip:
+                raise
+            skipped.append((n, str(e)))
+    if not made:
+        raise ExportError("; ".join(f"{n}: {why}" for n, why in skipped))
+    return [made[n] for n in names if n in made], sorted(skipped, key=lambda item: names.index(item[0]))
 
 
 def write(artifacts: Sequence[Artifact], directory: str | os.PathLike, prefix: str = "") -> list[str]:

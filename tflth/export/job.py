@@ -25,13 +25,15 @@ __all__ = ["ExportJob", "ExportPlan"]
 @dataclasses.dataclass(frozen=True)
 class ExportPlan:
     """What :meth:`ExportJob.prepare` made: the loaded ``model``, the ``step`` exported
-    (``None`` for a ``.keras`` source), the :class:`~tflth.export.formats.Artifact` list and
-    ``dense_bytes``, the size of the dense network's plain ``.keras`` file."""
+    (``None`` for a ``.keras`` source), the :class:`~tflth.export.formats.Artifact` list,
+    ``dense_bytes``, the size of the dense network's plain ``.keras`` file, and ``skipped``:
+    ``(format, why)`` of the default formats that do not apply to this model."""
 
     model: keras.Model
     step: int | None
     artifacts: tuple
     dense_bytes: int
+    skipped: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +44,9 @@ class ExportJob:
         source: a run directory (IMP level, control, stability copy) or a ``.keras`` file
             (:func:`tflth.export.load`).
         formats: names from :data:`tflth.export.FORMATS` (``baked``, ``shrunk``,
-            ``compressed``, ``litert``, ``litert_sparse``).
+            ``compressed``, ``litert``, ``litert_sparse``); empty (the default): each of
+            :data:`~tflth.export.DEFAULT_FORMATS` that applies, the others listed in
+            :attr:`ExportPlan.skipped` with the reason.
         export_dir: where the files go; default ``<source>/export`` for a run directory,
             the file's own directory for a ``.keras`` file.
         step: the checkpoint of a run directory (default: its final step).
@@ -59,8 +63,11 @@ class ExportJob:
     source: str = field(help="What to export: a run directory (an IMP level lottery_<hash>/replicate_<r>/level_<L>, "
                              "a control level_<L>/<control>, a stability copy .../copy_a) or a .keras file saved with "
                              "masks. Required.")
-    formats: tuple[str, ...] = field(formats_lib.DEFAULT_FORMATS, "Export formats, some of "
-                                     f"{', '.join(formats_lib.FORMATS)}.")
+    formats: tuple[str, ...] = field((), "Export formats, some of "
+                                     f"{', '.join(formats_lib.FORMATS)}. Default: each of "
+                                     f"{', '.join(formats_lib.DEFAULT_FORMATS)} that applies to the model (the "
+                                     "others are named with the reason); a named format that cannot be made is an "
+                                     "error.")
     export_dir: str | None = field(None, "Where the files go. Default: <source>/export for a run directory, beside "
                                          "the file for a .keras file.")
     step: int | None = field(None, "The checkpoint step of a run directory to export (iterations, e.g. 500 or 500it). "
@@ -86,17 +93,18 @@ class ExportJob:
                 cannot be made of this model (``shrunk`` of a non-chain model, LiteRT
                 without ``ai-edge-litert``).
         """
-        names = formats_lib.check_formats(self.formats)
+        automatic = not self.formats
+        names = formats_lib.check_formats(self.formats or formats_lib.DEFAULT_FORMATS)
         problem = output_dir_problem(self.directory)
         if problem:
             raise ExportError(f"export_dir={self.directory} {problem}; expected a directory that exists or can be "
                               "made.", field="export_dir")
         model = load(self.source, self.step)
         step = run_step(self.source, self.step) if is_run_dir(self.source) else None
-        artifacts = formats_lib.render(model, names)
+        artifacts, skipped = formats_lib.render(model, names, skip=automatic)
         baked = next((a for a in artifacts if a.format == "baked"), None)
         dense = len(baked.data) if baked else len(formats_lib.dense_keras_bytes(model))
-        return ExportPlan(model, step, tuple(artifacts), dense)
+        return ExportPlan(model, step, tuple(artifacts), dense, tuple(skipped))
 
     def run(self, plan: ExportPlan | None = None) -> list[dict]:
         """Write the plan's files (preparing it first if not given); one row per file:

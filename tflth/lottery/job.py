@@ -152,7 +152,7 @@ class LotteryJob(JobSettings):
                               f"expected a step before iteration {end}.")
         pruning.pruner_for(self.pruning)  # a known strategy with consistent settings
         factory, model = checked_model(self.run, dataset, self.model_fn)
-        pruner = pruning.pruner_for(self.pruning, layouts=pruning.layouts(model, factory.prunable(model)))
+        pruner = pruning.for_model(self.pruning, model, factory.prunable(model))
         pruner.check()
         for arm in [pruner] + self.arms():
             arm.check_model(model)
@@ -201,7 +201,7 @@ class _ImpTrajectory:
         self.reset = starts.get_reset(job.lottery.reset)
         self._reset_trainer = None
         layouts = pruning.layouts(self.trainer.model)
-        self.pruner = pruning.pruner_for(job.pruning, seed=self.hparams.training.seed, layouts=layouts)
+        self.pruner = pruning.for_model(job.pruning, self.trainer.model, seed=self.hparams.training.seed)
         self.arms = job.arms(seed=self.hparams.training.seed, layouts=layouts)
 
     # --- helpers

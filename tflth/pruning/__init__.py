@@ -12,14 +12,15 @@ name           structure (what goes together)      score             allocation 
                                                                      global or layerwise
 ``random``     one weight                          random            as ``magnitude``
 ``nm``         N of every M inputs (:mod:`.nm`)    ``|w|``           the level's N:M (``nm``)
-``channels``   an output unit and its fan-out      L1/L2 norm        ``fraction`` of the units,
-               (:mod:`.channels`)                                    global or layerwise
+``channels``   a hidden unit wherever it lies      L1/L2 norm        ``fraction`` of the units,
+               (its unit group, :mod:`.channels`)                    global or layerwise
 =============  ==================================  ================  =========================
 
 Every strategy's :meth:`~Pruner.random_like` is its random-pruning control: the same
 structure and per-layer counts, at random. :mod:`.layout` reads what a variable's axes
-mean from its layer (and where its units go from the model's graph). :func:`prune`
-runs a strategy on a model's masked variables. :mod:`.saliency` scores weights once, at the weights of now
+mean from its layer; which axes of which variables hold the same units is
+:func:`tflth.unit_graph.unit_groups`' (channels read it). :func:`for_model` builds a
+strategy for a model; :func:`prune` runs one on a model's masked variables. :mod:`.saliency` scores weights once, at the weights of now
 (SNIP, GraSP, SynFlow; lower = pruned first), for exact one-shot masks (:func:`one_shot_mask`, :func:`synflow_mask`).
 """
 
@@ -38,9 +39,16 @@ from tflth.pruning.saliency import (SaliencyError, grasp_scores, one_shot_mask, 
 
 __all__ = ["REGISTRY", "ChannelPruning", "MagnitudePruning", "NMPruning", "RandomPruning", "Pruner",
            "VariableLayout", "allocate", "check_layer_rates", "is_nm", "is_pruned_m_by_n", "layouts", "pruned_count",
-           "random_like", "register", "pruner_for", "prune", "exact_allocation", "one_shot_names", "SaliencyError", "grasp_scores", "one_shot_mask",
+           "random_like", "register", "pruner_for", "for_model", "prune", "exact_allocation", "one_shot_names", "SaliencyError", "grasp_scores", "one_shot_mask",
            "snip_scores", "synflow_mask", "synflow_refusal", "synflow_scores", "OneShotPruner", "MagnitudeAtK",
            "SnipPruning", "GraspPruning", "SynflowPruning"]
+
+
+def for_model(hparams: PruningHparams, model, selected=None, seed: int = 0) -> Pruner:
+    """The strategy ``hparams.strategy`` for ``model``'s masked variables (or, before it is
+    masked, the ``selected`` ``{path: Maskable}`` of :func:`tflth.masking.select`): their
+    layouts, and the model itself for a strategy that reads its graph."""
+    return pruner_for(hparams, seed=seed, layouts=layouts(model, selected), model=model)
 
 
 def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "magnitude",
@@ -65,6 +73,6 @@ def prune(model, fraction: float = 0.2, scope: str = "global", strategy: str = "
     from tflth import masking  # noqa: PLC0415
 
     hparams = PruningHparams(fraction, scope, tuple(layer_rates), strategy, **settings)
-    chosen = pruner_for(hparams, seed=seed, layouts=layouts(model))
+    chosen = for_model(hparams, model, seed=seed)
     chosen.check()
     return chosen(masking.masked_weights(model), masking.masks_of(model), level=level)

@@ -22,15 +22,9 @@ Depthwise kernels, embeddings and variables a ``+`` pattern selected have no inp
 axis (``input_axes == ()``): structured strategies refuse them by name. All axes are
 normalised to non-negative numbers.
 
-Where a kernel's output units go is read from the model's graph (``feeds``): in a
-Sequential or functional model, the output of a Dense or convolution that reaches the
-next masked kernel through layers that keep channels apart (activations, dropout,
-pooling, BatchNormalization, ``Flatten``) feeds that kernel's input axis, unit ``u``
-its entries ``u, u + units, u + 2·units, ...`` (``feed_repeat`` of them: the spatial
-positions a ``Flatten`` lays out channels-last). Anything else in between — a residual
-``Add``, a ``Concatenate``, attention, a subclassed model whose graph Keras does not
-record — leaves ``feeds`` empty and says why in ``feeds_problem``; ``head`` marks the
-kernels whose units are the model's outputs.
+Which *other* variables hold a kernel's output units (the next layer's rows, a
+BatchNormalization, a residual partner) is not a layout question: it is read from the
+model's graph by :func:`tflth.unit_graph.unit_groups`, the one reader of that.
 """
 
 from __future__ import annotations
@@ -41,7 +35,7 @@ from collections.abc import Mapping
 
 import keras
 
-__all__ = ["VariableLayout", "layout_of", "layouts", "einsum_axes"]
+__all__ = ["VariableLayout", "axes_of", "layout_of", "layouts", "einsum_axes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +54,6 @@ class VariableLayout:
     input_axes: tuple[int, ...] = ()
     output_axes: tuple[int, ...] = ()
     layer: str = ""
-    feeds: str = ""
-    feed_repeat: int = 1
-    feeds_problem: str = ""
-    head: bool = False
 
     @property
     def structured(self) -> bool:
@@ -109,7 +99,9 @@ _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 _CELLS = (keras.layers.SimpleRNNCell, keras.layers.LSTMCell, keras.layers.GRUCell)
 
 
-def _axes(layer, name: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def axes_of(layer, name: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(input axes, output axes)`` of ``layer``'s variable called ``name`` of rank
+    ``rank`` (the table above; ``((), ())`` for a variable without them)."""
     # In Keras 3 the convolution families are disjoint: Conv*D, Conv*DTranspose, DepthwiseConv*D
     # and SeparableConv*D each derive their own base (BaseConv, BaseConvTranspose,
     # BaseDepthwiseConv, BaseSeparableConv) from Layer, none subclasses another, so no
@@ -132,7 +124,7 @@ def _axes(layer, name: str, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]
 def layout_of(maskable) -> VariableLayout:
     """The :class:`VariableLayout` of a :class:`tflth.masking.Maskable`."""
     shape = maskable.shape
-    inputs, outputs = _axes(maskable.layer, maskable.variable.name, len(shape))
+    inputs, outputs = axes_of(maskable.layer, maskable.variable.name, len(shape))
     return VariableLayout(maskable.path, shape, maskable.kind, inputs, outputs, getattr(maskable.layer, "name", ""))
 
 
@@ -153,72 +145,4 @@ def layouts(model, selected: Mapping[str, object] | None = None) -> dict[str, Va
                  for p, (v, _) in masking.masked_variables(model).items()}
     else:
         found = masking.maskable_variables(model)
-    out = {p: layout_of(m) for p, m in found.items()}
-    links = _links(model, {p: m.layer for p, m in found.items()})
-    return {p: dataclasses.replace(lay, **links.get(p, {})) for p, lay in out.items()}
-
-
-# Layers a channel passes through unchanged in position (one output channel per input channel).
-_CHANNELWISE = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-                keras.layers.Softmax, keras.layers.Dropout, keras.layers.BatchNormalization,
-                keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D,
-                keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
-                keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-                keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D)
-_KERNEL_LAYERS = (keras.layers.Dense, *_CONV)
-
-
-def _tensors(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _links(model, owners: Mapping[str, object]) -> dict[str, dict]:
-    """``{path: {feeds, feed_repeat, feeds_problem, head}}`` from the model's graph."""
-    try:
-        layers = list(model.layers)
-        consumers: dict[int, list] = {}
-        for layer in layers:
-            if isinstance(layer, keras.layers.InputLayer):
-                continue
-            for t in _tensors(layer.input):
-                consumers.setdefault(id(t), []).append(layer)
-        outputs = {id(t) for t in _tensors(model.outputs)}
-    except (AttributeError, ValueError, TypeError):
-        return {p: {"feeds_problem": f"the graph of model '{model.name}' is not recorded (a subclassed model or "
-                                     "a layer called more than once)"} for p in owners}
-    by_layer = {id(layer): p for p, layer in owners.items() if isinstance(layer, _KERNEL_LAYERS)}
-    links: dict[str, dict] = {}
-    for path, layer in owners.items():
-        if id(layer) not in by_layer or not any(layer is x for x in layers):
-            links[path] = {"feeds_problem": f"layer '{getattr(layer, 'name', layer)}' is not a Dense or convolution "
-                                            "at the top level of the model's graph"}
-            continue
-        links[path] = _follow(layer, consumers, outputs, by_layer)
-    return links
-
-
-def _follow(layer, consumers, outputs, by_layer) -> dict:
-    tensor, repeat = layer.output, 1
-    while True:
-        if id(tensor) in outputs:
-            return {"head": True, "feeds_problem": f"the output of '{layer.name}' is the model's output"}
-        nxt = consumers.get(id(tensor), [])
-        if len(nxt) != 1:
-            return {"feeds_problem": f"the output of '{layer.name}' goes to {len(nxt)} layers "
-                                     f"({', '.join(x.name for x in nxt) or 'none'})"}
-        (after,) = nxt
-        if id(after) in by_layer:
-            if len(_tensors(after.input)) != 1:
-                return {"feeds_problem": f"'{after.name}' takes several inputs"}
-            return {"feeds": by_layer[id(after)], "feed_repeat": repeat}
-        if isinstance(after, keras.layers.Flatten):
-            shape = tuple(tensor.shape[1:])
-            if any(d is None for d in shape):
-                return {"feeds_problem": f"'{after.name}' flattens a tensor of unknown shape {shape}"}
-            for d in shape[:-1]:
-                repeat *= int(d)
-        elif not isinstance(after, _CHANNELWISE):
-            return {"feeds_problem": f"the output of '{layer.name}' goes through '{after.name}' "
-                                     f"({type(after).__name__}), which mixes or reshapes channels"}
-        tensor = after.output
-
+    return {p: layout_of(m) for p, m in found.items()}

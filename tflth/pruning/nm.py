@@ -155,8 +155,8 @@ class NMPruning(Pruner):
                     _invalid("nm", text, "N decreasing from level to level (nested masks, e.g. 2:4,1:4)")
     levels_hint = " (one level per N:M pattern of PruningHparams.nm)"
 
-    def __init__(self, hparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None):
-        super().__init__(hparams, seed, layouts)
+    def __init__(self, hparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None, model=None):
+        super().__init__(hparams, seed, layouts, model)
         if not hparams.nm:
             raise HparamError("PruningHparams.nm=() is invalid for strategy 'nm': expected one N:M pattern per "
                               "level, e.g. 2:4,1:4.", owner="PruningHparams", field="nm", value=())

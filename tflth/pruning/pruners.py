@@ -230,9 +230,10 @@ class Pruner:
     array}`` with the same keys and shapes; the result is a :class:`tflth.masking.Masks`; a
     strategy never re-grows a pruned weight. ``level`` is the level being made (1, 2, ...),
     for strategies whose schedule is per level (N:M). Constructed as ``cls(hparams, seed=0,
-    layouts=None)`` (``layouts``: ``{path: VariableLayout}``,
+    layouts=None, model=None)`` (``layouts``: ``{path: VariableLayout}``,
     :func:`tflth.pruning.layout.layouts`; the structured strategies need them, the
-    unstructured ones only their shapes).
+    unstructured ones only their shapes; ``model``: the model itself, for a strategy that
+    reads its graph: channels). :func:`tflth.pruning.for_model` builds one from a model.
 
     Subclasses set ``name`` and ``unit`` (what their counts count) and implement
     ``__call__``; :meth:`random_like` (the random-pruning control), :meth:`survivor_counts`,
@@ -260,7 +261,8 @@ class Pruner:
     one_shot = False  # True: a one-shot method (tflth.pruning.one_shot), every level scored once at W_k
     levels_hint = ""  # why the level count is what it is, for the error on too many levels
 
-    def __init__(self, hparams: PruningHparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None):
+    def __init__(self, hparams: PruningHparams, seed: int = 0, layouts: Mapping[str, VariableLayout] | None = None,
+                 model=None):
         self.hparams = hparams
         self.seed = seed
         self.layouts = dict(layouts) if layouts is not None else None
@@ -372,12 +374,13 @@ def one_shot_names() -> list[str]:
 
 
 def pruner_for(hparams: PruningHparams, seed: int = 0,
-                 layouts: Mapping[str, VariableLayout] | None = None) -> Pruner:
-    """The registered strategy ``hparams.strategy``, built for ``hparams``, ``seed`` and
-    the masked variables' ``layouts`` (:func:`tflth.pruning.layout.layouts`)."""
+               layouts: Mapping[str, VariableLayout] | None = None, model=None) -> Pruner:
+    """The registered strategy ``hparams.strategy``, built for ``hparams``, ``seed``, the
+    masked variables' ``layouts`` (:func:`tflth.pruning.layout.layouts`) and, for a
+    strategy that reads the model's graph, ``model``."""
     try:
         cls = REGISTRY[hparams.strategy]
     except KeyError:
         raise HparamError(f"PruningHparams.strategy={hparams.strategy!r} is invalid: expected one of {list(REGISTRY)}.",
                           owner="PruningHparams", field="strategy", value=hparams.strategy) from None
-    return cls(hparams, seed=seed, layouts=layouts)
+    return cls(hparams, seed=seed, layouts=layouts, model=model)

@@ -64,7 +64,10 @@ CSV_COLUMNS = ("row", "sweep", "label", "level", "method", "density", "k", "k_pe
                "train_instability_std", "test_loss_barrier", "l2", "l2_relative", "l2_displacement", "cosine",
                "pruning_l2_relative", "disagreement", "accuracy", "accuracy_std", "accuracy_minus_dense",
                "accuracy_minus_dense_low", "accuracy_minus_dense_high", "accuracy_minus_dense_p", "stable",
-               "matching", "stable_threshold", "match_margin", "analysis")
+               "matching", "stable_threshold", "match_margin", "analysis", "aligned_test_instability",
+               "aligned_test_instability_std", "aligned_test_instability_low", "aligned_test_instability_high",
+               "alignment_gain", "alignment_gain_low", "alignment_gain_high", "aligned_train_instability",
+               "aligned_l2", "aligned_l2_relative", "aligned_mask_overlap", "align")
 
 _METRICS = {  # CSV column -> how to read it from a pair.json
     "test_instability": lambda p: p["curve"]["test"]["instability"],
@@ -77,7 +80,22 @@ _METRICS = {  # CSV column -> how to read it from a pair.json
     "pruning_l2_relative": lambda p: (p.get("pruning_stability") or {}).get("relative"),
     "disagreement": lambda p: p["curve"]["disagreement"],
     "accuracy": lambda p: statistics.fmean([p["copies"][c][measure_of(p).key] for c in "ab"]),
+    "aligned_test_instability": lambda p: _aligned(p, "curve", "test", "instability"),
+    "aligned_train_instability": lambda p: _aligned(p, "curve", "train", "instability"),
+    "aligned_l2": lambda p: _aligned(p, "distances", "total", "l2"),
+    "aligned_l2_relative": lambda p: _aligned(p, "distances", "total", "relative"),
+    "aligned_mask_overlap": lambda p: _aligned(p, "mask_overlap"),
 }
+
+
+def _aligned(p: Mapping, *keys):
+    """A value of the pair's ``aligned`` analysis (``--align``), ``None`` without one."""
+    value = p.get("aligned")
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
 
 
 def measure_of(p: Mapping) -> Measure:
@@ -115,8 +133,11 @@ def analysis_text(analysis: Mapping, has_batchnorm: bool | None = None) -> str:
     else:
         bn = "BN " + analysis["bn"] + (f" over {analysis['bn_batches']} batches" if analysis["bn"] == "recompute"
                                         else "")
+    align = analysis.get("align")
+    aligned = "" if not align else (", aligned by weights" if align == "weights" else
+                                    f", aligned by activations on {analysis.get('align_examples')} examples")
     return (f"{analysis['interpolation_points']} points in [{low:g}, {high:g}], "
-            + (f"train curve on {train} examples" if train else "no train curve") + f", {bn}")
+            + (f"train curve on {train} examples" if train else "no train curve") + f", {bn}{aligned}")
 
 
 def _analysis(p: Mapping) -> str:
@@ -184,6 +205,7 @@ def summarize(pairs: Iterable[Mapping], stable_threshold: float = STABLE_THRESHO
             row[name], row[f"{name}_std"] = _mean_std([read(p) for p in members])
         row.update(stable_threshold=stable_threshold, match_margin=match_margin)
         row.update(_instability_stats([_METRICS["test_instability"](p) for p in members], stable_threshold))
+        row.update(_alignment_stats(members))
         reference = dense.get((first["sweep"], first.get("experiment")))
         row["dense_accuracy"] = statistics.fmean(reference.values()) if reference else None
         accuracies = _finite(_METRICS["accuracy"](p) for p in members)
@@ -209,6 +231,22 @@ def _instability_stats(values: Iterable, threshold: float) -> dict:
     return {"test_instability_low": sample.low, "test_instability_high": sample.high,
             "pairs_over": stats.pairs_over(values, threshold), "pairs_measured": sample.n,
             "stable": stats.stable(sample, threshold)}
+
+
+def _alignment_stats(members: Sequence[Mapping]) -> dict:
+    """The aligned test instability's 95 % interval and the gain (before − after, per pair,
+    with its 95 % interval: a paired comparison) of pairs analysed with ``--align``."""
+    out = {"align": None, "aligned_test_instability_low": None, "aligned_test_instability_high": None,
+           "alignment_gain": None, "alignment_gain_low": None, "alignment_gain_high": None}
+    after = [_METRICS["aligned_test_instability"](p) for p in members]
+    if any(a is None for a in after):
+        return out
+    out["align"] = members[0]["aligned"]["method"]
+    sample = stats.describe(after)
+    gains = stats.describe([_METRICS["test_instability"](p) - a for p, a in zip(members, after)])
+    out.update(aligned_test_instability_low=sample.low, aligned_test_instability_high=sample.high,
+               alignment_gain=gains.mean, alignment_gain_low=gains.low, alignment_gain_high=gains.high)
+    return out
 
 
 def first_stable_k(summary: Sequence[Mapping]) -> dict[tuple, stats.FirstStable]:
@@ -273,6 +311,11 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
                    "barrier 95 % CI", f"pairs ≥ {tau}", "stable", f"train barrier ({name})", "L2",
                    "L2 / mean norm", "disagreement (%)", f"test {name}"]
                   + ([f"{name} − dense [95 % CI]", "p (− dense)", "matches dense"] if with_dense else []))
+    aligned = any(s.get("align") for s in summary)
+    if aligned:
+        unit = "pts" if measure.percent else name
+        header += [f"aligned test instability ({unit})", "aligned 95 % CI", f"before − after ({unit}) [95 % CI]",
+                   f"aligned train instability ({unit})", "aligned L2", "aligned L2 / mean norm"]
     header += ["analysis"] if mixed else []
     rows = []
     for s in summary:
@@ -298,8 +341,22 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
                                           undefined=undefined),
                     "—" if s["matching"] is None else tables.fmt_p(s["accuracy_minus_dense_p"]),
                     _verdict(s["matching"])]
+        if aligned:
+            row += [
+                tables.fmt_mean_std(s["aligned_test_instability"], s["aligned_test_instability_std"], scale=scale,
+                                    digits=digits, n=s["n"]),
+                tables.fmt_interval(s["aligned_test_instability_low"], s["aligned_test_instability_high"],
+                                    scale=scale, digits=digits),
+                tables.fmt_difference(s["alignment_gain"], s["alignment_gain_low"], s["alignment_gain_high"],
+                                      scale=scale, digits=digits),
+                tables.fmt_mean_std(s["aligned_train_instability"], s["aligned_train_instability_std"], scale=scale,
+                                    digits=digits, n=s["n"]),
+                tables.fmt_mean_std(s["aligned_l2"], s["aligned_l2_std"], digits=3, n=s["n"]),
+                tables.fmt_mean_std(s["aligned_l2_relative"], s["aligned_l2_relative_std"], digits=3, n=s["n"]),
+            ]
         rows.append(row + ([s["analysis"]] if mixed else []))
-    align = "rrlrrrrrrl" + "rrrrr" + ("rrl" if with_dense else "") + ("l" if mixed else "")
+    align = ("rrlrrrrrrl" + "rrrrr" + ("rrl" if with_dense else "") + ("rrrrrr" if aligned else "")
+             + ("l" if mixed else ""))
     return header, rows, align
 
 

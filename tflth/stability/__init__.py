@@ -20,12 +20,14 @@ different SGD noise, compared by
 * :mod:`tflth.stability.path` — :func:`~tflth.stability.path.linear_path`: the straight
   line between two weight sets of any Keras model, evaluated with ``evaluate``, and its
   barrier, for ``model.fit`` users (:class:`~tflth.stability.path.LinearPath`);
-* :mod:`tflth.stability.align` — :func:`~tflth.stability.align.weight_matching`: the
-  permutations of one network's hidden units that match another's weights (Git Re-Basin),
-  to compare two networks from different initialisations.
+* :mod:`tflth.stability.alignment` — :func:`align` (``tflth.stability.align``): one
+  network's hidden units reordered to match another's, by their weights
+  (:func:`~tflth.stability.alignment.weight_matching`, Git Re-Basin) or their activations
+  (:func:`~tflth.stability.alignment.activation_matching`), to compare two networks from
+  different initialisations.
 
 The report of a sweep (tables, verdicts, figures) is :mod:`tflth.report.stability`.
 """
 
-from tflth.stability.align import AlignError, weight_matching  # noqa: F401
+from tflth.stability.alignment import AlignError, activation_matching, align, weight_matching  # noqa: F401
 from tflth.stability.path import LinearPath, PathError, linear_path  # noqa: F401

@@ -44,8 +44,10 @@ import dataclasses
 import os
 import time
 
+import numpy as np
+
 from tflth import data as data_lib
-from tflth import fileio, masking, pruning, seeds, steps, tasks
+from tflth import fileio, masking, pruning, seeds, steps, tasks, unit_graph
 from tflth.conventions import ACCURACY, IMP, Measure
 from tflth.hparams import (NOISES, HparamError, PruningHparams, RunHparams, StabilityHparams, defaults_dict, field,
                            field_error, from_dict, to_dict)
@@ -54,6 +56,7 @@ from tflth.runs import layout
 from tflth.runs.dirs import open_run_dir, read_result, sweep_dir
 from tflth.runs.lock import RunLock
 from tflth.runs.naming import ExperimentKey, SweepKey, per_k_name
+from tflth.stability import alignment
 from tflth.stability import curve as curve_lib
 from tflth.stability import distances as distances_lib
 from tflth.stability.evaluate import CurveEvaluator
@@ -192,6 +195,15 @@ class StabilityJob(JobSettings):
             if k >= end:
                 raise field_error(_S, "rewind_steps", s, f"is iteration {k}, the end of training or past it; "
                                   f"expected steps before iteration {end}.")
+        if st.noise == "init" and any(ks):
+            bad = next(s for s, k in zip(st.rewind_steps, ks) if k)
+            raise field_error(_S, "rewind_steps", bad, "is not step 0: noise='init' trains two networks from different "
+                              "initialisations, so both start at step 0; expected 0it.")
+        if st.align != "none":
+            try:
+                alignment._assignment()
+            except alignment.AlignError as e:
+                raise field_error(_S, "align", st.align, f"cannot run: {e}") from None
         if st.noise == "augment" and not data_lib.augmented(self.run.dataset):
             raise field_error(_S, "noise", st.noise, f"cannot make the copies differ: {self.run.dataset.name} is "
                               "trained without augmentation here, so both copies would see the same data in the same "
@@ -402,6 +414,8 @@ class _SweepReplicate:
         self.end = trainer.end_step
         self._rewinds: dict[int, str] | None = None
         self._evaluator = None
+        self._graph = None  # the model's unit groups (--align)
+        self._examples = None  # activation matching's inputs
         self._pruners: dict[str, pruning.Strategy] = {}
 
     def experiment(self, k: int) -> layout.Experiment | None:
@@ -470,8 +484,8 @@ class _SweepReplicate:
         """The experiment's pruning strategy, whose structure its controls keep."""
         if experiment.path not in self._pruners:
             stored = _read_experiment(experiment.path)
-            self._pruners[experiment.path] = pruning.pruner_for(from_dict(PruningHparams, stored["pruning"]),
-                                                                  layouts=pruning.layouts(self.trainer.model))
+            self._pruners[experiment.path] = pruning.for_model(from_dict(PruningHparams, stored["pruning"]),
+                                                                 self.trainer.model)
         return self._pruners[experiment.path]
 
     # --- one pair
@@ -479,6 +493,13 @@ class _SweepReplicate:
     def _train_copy(self, unit: Unit, which: str, start, mask) -> tuple[dict, dict]:
         run = self.sweep.copy(unit.replicate, unit.level, unit.method, unit.k, unit.pair, which)
         d, a = seeds.copy_seeds(self.hparams.training, unit.pair, which, self.job.stability.noise)
+        if self.job.stability.noise == "init" and which == "b":  # its own initialisation, the unit's mask
+            seed, begin = seeds.copy_init_seed(self.hparams.training, unit.pair), start
+
+            def start(t):
+                begin(t)
+                fresh = t.build_model(seed)
+                t.set_weights({v.path: v.numpy() for v in fresh.variables})
         result = train_or_resume(self.trainer, run.path, start, masks=mask, data_order_seed=d, augment_seed=a,
                                  eval_every=self.job.eval_every, checkpoint_every=self.job.checkpoint_every,
                                  label=f"{unit.label()} copy {which}")
@@ -524,6 +545,8 @@ class _SweepReplicate:
             out["dense_measure"] = (read_result(experiment.level(self.r, 0).path)[measure.key]
                                     if experiment is not None else None)
         out["curve"] = self._curve(w_a, w_b)
+        if st.align != "none":
+            out["aligned"] = self._aligned(w_a, w_b, w_k, mask)
         out["seconds"] = {"copies": result_a["seconds"] + result_b["seconds"],
                           "analysis": time.perf_counter() - t0}
         if is_chief():
@@ -554,9 +577,57 @@ class _SweepReplicate:
         return distances_lib.stability_to_pruning(self._kernels(w_a), self._kernels(full), mask,
                                                   reference=self._kernels(w_k)).total.to_dict()
 
+    def _aligned(self, w_a, w_b, w_k, mask) -> dict:
+        """The pair again after copy b's hidden units are reordered to match copy a's
+        (``--align``): the permutations' count, the L2 distances and the curve (both masks'
+        union held while it is evaluated: a permuted ticket's mask is permuted too)."""
+        st = self.job.stability
+        model = self.trainer.model
+        t0 = time.perf_counter()
+        if self._graph is None:
+            self._graph = unit_graph.unit_groups(model)
+        examples = None
+        if st.align == "activations":
+            examples = self._align_examples(st.align_examples)
+        perms, aligned, aligned_mask = alignment.align(model, w_a, w_b, method=st.align, examples=examples,
+                                                       masks_b=dict(mask), graph=self._graph)
+        seconds = time.perf_counter() - t0
+        union = masking.Masks({p: np.asarray(mask[p], bool) | np.asarray(aligned_mask[p], bool) for p in mask})
+        distances = distances_lib.compare_weights(self._kernels(w_a), self._kernels(aligned), union,
+                                                  reference=self._kernels(w_k)).to_dict()
+        masking.apply_masks(model, union)
+        try:
+            curve = self._curve(w_a, aligned)
+        finally:
+            masking.apply_masks(model, mask)
+        moved = {n: int(np.sum(p != np.arange(len(p)))) for n, p in perms.items()}
+        return {"method": st.align, "groups_permuted": len(perms), "units_moved": moved,
+                "mask_overlap": _overlap(mask, aligned_mask), "distances": distances, "curve": curve,
+                "seconds": seconds}
+
+    def _align_examples(self, count: int) -> np.ndarray:
+        """The first ``count`` training inputs, unaugmented (the inputs activation matching reads)."""
+        if self._examples is None or len(self._examples) != count:
+            xs, have = [], 0
+            for x, _ in data_lib.eval_batches(self.trainer.dataset, "train", self.hparams.training.batch_size):
+                xs.append(np.asarray(x))
+                have += len(xs[-1])
+                if have >= count:
+                    break
+            self._examples = np.concatenate(xs)[:count]
+        return self._examples
+
     def _curve(self, w_a, w_b) -> dict:
         st = self.job.stability
         if self._evaluator is None:
             self._evaluator = CurveEvaluator(self.trainer, st.train_examples, st.bn, st.bn_batches)
         grid = curve_lib.alphas(st.interpolation_points, *st.alpha_range)
         return self._evaluator.curve(w_a, w_b, grid)
+
+
+def _overlap(a, b) -> float | None:
+    """Jaccard overlap of two masks' survivors (``None`` for dense masks: nothing to compare)."""
+    both = sum(int(np.sum(np.asarray(a[p], bool) & np.asarray(b[p], bool))) for p in a)
+    either = sum(int(np.sum(np.asarray(a[p], bool) | np.asarray(b[p], bool))) for p in a)
+    total = sum(int(np.size(a[p])) for p in a)
+    return None if either == total and both == total else both / max(either, 1)
