@@ -84,3 +84,14 @@ BAD = [
 def test_bad_align_and_noise_values_are_one_line_exit_2_untouched(data_path, tmp_path, capsys, override, pattern):
     with flagsaver.flagsaver(**_flags(data_path, tmp_path, **override)):
         assert_refused(stability_cli.main, ["stability"], capsys, pattern, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bn", ["recompute", "interpolate"])
+def test_a_batchnorm_resnet_aligned_with_and_without_recomputed_statistics(data_path, tmp_path, capsys, bn):
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path, model="resnet8", width=4, bn=bn, bn_batches=2)):
+        stability_cli.main(["stability"])
+    assert "aligned test instability" in capsys.readouterr().out
+    _, _, pair = _pair(tmp_path)
+    assert pair["analysis"]["bn"] == bn and pair["aligned"]["curve"]["bn"] == bn
+    assert pair["aligned"]["groups_permuted"] >= 1 and pair["aligned"]["mask_overlap"] is None  # dense: no masks
