@@ -53,8 +53,6 @@ def measure(label: str, name: str, options: dict) -> list[dict]:
     graph = unit_graph.unit_groups(model)
     groups = len(permutations.permutable_groups(graph))
     x = np.random.default_rng(0).normal(size=(FLAGS.examples, 28, 28, 1)).astype("float32")
-    if name.startswith("lenet"):
-        x = x.reshape(len(x), -1)
     sides = {"weight matching": lambda: timed(lambda: alignment.weight_matching(graph, a, b)),
              f"activation matching ({FLAGS.examples} examples)":
                  lambda: timed(lambda: alignment.activation_matching(model, a, b, x, graph=graph))}
