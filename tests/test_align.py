@@ -18,14 +18,21 @@ def _weights(model):
     return {v.path: np.asarray(v.numpy()) for v in model.weights}
 
 
-@pytest.mark.parametrize("name", ["lenet_300_100", "residual_cnn", "resnet8", "vit_tiny"])
-def test_a_permuted_copy_is_recovered_exactly(name):
+def _permuted_copy(name):
+    """``(model, graph, a, b, hidden)``: a zoo model's random weights ``a`` and ``b``, a copy
+    with every permutable group reordered by ``hidden``."""
     model = _randomize(MODELS[name](), seed=2)
     graph = unit_groups(model)
     a = _weights(model)
     hidden = permutations.random_permutations(graph, seed=11)
     b = permutations.permute_arrays(a, hidden, graph)
     assert any(not np.array_equal(a[p], b[p]) for p in a)
+    return model, graph, a, b, hidden
+
+
+@pytest.mark.parametrize("name", ["lenet_300_100", "residual_cnn", "resnet8", "vit_tiny"])
+def test_a_permuted_copy_is_recovered_exactly(name):
+    model, graph, a, b, hidden = _permuted_copy(name)
     perms = align_lib.weight_matching(graph, a, b, seed=0)
     aligned = permutations.permute_arrays(b, perms, graph)
     assert all(np.array_equal(aligned[p], a[p]) for p in a), [p for p in a if not np.array_equal(aligned[p], a[p])]
@@ -73,11 +80,7 @@ def test_weight_sets_that_differ_are_refused():
 
 @pytest.mark.parametrize("name", ["lenet_300_100", "residual_cnn", "resnet8", "vit_tiny"])
 def test_activation_matching_recovers_a_permuted_copy(name):
-    model = _randomize(MODELS[name](), seed=2)
-    graph = unit_groups(model)
-    a = _weights(model)
-    hidden = permutations.random_permutations(graph, seed=11)
-    b = permutations.permute_arrays(a, hidden, graph)
+    model, graph, a, b, hidden = _permuted_copy(name)
     x = np.random.default_rng(0).normal(size=(32, *model.input_shape[1:])).astype("float32")
     perms = align_lib.activation_matching(model, a, b, x, graph=graph, batch_size=16)
     assert all(np.array_equal(v.numpy(), a[v.path]) for v in model.weights)  # the model's own weights put back
