@@ -95,3 +95,48 @@ def test_a_batchnorm_resnet_aligned_with_and_without_recomputed_statistics(data_
     _, _, pair = _pair(tmp_path)
     assert pair["analysis"]["bn"] == bn and pair["aligned"]["curve"]["bn"] == bn
     assert pair["aligned"]["groups_permuted"] >= 1 and pair["aligned"]["mask_overlap"] is None  # dense: no masks
+
+
+def test_two_imp_tickets_from_different_initialisations_with_their_mask_overlap(data_path, tmp_path, capsys):
+    from tflth import masking
+    from tflth.cli import prune as prune_cli
+
+    common = _flags(data_path, tmp_path)
+    for name in ("noise", "align", "rewind_steps", "interpolation_points", "train_examples"):
+        common.pop(name)
+    with flagsaver.flagsaver(**common, rewind_step="0it", levels="2", replicates=3):
+        prune_cli.main(["prune"])
+    (experiment,) = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path) if d.startswith("lottery_")]
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path, experiment=experiment, levels="2", replicates=3,
+                                      pairs=1)):
+        stability_cli.main(["stability"])
+    out = capsys.readouterr().out
+    assert "mask Jaccard" in out and "random masks' Jaccard" in out
+    (sweep,) = [os.path.join(tmp_path, d) for d in os.listdir(tmp_path) if d.startswith("stability_")]
+    for r in range(3):
+        base = os.path.join(sweep, f"replicate_{r}", "level_2", "imp", "k_0", "pair_0")
+        with open(os.path.join(base, "pair.json")) as f:
+            pair = json.load(f)
+        partner = (r + 1) % 3
+        assert pair["partner_replicate"] == partner
+        ticket = os.path.join(experiment, f"replicate_{partner}", "level_2")
+        start_b = checkpoint.load(os.path.join(base, "copy_b", "checkpoints", "step_000000000.npz"))[1]
+        w0 = checkpoint.load(os.path.join(experiment, f"replicate_{partner}", "level_0", "checkpoints",
+                                          "step_000000000.npz"))[1]
+        mask_b = masking.Masks.load(os.path.join(base, "copy_b", "mask.npz"))
+        assert mask_b == masking.Masks.load(os.path.join(ticket, "mask.npz"))  # the partner's ticket's mask ...
+        for p in w0:  # ... on the partner's initialisation
+            assert np.array_equal(start_b[p], w0[p] * mask_b[p] if p in mask_b else w0[p]), p
+        mine = masking.Masks.load(os.path.join(experiment, f"replicate_{r}", "level_2", "mask.npz"))
+        theirs = masking.Masks.load(os.path.join(ticket, "mask.npz"))
+        both = sum(int((mine[p] & theirs[p]).sum()) for p in mine)
+        either = sum(int((mine[p] | theirs[p]).sum()) for p in mine)
+        assert pair["mask_overlap"] == pytest.approx(both / either)
+        expected = sum(mine[p].sum() * theirs[p].sum() / mine[p].size for p in mine)
+        union = sum(mine[p].sum() + theirs[p].sum() - mine[p].sum() * theirs[p].sum() / mine[p].size for p in mine)
+        assert pair["mask_overlap_random"] == pytest.approx(expected / union)
+        assert 0 < pair["aligned"]["mask_overlap"] <= 1 and pair["density_b"] == pytest.approx(pair["density"])
+    with flagsaver.flagsaver(**_flags(data_path, tmp_path / "more", experiment=experiment, levels="2", replicates=3,
+                                      pairs=3)):
+        assert_refused(stability_cli.main, ["stability"], capsys, r"--pairs=3 is too many for 3 replicate\(s\)",
+                       tmp_path / "more")

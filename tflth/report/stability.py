@@ -67,7 +67,8 @@ CSV_COLUMNS = ("row", "sweep", "label", "level", "method", "density", "k", "k_pe
                "matching", "stable_threshold", "match_margin", "analysis", "aligned_test_instability",
                "aligned_test_instability_std", "aligned_test_instability_low", "aligned_test_instability_high",
                "alignment_gain", "alignment_gain_low", "alignment_gain_high", "aligned_train_instability",
-               "aligned_l2", "aligned_l2_relative", "aligned_mask_overlap", "align")
+               "aligned_l2", "aligned_l2_relative", "aligned_mask_overlap", "align", "mask_overlap",
+               "mask_overlap_random")
 
 _METRICS = {  # CSV column -> how to read it from a pair.json
     "test_instability": lambda p: p["curve"]["test"]["instability"],
@@ -85,6 +86,8 @@ _METRICS = {  # CSV column -> how to read it from a pair.json
     "aligned_l2": lambda p: _aligned(p, "distances", "total", "l2"),
     "aligned_l2_relative": lambda p: _aligned(p, "distances", "total", "relative"),
     "aligned_mask_overlap": lambda p: _aligned(p, "mask_overlap"),
+    "mask_overlap": lambda p: p.get("mask_overlap"),
+    "mask_overlap_random": lambda p: p.get("mask_overlap_random"),
 }
 
 
@@ -316,6 +319,9 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
         unit = "pts" if measure.percent else name
         header += [f"aligned test instability ({unit})", "aligned 95 % CI", f"before − after ({unit}) [95 % CI]",
                    f"aligned train instability ({unit})", "aligned L2", "aligned L2 / mean norm"]
+    overlaps = any(s.get("mask_overlap") is not None for s in summary)
+    if overlaps:
+        header += ["mask Jaccard", "mask Jaccard aligned", "random masks' Jaccard"]
     header += ["analysis"] if mixed else []
     rows = []
     for s in summary:
@@ -354,9 +360,12 @@ def _table(summary: Sequence[Mapping]) -> tuple[list[str], list[list[str]], str]
                 tables.fmt_mean_std(s["aligned_l2"], s["aligned_l2_std"], digits=3, n=s["n"]),
                 tables.fmt_mean_std(s["aligned_l2_relative"], s["aligned_l2_relative_std"], digits=3, n=s["n"]),
             ]
+        if overlaps:
+            row += [tables.fmt_mean_std(s[name], s[f"{name}_std"], digits=3, n=s["n"])
+                    for name in ("mask_overlap", "aligned_mask_overlap", "mask_overlap_random")]
         rows.append(row + ([s["analysis"]] if mixed else []))
     align = ("rrlrrrrrrl" + "rrrrr" + ("rrl" if with_dense else "") + ("rrrrrr" if aligned else "")
-             + ("l" if mixed else ""))
+             + ("rrr" if overlaps else "") + ("l" if mixed else ""))
     return header, rows, align
 
 

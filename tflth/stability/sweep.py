@@ -216,6 +216,11 @@ class StabilityJob(JobSettings):
                                   "experiment's masks.", owner="StabilityJob", field="experiment")
         else:
             self._check_experiments(lambda s: steps.to_iterations(s, ipe), ks)
+            if st.noise == "init" and not st.pairs < st.replicates:
+                raise field_error(_S, "pairs", st.pairs, f"is too many for {st.replicates} replicate(s): with noise="
+                                  "'init' and an experiment, copy b of pair p of replicate r is the experiment's "
+                                  f"replicate (r + 1 + p) mod replicates; expected replicates >= 2 and pairs <= "
+                                  "replicates - 1.")
         return dataset
 
     def _check_experiments(self, to_iterations, ks: list[int]) -> None:
@@ -456,10 +461,12 @@ class _SweepReplicate:
 
     # --- masks and starts
 
-    def _level_mask(self, level: int, experiment: layout.Experiment | None = None) -> masking.Masks:
+    def _level_mask(self, level: int, experiment: layout.Experiment | None = None,
+                    replicate: int | None = None) -> masking.Masks:
         if level == 0:
             return masking.Masks.ones(masking.shapes(self.trainer.model))
-        return load_mask(experiment.level(self.r, level).mask, self.trainer.model)
+        r = self.r if replicate is None else replicate
+        return load_mask(experiment.level(r, level).mask, self.trainer.model)
 
     def _start(self, unit: Unit):
         """``(mask, start function)`` of a unit's copies (the mask is applied after the start,
@@ -493,13 +500,6 @@ class _SweepReplicate:
     def _train_copy(self, unit: Unit, which: str, start, mask) -> tuple[dict, dict]:
         run = self.sweep.copy(unit.replicate, unit.level, unit.method, unit.k, unit.pair, which)
         d, a = seeds.copy_seeds(self.hparams.training, unit.pair, which, self.job.stability.noise)
-        if self.job.stability.noise == "init" and which == "b":  # its own initialisation, the unit's mask
-            seed, begin = seeds.copy_init_seed(self.hparams.training, unit.pair), start
-
-            def start(t):
-                begin(t)
-                fresh = t.build_model(seed)
-                t.set_weights({v.path: v.numpy() for v in fresh.variables})
         result = train_or_resume(self.trainer, run.path, start, masks=mask, data_order_seed=d, augment_seed=a,
                                  eval_every=self.job.eval_every, checkpoint_every=self.job.checkpoint_every,
                                  label=f"{unit.label()} copy {which}")
@@ -518,8 +518,10 @@ class _SweepReplicate:
             if done["analysis"] == st.analysis():
                 return done
         mask, start = self._start(unit)
+        mask_b, start_b, partner = self._start_b(unit, mask, start)
         result_a, w_a = self._train_copy(unit, "a", start, mask)
-        result_b, w_b = self._train_copy(unit, "b", start, mask)
+        result_b, w_b = self._train_copy(unit, "b", start_b, mask_b)
+        union = _union(mask, mask_b)
         t0 = time.perf_counter()
         w_k = checkpoint.load(self.rewind_checkpoint(unit.k))[1]
         experiment, source = self.experiment(unit.k), self.sources.get(unit.k)
@@ -531,7 +533,7 @@ class _SweepReplicate:
             "experiment_k": source[1] if source else None,
             "density": mask.density().density, "analysis": st.analysis(),
             "copies": {"a": result_a, "b": result_b},
-            "distances": self._distances(w_a, w_b, w_k, mask),
+            "distances": self._distances(w_a, w_b, w_k, union),
             "distances_trainable": distances_lib.compare_weights(
                 *(distances_lib.select_weights(w, self._trainable()) for w in (w_a, w_b)),
                 reference=w_k).total.to_dict(),
@@ -544,9 +546,12 @@ class _SweepReplicate:
             out["measure"] = measure.to_dict()
             out["dense_measure"] = (read_result(experiment.level(self.r, 0).path)[measure.key]
                                     if experiment is not None else None)
-        out["curve"] = self._curve(w_a, w_b)
+        if partner is not None:  # copy b is another replicate's network: its initialisation and its mask
+            out.update(partner_replicate=partner, density_b=mask_b.density().density,
+                       mask_overlap=_overlap(mask, mask_b), mask_overlap_random=_random_overlap(mask, mask_b))
+        out["curve"] = self._with_mask(union, lambda: self._curve(w_a, w_b))
         if st.align != "none":
-            out["aligned"] = self._aligned(w_a, w_b, w_k, mask)
+            out["aligned"] = self._aligned(w_a, w_b, w_k, mask, mask_b)
         out["seconds"] = {"copies": result_a["seconds"] + result_b["seconds"],
                           "analysis": time.perf_counter() - t0}
         if is_chief():
@@ -577,7 +582,49 @@ class _SweepReplicate:
         return distances_lib.stability_to_pruning(self._kernels(w_a), self._kernels(full), mask,
                                                   reference=self._kernels(w_k)).total.to_dict()
 
-    def _aligned(self, w_a, w_b, w_k, mask) -> dict:
+    def _start_b(self, unit: Unit, mask, start):
+        """``(mask, start, partner replicate or None)`` of copy b: copy a's, except under
+        ``noise="init"``: another replicate's network of the experiment (its W_0 and its
+        level mask: two tickets from different initialisations), or without an
+        experiment a fresh initialisation (seed :func:`tflth.seeds.copy_init_seed`)."""
+        if self.job.stability.noise != "init":
+            return mask, start, None
+        experiment = self.experiment(unit.k)
+        if experiment is None:
+            seed = seeds.copy_init_seed(self.hparams.training, unit.pair)
+
+            def fresh(t):
+                start(t)
+                t.set_weights({v.path: v.numpy() for v in t.build_model(seed).variables})
+
+            return mask, fresh, None
+        partner = partner_replicate(self.r, unit.pair, self.job.stability.replicates)
+        mask_b = self._level_mask(unit.level, experiment, replicate=partner)
+        level0 = experiment.level(partner, 0)
+        if 0 not in level0.checkpoint_steps():
+            raise fileio.DamagedFileError(level0.checkpoint(0), "copy b (noise='init') starts from this replicate's "
+                                          "initial weights, and the checkpoint is missing")
+        begin = starts.Start(rewind=level0.checkpoint(0), level=unit.level,
+                             seed=seeds.replicate(self.job.run, partner).training.seed)
+        if unit.method != IMP:
+            control = starts.get_control(unit.method)
+            mask_b = masking.Masks(control.mask(mask_b, begin, self._pruning_strategy(experiment)))
+            return mask_b, lambda t: control.start(t, begin), partner
+        return mask_b, lambda t: t.load_checkpoint(begin.rewind), partner
+
+    def _with_mask(self, mask, compute):
+        """``compute()`` with ``mask`` held on the model (the union of two copies' masks),
+        then the model's own mask back."""
+        own = masking.masks_of(self.trainer.model)
+        if own == mask:
+            return compute()
+        masking.apply_masks(self.trainer.model, mask)
+        try:
+            return compute()
+        finally:
+            masking.apply_masks(self.trainer.model, own)
+
+    def _aligned(self, w_a, w_b, w_k, mask, mask_b) -> dict:
         """The pair again after copy b's hidden units are reordered to match copy a's
         (``--align``): the permutations' count, the L2 distances and the curve (both masks'
         union held while it is evaluated: a permuted ticket's mask is permuted too)."""
@@ -590,16 +637,12 @@ class _SweepReplicate:
         if st.align == "activations":
             examples = self._align_examples(st.align_examples)
         perms, aligned, aligned_mask = alignment.align(model, w_a, w_b, method=st.align, examples=examples,
-                                                       masks_b=dict(mask), graph=self._graph)
+                                                       masks_b=dict(mask_b), graph=self._graph)
         seconds = time.perf_counter() - t0
-        union = masking.Masks({p: np.asarray(mask[p], bool) | np.asarray(aligned_mask[p], bool) for p in mask})
+        union = _union(mask, aligned_mask)
         distances = distances_lib.compare_weights(self._kernels(w_a), self._kernels(aligned), union,
                                                   reference=self._kernels(w_k)).to_dict()
-        masking.apply_masks(model, union)
-        try:
-            curve = self._curve(w_a, aligned)
-        finally:
-            masking.apply_masks(model, mask)
+        curve = self._with_mask(union, lambda: self._curve(w_a, aligned))
         moved = {n: int(np.sum(p != np.arange(len(p)))) for n, p in perms.items()}
         return {"method": st.align, "groups_permuted": len(perms), "units_moved": moved,
                 "mask_overlap": _overlap(mask, aligned_mask), "distances": distances, "curve": curve,
@@ -631,3 +674,26 @@ def _overlap(a, b) -> float | None:
     either = sum(int(np.sum(np.asarray(a[p], bool) | np.asarray(b[p], bool))) for p in a)
     total = sum(int(np.size(a[p])) for p in a)
     return None if either == total and both == total else both / max(either, 1)
+
+
+def partner_replicate(r: int, pair: int, replicates: int) -> int:
+    """The experiment replicate whose network is copy b of ``pair`` for replicate ``r`` under
+    ``noise="init"``: ``(r + 1 + pair) mod replicates`` (never ``r`` while ``pair <
+    replicates - 1``)."""
+    return (r + 1 + pair) % replicates
+
+
+def _union(a, b) -> masking.Masks:
+    return masking.Masks({p: np.asarray(a[p], bool) | np.asarray(b[p], bool) for p in a})
+
+
+def _random_overlap(a, b) -> float | None:
+    """The Jaccard overlap two random masks with ``a``'s and ``b``'s per-variable counts
+    have on average (the ratio of the expected intersection, Σ n_a·n_b / n, to the expected
+    union), ``None`` for dense masks."""
+    inter = union = 0.0
+    for p in a:
+        n, ca, cb = np.size(a[p]), int(np.sum(a[p])), int(np.sum(b[p]))
+        inter += ca * cb / n
+        union += ca + cb - ca * cb / n
+    return None if inter == union else inter / union
