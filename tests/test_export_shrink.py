@@ -232,10 +232,14 @@ def test_a_residual_add_shrinks_its_tied_units_in_every_layer():
     _same_function(small, model)
 
 
-def test_a_nested_model_is_refused_in_one_line():
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")], name="inner")
+def test_a_nested_model_is_rebuilt_with_its_units_removed():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu", name="fc")], name="inner")
     inputs = keras.Input((4,))
-    model = tflth.masked(keras.Model(inputs, keras.layers.Dense(2, name="out")(inner(inputs)), name="outer"))
-    with pytest.raises(export.ExportError, match=r"Cannot shrink model 'outer': it nests the model \['inner'\]") as info:
-        export.shrink(model)
-    assert len(str(info.value).splitlines()) == 1
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inner(inputs)), name="outer")
+    m = _ones(model)
+    m[inner.get_layer("fc").kernel.path][:, [1, 3]] = False  # two units of the nested layer get no input ...
+    m[_path(model, "out")][[1, 3], :] = False                 # ... and feed nothing
+    _masked(model, m)
+    small, report = export.shrink(model)
+    assert small.get_layer("inner").get_layer("fc").units == 3 and report.layer("fc").dead_out == 2
+    _same_function(small, model)

@@ -134,7 +134,6 @@ def _refuse(model, why: str) -> ExportError:
 
 def _read(model):
     from tflth import unit_graph  # noqa: PLC0415  (it imports the model zoo)
-    from tflth._keras import sublayers  # noqa: PLC0415
     from tflth.masking import maskable  # noqa: PLC0415
     from tflth.pruning.layout import axes_of  # noqa: PLC0415
 
@@ -142,10 +141,6 @@ def _read(model):
         graph = unit_graph.unit_groups(model, strict=True, streams_prunable=True)
     except unit_graph.UnitGraphError as e:
         raise ExportError(f"Cannot shrink: {e.what}") from None  # it names the model and every unplaced layer
-    nested = [layer.name for layer in sublayers(model, recursive=False) if isinstance(layer, keras.Model)]
-    if nested:
-        raise _refuse(model, f"it nests the model{'s' if len(nested) > 1 else ''} {nested}, which shrink does not "
-                      "rebuild; expected the layers in the outer model itself")
     masks = {p: np.asarray(m.numpy()) != 0 for p, (_, m) in masking.masked_variables(model).items()}
     owners = maskable.owners_of(model)
     variables = {}
@@ -278,6 +273,15 @@ class _Analysis:
                 pinned[i][0] = True
 
 
+def _graph_layers(model) -> list:
+    """The layers of ``model``'s graph, nested Sequential and functional models walked
+    (their layers, not the models themselves)."""
+    out = []
+    for layer in model.layers:
+        out += _graph_layers(layer) if isinstance(layer, keras.Model) else [layer]
+    return out
+
+
 def _reader_inputs(model, layers) -> dict:
     """Each layer's input in the masked model, on one all-zero example (inference mode)."""
     if not layers:
@@ -287,7 +291,7 @@ def _reader_inputs(model, layers) -> dict:
     x = [np.zeros((1, *t.shape[1:]), t.dtype) for t in model.inputs]
     values = probe(x[0] if single else x, training=False)
     values = values if isinstance(values, (list, tuple)) else [values]
-    return {layer.name: np.asarray(keras.ops.convert_to_numpy(v), np.float64) for layer, v in zip(layers, values)}
+    return {id(layer): np.asarray(keras.ops.convert_to_numpy(v), np.float64) for layer, v in zip(layers, values)}
 
 
 def _channels_last(layer, x: np.ndarray) -> np.ndarray:
@@ -297,7 +301,7 @@ def _channels_last(layer, x: np.ndarray) -> np.ndarray:
 
 
 def _fold_values(analysis: _Analysis):
-    """``({group: foldable per block}, {reader layer name: (values per input row, uniform per row)})``:
+    """``([foldable per block, per group], {id(reader layer): (values per input row, uniform per row)})``:
     a block is foldable when every reader sees each of its rows as one value at every
     position (so a constant unit can go into the reader's bias)."""
     readers = {}
@@ -305,24 +309,24 @@ def _fold_values(analysis: _Analysis):
         if ok:
             for m in analysis.readers[i]:
                 layer = analysis.vars[m.path].layer
-                readers[layer.name] = layer
+                readers[id(layer)] = layer
     try:
         inputs = _reader_inputs(analysis.model, list(readers.values()))
-    except (ValueError, AttributeError):  # a layer called more than once has no single .input
+    except (ValueError, AttributeError):  # called more than once, or inside a nested model: no input here
         inputs = None
     rows = {}
-    for name, layer in readers.items():
+    for key, layer in readers.items():
         if inputs is None:
             continue
-        x = _channels_last(layer, inputs[name])
-        rows[name] = (x[0], np.all(np.abs(x - x[:1]) <= 1e-6 * np.maximum(1.0, np.abs(x[:1])), axis=0))
+        x = _channels_last(layer, inputs[key])
+        rows[key] = (x[0], np.all(np.abs(x - x[:1]) <= 1e-6 * np.maximum(1.0, np.abs(x[:1])), axis=0))
     foldable = []
     for i, g in enumerate(analysis.groups):
         ok = np.full(g.blocks, bool(analysis.foldable[i]) and inputs is not None)
         if ok.any():
             for m in analysis.readers[i]:
                 layer = analysis.vars[m.path].layer
-                uniform = rows[layer.name][1]
+                uniform = rows[id(layer)][1]
                 ok &= np.asarray([uniform[idx].all() for idx in m.positions.reshape(g.blocks, -1)])
         foldable.append(ok)
     return foldable, rows
@@ -365,8 +369,9 @@ def shrink(model) -> tuple[keras.Model, ShrinkReport]:
         outputs) and a :class:`ShrinkReport`. ``model`` is not changed.
 
     Raises:
-        ExportError: a subclassed model, a nested model, or layers the unit reader cannot
-            place (all of them named in one line).
+        ExportError: a subclassed model, or layers the unit reader cannot place (all of
+            them named in one line). Nested Sequential and functional models are rebuilt
+            too (their constant units are kept: only dead-out units go inside them).
 
     Example:
 
@@ -397,11 +402,11 @@ def shrink(model) -> tuple[keras.Model, ShrinkReport]:
         for m in analysis.readers[i]:
             var = variables[m.path]
             index = m.positions.reshape(g.blocks, -1)[folded[i]].ravel()
-            values = rows[var.layer.name][0][index]
+            values = rows[id(var.layer)][0][index]
             kernel = np.moveaxis(var.value.astype(np.float64), var.inputs[-1], 0)[index]  # (rows, *k, out)
             summed = kernel.reshape(len(index), -1, kernel.shape[-1]).sum(axis=1)
             add = values @ summed
-            extra_bias[var.layer.name] = extra_bias.get(var.layer.name, 0.0) + add
+            extra_bias[id(var.layer)] = extra_bias.get(id(var.layer), 0.0) + add
 
     # Keep, per variable axis, the indices of blocks not removed; slice every variable.
     arrays = {}
@@ -412,13 +417,13 @@ def shrink(model) -> tuple[keras.Model, ShrinkReport]:
             if dead.any():
                 value = np.take(value, np.flatnonzero(~dead), axis=axis)
         arrays[path] = value
-    plans = {}
-    for layer in model.layers:
+    plans = {}  # id(layer) -> (layer, its weights in order, a new bias or None, a new config or None)
+    for layer in _graph_layers(model):
         own = {v.path: v for v in layer.weights}
         if not own:
             continue
         names = {variables[p].name: p for p in own}
-        add = extra_bias.get(layer.name)
+        add = extra_bias.get(id(layer))
         bias_path = names.get("bias")
         new_bias = None
         if add is not None:
@@ -428,21 +433,23 @@ def shrink(model) -> tuple[keras.Model, ShrinkReport]:
             new_bias = full[keep].astype(kernel.value.dtype)
         ordered = [arrays[p] for p in own]
         if new_bias is None and all(a.shape == variables[p].value.shape for a, p in zip(ordered, own)):
-            plans[layer.name] = (layer, ordered, None, None)  # same shapes: its own configuration
+            plans[id(layer)] = (layer, ordered, None, None)  # same shapes: its own configuration
             continue
         by_name = {variables[p].name: arrays[p] for p in own}
-        plans[layer.name] = (layer, ordered, new_bias, _new_config(layer, by_name, ordered,
-                                                                    new_bias is not None and not layer.use_bias))
+        plans[id(layer)] = (layer, ordered, new_bias, _new_config(layer, by_name, ordered,
+                                                                  new_bias is not None and not layer.use_bias))
+    clones = {}
 
     def rebuild(layer):
-        plan = plans.get(layer.name)
+        plan = plans.get(id(layer))
         config = plan[3] if plan is not None and plan[3] is not None else layer.get_config()
-        return layer.__class__.from_config(config)
+        clones[id(layer)] = layer.__class__.from_config(config)
+        return clones[id(layer)]
 
     try:
-        small = keras.models.clone_model(model, clone_function=rebuild)
-        for name, (old, weights, new_bias, _) in plans.items():
-            layer = small.get_layer(name)
+        small = keras.models.clone_model(model, clone_function=rebuild, recursive=True)
+        for key, (old, weights, new_bias, _) in plans.items():
+            layer = clones[key]
             if new_bias is not None:
                 kernel_at = [v.name for v in old.weights].index("kernel")
                 weights = list(weights)
