@@ -1,7 +1,12 @@
 """bin/stability.py --noise=init --align: two networks from different initialisations,
 measured before and after copy b's units are reordered to match copy a (weights or
 activations), the report's before/after columns, and bad values as one line, exit 2,
-nothing written."""
+nothing written.
+
+Both binaries' flags live in one absl registry here, and a flag both define (``--levels``)
+keeps the first definition: prune's is imported first, as in every test module that
+imports both (imported after stability's, ``--levels`` would default to stability's "0"
+and bin/prune.py would prune nothing)."""
 
 import json
 import os
@@ -11,6 +16,7 @@ import pytest
 from absl.testing import flagsaver
 
 from tflth.report import stability as report
+from tflth.cli import prune as prune_cli  # noqa: F401  (first: --levels is prune's in every process, see below)
 from tflth.cli import stability as stability_cli
 from tflth.training import checkpoint
 
@@ -99,7 +105,6 @@ def test_a_batchnorm_resnet_aligned_with_and_without_recomputed_statistics(data_
 
 def test_two_imp_tickets_from_different_initialisations_with_their_mask_overlap(data_path, tmp_path, capsys):
     from tflth import masking
-    from tflth.cli import prune as prune_cli
 
     common = _flags(data_path, tmp_path)
     for name in ("noise", "align", "rewind_steps", "interpolation_points", "train_examples"):
