@@ -341,6 +341,21 @@ def test_stability_heading_names_the_batchnorm_treatment_only_for_networks_with_
     assert "BN recompute over 2 batches" in heading(None)  # unknown: named, as before
 
 
+def test_curve_series_draws_the_aligned_line_dashed_beside_the_pairs_line():
+    plain = [_pair(0, r, v) for r, v in enumerate((0.2, 0.4))]
+    assert [s[0] for s in stability_report.curve_series(0, plain)] == ["k = 0it"]  # no --align: one line
+    aligned = [dict(p, aligned={"method": "weights", "curve": {"test": {"alphas": [0, 0.5, 1],
+                                                                       "errors": [0.1, 0.1 + d, 0.1]}}})
+               for p, d in zip(plain, (0.01, 0.03))]
+    (pairs_line, aligned_line) = stability_report.curve_series(0, aligned)
+    assert pairs_line[0] == "k = 0it" and pairs_line[4] == "-"
+    assert aligned_line[0] == "k = 0it, aligned (weights)" and aligned_line[4] == "--"
+    # by hand: at α = 0.5 the pairs' errors are 0.3 and 0.5 (mean 0.4), aligned 0.11 and 0.13 (mean 0.12);
+    # half-width of two values a, b: t(0.975, 1) · |a − b| / 2 = 12.706 · 0.01
+    assert pairs_line[2] == pytest.approx([0.1, 0.4, 0.1]) and aligned_line[2] == pytest.approx([0.1, 0.12, 0.1])
+    assert aligned_line[3][1] == pytest.approx(12.7062 * 0.01, rel=1e-4) and aligned_line[3][0] == 0.0
+
+
 def test_stability_report_with_one_pair_per_k_is_undecided_not_a_crash(tmp_path):
     pairs = [_pair(0, 0, 0.05), _pair(10, 0, 0.001)]
     summary = stability_report.summarize(pairs)

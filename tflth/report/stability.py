@@ -34,7 +34,8 @@ match_margin=..., stable_threshold=...) -> {name: path}``, one path per written 
 * ``instability.png`` — test instability vs k (symmetric-log x axis, k = 0 included),
   one line per (level, method) with 95 % t intervals as error bars and the dashed τ line;
   ``curves_<sweep>_level<L>_<method>.png`` — mean test error vs α, one line per k, with a
-  band of the 95 % t interval over pairs.
+  band of the 95 % t interval over pairs, and a dashed line per k for the aligned pairs
+  (``--align``).
 
 It reuses the generic table and plot code of :mod:`tflth.report`; the control names come
 from the caller (the report does not import :mod:`tflth.lottery`).
@@ -470,6 +471,26 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
     return plots.save_figure(path, fig)
 
 
+def curve_series(k: int, members: Sequence[Mapping]) -> list[tuple[str, list, list, list, str]]:
+    """The test-error curves of one k's pairs, as plotted: ``(label, alphas, mean,
+    95 % half-width, line style)`` per α, the pairs' line solid and, where the pairs were
+    aligned (``--align``), the aligned line dashed. Pairs whose α grid differs from the
+    first pair's are left out."""
+    out = []
+    for label, style, curve_of in ((f"k = {k}it", "-", lambda m: m["curve"]),
+                                   (f"k = {k}it, aligned", "--", lambda m: (m.get("aligned") or {}).get("curve"))):
+        curves = [curve_of(m)["test"] for m in members if curve_of(m)]
+        if not curves:
+            continue
+        alphas = curves[0]["alphas"]
+        errors = [c["errors"] for c in curves if c["alphas"] == alphas]
+        at = [stats.describe(e[j] for e in errors) for j in range(len(alphas))]
+        if style == "--":
+            label += f" ({next(m['aligned']['method'] for m in members if m.get('aligned'))})"
+        out.append((label, list(alphas), [a.mean for a in at], [a.half_width or 0.0 for a in at], style))
+    return out
+
+
 def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> dict[str, str]:
     """``{"curves_<sweep>_level<L>_<method>": path}``: one figure per (sweep, level, method)."""
     groups: dict[tuple, dict[int, list[Mapping]]] = {}
@@ -482,13 +503,9 @@ def _curve_plots(output_dir: str, pairs: Sequence[Mapping]) -> dict[str, str]:
         what_y = ("Test error (%)" if measure.percent else f"Test {measure.name}" if not measure.higher_is_better
                   else f"Test 1 − {measure.name}")
         for i, k in enumerate(sorted(by_k)):
-            members = by_k[k]
-            alphas = members[0]["curve"]["test"]["alphas"]
-            curves = [m["curve"]["test"]["errors"] for m in members if m["curve"]["test"]["alphas"] == alphas]
-            at = [stats.describe(c[j] for c in curves) for j in range(len(alphas))]
-            plots.errorbar_series(ax, alphas, [a.mean for a in at], [a.half_width or 0.0 for a in at],
-                                  label=f"k = {k}it", scale=measure.scale, marker=None,
-                                  color=plots.series_color(i), band=True)
+            for label, alphas, means, halves, style in curve_series(k, by_k[k]):
+                plots.errorbar_series(ax, alphas, means, halves, label=label, scale=measure.scale, marker=None,
+                                      color=plots.series_color(i), linestyle=style, band=True)
         what = "dense" if level == 0 and method == IMP else f"level {level} {method}"
         plots.style_axes(ax, xlabel="Interpolation α (0: copy a, 1: copy b)", ylabel=what_y,
                          title=f"{what_y.split(' (')[0]} along the line between the copies: {what}")
