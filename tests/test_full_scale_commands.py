@@ -70,6 +70,7 @@ HEADLINE_SECTION = "## Rewinding where its precondition holds: LeNet-300-100 at 
 QUICKSTART_SECTION = "## Quickstart: the command line"  # README.md
 ONE_SHOT_SECTION = "# One-shot pruning at k against IMP with rewinding (Fashion-MNIST, CPU)"
 TASKS_SECTION = "# Tickets beyond image classification: a language model and a regression (CPU)"
+ALIGN_SECTION = "# Alignment across initialisations: LeNet, a 4× wider LeNet, ResNet-8 and IMP tickets (Fashion-MNIST, CPU)"
 CLIS = {"train": train_cli, "prune": prune_cli, "stability": stability_cli}
 FULL_TRAIN_EXAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "mnist": 60_000, "fashion_mnist": 60_000,
                        "imagenet2012": 1_281_167}
@@ -240,13 +241,16 @@ HEADLINE_COMMANDS, HEADLINE_PROBLEM = _commands_or_problem(HEADLINE_SECTION)
 QUICKSTART_COMMANDS, QUICKSTART_PROBLEM = _commands_or_problem(QUICKSTART_SECTION)
 ONE_SHOT_COMMANDS, ONE_SHOT_PROBLEM = _commands_or_problem(ONE_SHOT_SECTION)
 TASKS_COMMANDS, TASKS_PROBLEM = _commands_or_problem(TASKS_SECTION)
+ALIGN_COMMANDS, ALIGN_PROBLEM = _commands_or_problem(ALIGN_SECTION)
 
 
 # ------------------------------------------------------------------ running a command
 
 
 def _model_of(cmd: Command) -> str:
-    return presets.get(cmd.value("preset")).run.model.name if cmd.value("preset") else cmd.value("model")
+    if cmd.value("model") or not cmd.value("preset"):
+        return cmd.value("model")
+    return presets.get(cmd.value("preset")).run.model.name
 
 
 def _parse(binary: str, argv: list[str]) -> None:
@@ -294,7 +298,10 @@ def _toy_path(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
-def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
+def toy_argv(cmd: Command, root: str, dataset: str, own: set[str], init_pairs: bool = False) -> list[str]:
+    """The command at toy size. ``init_pairs``: the command's runs are paired across
+    initialisations (``--noise=init``, or an experiment such a sweep pairs), which needs k = 0
+    and two replicates."""
     def experiment(value):
         out = []
         for target in _glob_targets(value):
@@ -322,6 +329,10 @@ def toy_argv(cmd: Command, root: str, dataset: str, own: set[str]) -> list[str]:
                                       else None)
     if warmup and steps.to_iterations(warmup, 1) > 0:  # a warmup longer than the toy training is refused
         toy["warmup"] = "1it"
+    if init_pairs:
+        toy["replicates"] = "2"  # copy b of replicate r is replicate r + 1's network
+        if "rewind_steps" in toy:
+            toy["rewind_steps"] = "0it"  # two initialisations are compared from k = 0 only
     if dataset in TOY_WIDTH:
         toy["width"] = TOY_WIDTH[dataset]
     if cmd.value("output_dir") is None:
@@ -384,6 +395,13 @@ class Runner:
             out.append(found[0])
         return out
 
+    def init_pairs(self, cmd: Command) -> bool:
+        """Whether ``cmd`` is a ``--noise=init`` sweep or makes an experiment one pairs."""
+        if cmd.value("noise") == "init":
+            return True
+        return any(c.value("noise") == "init" and cmd in self.producers(c)
+                   for c in self.commands if c.binary == "stability" and c.value("experiment"))
+
     def run(self, cmd: Command):
         if cmd.index in self.done:
             return self.done[cmd.index]
@@ -392,7 +410,7 @@ class Runner:
             for producer in self.producers(cmd):
                 self.run(producer)
         module = CLIS[cmd.binary]
-        argv = toy_argv(cmd, self.root, dataset, self.own[cmd.binary])
+        argv = toy_argv(cmd, self.root, dataset, self.own[cmd.binary], self.init_pairs(cmd))
         os.makedirs(os.path.join(self.root, "tfds"), exist_ok=True)
         with tfds.testing.mock_data(num_examples=MOCK_EXAMPLES), flagsaver.flagsaver():
             _parse(cmd.binary, argv)
@@ -545,6 +563,21 @@ def test_one_shot_section_has_the_runs_of_its_tables():
         assert c.value("jit_compile") == ("chunk" if c.value("preset") else None), c.where
 
 
+def test_align_section_has_the_runs_of_its_tables():
+    assert ALIGN_PROBLEM is None, ALIGN_PROBLEM
+    sweeps = [c for c in ALIGN_COMMANDS if c.binary == "stability"]
+    assert all(c.value("noise") == "init" and int(c.value("replicates")) >= 3 for c in sweeps), sweeps  # 3 pairs a row
+    dense = {(_model_of(c), c.value("align"), c.value("bn") or "recompute") for c in sweeps if not c.value("experiment")}
+    assert dense >= {("lenet_300_100", "weights", "recompute"), ("lenet_300_100", "activations", "recompute"),
+                     ("lenet_1200_400", "weights", "recompute"), ("lenet_1200_400", "activations", "recompute"),
+                     ("resnet8", "weights", "recompute"), ("resnet8", "weights", "interpolate")}, dense
+    tickets = [c for c in sweeps if c.value("experiment")]
+    assert {c.value("align") for c in tickets} >= {"weights", "activations"}, tickets
+    assert all(c.value("levels") == "8" and c.value("pairs") == "1" for c in tickets), tickets
+    (prune,) = [c for c in ALIGN_COMMANDS if c.binary == "prune"]
+    assert prune.value("levels") == "8" and prune.value("rewind_step") == "0it" and prune.value("replicates") == "3"
+
+
 def test_quickstart_section_trains_prunes_and_measures_stability():
     assert QUICKSTART_PROBLEM is None, QUICKSTART_PROBLEM
     assert [c.binary for c in QUICKSTART_COMMANDS] == ["train", "prune", "stability"], QUICKSTART_COMMANDS
@@ -560,9 +593,11 @@ def test_quickstart_section_trains_prunes_and_measures_stability():
 # README quickstart's, each at toy size.
 SECTION_COMMANDS = {VIT_SECTION: VIT_COMMANDS, STRUCTURED_SECTION: STRUCTURED_COMMANDS,
                     HEADLINE_SECTION: HEADLINE_COMMANDS, QUICKSTART_SECTION: QUICKSTART_COMMANDS,
-                    ONE_SHOT_SECTION: ONE_SHOT_COMMANDS, TASKS_SECTION: TASKS_COMMANDS}
+                    ONE_SHOT_SECTION: ONE_SHOT_COMMANDS, TASKS_SECTION: TASKS_COMMANDS,
+                    ALIGN_SECTION: ALIGN_COMMANDS}
 _SECTION_IDS = {VIT_SECTION: "vit", STRUCTURED_SECTION: "structured", HEADLINE_SECTION: "headline",
-                QUICKSTART_SECTION: "quickstart", ONE_SHOT_SECTION: "one_shot", TASKS_SECTION: "tasks"}
+                QUICKSTART_SECTION: "quickstart", ONE_SHOT_SECTION: "one_shot", TASKS_SECTION: "tasks",
+                ALIGN_SECTION: "align"}
 _SECTION_CASES = [(section, cmd) for section, cmds in SECTION_COMMANDS.items() for cmd in cmds]
 
 
