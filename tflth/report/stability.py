@@ -471,23 +471,25 @@ def _instability_plot(path: str, summary: Sequence[Mapping], title: str | None) 
     return plots.save_figure(path, fig)
 
 
+def _mean_curve(tests: Sequence[Mapping]) -> tuple[list, list, list]:
+    """``(alphas, mean, 95 % half-width)`` over test curves (``{"alphas", "errors"}``);
+    curves whose α grid differs from the first's are left out."""
+    alphas = tests[0]["alphas"]
+    errors = [t["errors"] for t in tests if t["alphas"] == alphas]
+    at = [stats.describe(e[j] for e in errors) for j in range(len(alphas))]
+    return list(alphas), [a.mean for a in at], [a.half_width or 0.0 for a in at]
+
+
 def curve_series(k: int, members: Sequence[Mapping]) -> list[tuple[str, list, list, list, str]]:
     """The test-error curves of one k's pairs, as plotted: ``(label, alphas, mean,
     95 % half-width, line style)`` per α, the pairs' line solid and, where the pairs were
     aligned (``--align``), the aligned line dashed. Pairs whose α grid differs from the
     first pair's are left out."""
-    out = []
-    for label, style, curve_of in ((f"k = {k}it", "-", lambda m: m["curve"]),
-                                   (f"k = {k}it, aligned", "--", lambda m: (m.get("aligned") or {}).get("curve"))):
-        curves = [curve_of(m)["test"] for m in members if curve_of(m)]
-        if not curves:
-            continue
-        alphas = curves[0]["alphas"]
-        errors = [c["errors"] for c in curves if c["alphas"] == alphas]
-        at = [stats.describe(e[j] for e in errors) for j in range(len(alphas))]
-        if style == "--":
-            label += f" ({next(m['aligned']['method'] for m in members if m.get('aligned'))})"
-        out.append((label, list(alphas), [a.mean for a in at], [a.half_width or 0.0 for a in at], style))
+    out = [(f"k = {k}it", *_mean_curve([m["curve"]["test"] for m in members]), "-")]
+    aligned = [m["aligned"] for m in members if m.get("aligned")]
+    if aligned:
+        out.append((f"k = {k}it, aligned ({aligned[0]['method']})",
+                    *_mean_curve([a["curve"]["test"] for a in aligned]), "--"))
     return out
 
 
